@@ -150,15 +150,15 @@ def _autocast(device: torch.device, amp: bool) -> Any:
 
 
 def make_loaders(cfg: Config, data: Any) -> tuple[DataLoader, DataLoader, DataLoader]:
-    from model.data.encode import collate
-
     g = torch.Generator()
     g.manual_seed(cfg.train.seed)
-    common = {"collate_fn": collate, "num_workers": cfg.data.num_workers}
+    nw = cfg.data.num_workers
     train = DataLoader(data.train, batch_size=cfg.train.batch_size, shuffle=True, generator=g, drop_last=False,
-                       **common)
-    dev = DataLoader(data.dev, batch_size=cfg.train.eval_batch_size, shuffle=False, **common)
-    test = DataLoader(data.test, batch_size=cfg.train.eval_batch_size, shuffle=False, **common)
+                       collate_fn=data.train.collate, num_workers=nw)
+    dev = DataLoader(data.dev, batch_size=cfg.train.eval_batch_size, shuffle=False, collate_fn=data.dev.collate,
+                     num_workers=nw)
+    test = DataLoader(data.test, batch_size=cfg.train.eval_batch_size, shuffle=False, collate_fn=data.test.collate,
+                      num_workers=nw)
     return train, dev, test
 
 

@@ -1,0 +1,544 @@
+"""The synthetic benchmark: small MNER and MRE datasets in which the image matters, in the public layouts.
+
+``ensure_synthetic(kind, root, seed, size)`` generates a dataset once and returns its folder: ``root``
+(``data.dir``) or ``$I2SRM_CACHE/synthetic/<kind>-seed<seed>-size<size>`` (``I2SRM_CACHE`` defaults to
+``~/.cache/i2srm``). Files are written in exactly the Twitter layout (MNER, prefix ``synthetic``) or
+the MNRE layout (MRE) of data-formats.md, so the real readers are what reads them. The same seed and
+size give byte-identical files (with the same numpy, Pillow and torch); size 1.0 takes about two
+seconds per kind on two CPU cores.
+
+Design. Shares are of the samples of every split, exact up to rounding; ``SYNTHETIC_DESIGN`` holds them.
+- ``SPLIT_SIZES`` at size 1.0: 400 train / 100 dev / 100 test samples, each scaled by ``size``.
+  Whole images are ``IMAGE_PX`` = 96 px JPEGs on a noisy grey background; object crops are
+  ``CROP_PX`` = 40 px PNGs cut around the drawn objects, the most telling object first.
+- Every sample is of one of three kinds:
+  * image-only, ``IMAGE_ONLY_SHARE`` = 0.5. MNER: exactly one entity takes its name from
+    ``AMBIGUOUS_NAMES``, a pool drawn equally for all four types, in the same type-neutral context
+    (``NEUTRAL_CLAUSES``) that every entity gets; its type is shown only by the image: one large
+    object in the type's colour and shape (``TYPE_STYLES``: PER red circle, LOC green triangle,
+    ORG blue square, MISC yellow diamond), whose crop comes first. MRE: head and tail names come
+    from ``AMBIGUOUS_NAMES``, the text is neutral ("X and Y ..."), and the relation, one of the six
+    of ``RELATION_STYLES``, is shown only by a large object in that relation's colour and shape.
+  * unrelated, ``UNRELATED_SHARE`` = 0.25: the image shows random shapes in random colours (type or
+    relation colours among them) and says nothing about the text; every label is text-determined.
+  * related and text-determined, the rest (0.25): every label can be read from the text (MNER:
+    names from per-type lists ``NAMES``; MRE: a cue phrase per relation, ``RELATION_CUES``) and the
+    image agrees (MNER: one object per entity in its type's style; MRE: the relation's object if it
+    has a style, else neutral grey shapes), informative but redundant.
+- MRE: ``NONE_SHARE`` = 0.2 of the samples have relation ``None`` (all text-determined, with a
+  cue of their own); positive relations are the nine of ``MRE_RELATIONS``. ``ours_rel2id.json`` lists
+  all 23 real relations.
+- ``MISSING_IMAGE_SHARE`` = 0.02 of the images are listed but not written, as in the public bundle
+  (drawn among samples that are not image-only; they are absent from the crop dict).
+  ``NO_CROPS_SHARE`` = 0.04 are in the crop dict with an empty list, ``NOT_IN_DICT_SHARE`` = 0.04 are
+  absent from it. Crop dicts: MNER train/test keyed by ``<id>.jpg``, dev by ``<id>``; MRE train/test
+  keyed by image file name, dev by line index, so that every key style is exercised.
+- What a text-only model can reach: MNER, about 29% of the entities are image-only and it can only
+  guess their type (1 in 4), so entity F1 is capped near 0.78; MRE, half the samples are image-only
+  positives spread over six relations (1 in 6 by guessing), so micro F1 is capped near 0.5. A model
+  that reads the image can approach 1.0 on both.
+``meta/<split>.jsonl`` records each sample's kind and ground truth (outside the layout, ignored by
+the readers) for per-kind analysis; ``COMPLETE``, written last, records the generation parameters.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from pathlib import Path
+from typing import Any, Literal
+
+import numpy as np
+import torch
+from filelock import FileLock
+from PIL import Image, ImageDraw
+
+from model.data.types import DataError
+
+GENERATOR_VERSION = 1
+KINDS = ("mner", "mre")
+SPLIT_SIZES = {"train": 400, "dev": 100, "test": 100}
+IMAGE_ONLY_SHARE = 0.5
+UNRELATED_SHARE = 0.25
+MISSING_IMAGE_SHARE = 0.02
+NO_CROPS_SHARE = 0.04
+NOT_IN_DICT_SHARE = 0.04
+NONE_SHARE = 0.2
+ENTITY_COUNT_WEIGHTS = (0.45, 0.35, 0.20)  # P(1, 2, 3 entities) in an MNER sentence
+TOKENS_RANGE = (8, 20)  # tokens per text, inclusive
+IMAGE_PX = 96
+CROP_PX = 40
+JPEG_QUALITY = 90
+PNG_COMPRESS_LEVEL = 1  # fast; the files are small either way
+
+TYPES = ("PER", "LOC", "ORG", "MISC")
+TYPE_STYLES = {"PER": ((220, 40, 40), "circle"), "LOC": ((40, 170, 60), "triangle"),
+               "ORG": ((40, 80, 220), "square"), "MISC": ((235, 200, 30), "diamond")}
+RELATIONS = ("None", "/per/per/parent", "/per/per/siblings", "/per/per/couple", "/per/per/neighbor",
+             "/per/per/peer", "/per/per/charges", "/per/per/alumi", "/per/per/alternate_names",
+             "/per/org/member_of", "/per/loc/place_of_residence", "/per/loc/place_of_birth",
+             "/org/org/alternate_names", "/org/org/subsidiary", "/org/loc/locate_at", "/loc/loc/contain",
+             "/per/misc/present_in", "/per/misc/awarded", "/per/misc/race", "/per/misc/religion",
+             "/per/misc/nationality", "/misc/misc/part_of", "/misc/loc/held_on")
+RELATION_STYLES = {  # the six relations an image can show
+    "/per/per/peer": ((230, 60, 200), "star"), "/per/per/couple": ((240, 130, 30), "ring"),
+    "/per/org/member_of": ((30, 200, 210), "cross"), "/per/loc/place_of_residence": ((130, 60, 210), "hexagon"),
+    "/org/loc/locate_at": ((150, 225, 40), "triangle_down"), "/per/misc/awarded": ((250, 250, 250), "bars"),
+}
+RELATION_CUES = {  # text-determined relations: a cue phrase; {h} head, {t} tail
+    "/per/per/peer": ["{h} teams up with {t}", "{h} and teammate {t}", "{t} plays alongside {h}"],
+    "/per/per/couple": ["{h} and her husband {t}", "{h} married {t}", "{t} and his wife {h}"],
+    "/per/per/parent": ["{h} with his son {t}", "{t} and her dad {h}"],
+    "/per/org/member_of": ["{h} joins {t}", "{t} signs {h}", "{h} officially with {t}"],
+    "/per/loc/place_of_residence": ["{h} lives in {t}", "{h} at home in {t}"],
+    "/org/loc/locate_at": ["{h} headquarters in {t}", "{t} office of {h}"],
+    "/per/misc/present_in": ["{h} at the {t}", "{h} showed up at {t}"],
+    "/per/misc/awarded": ["{h} wins {t}", "{h} takes home the {t}"],
+    "/misc/loc/held_on": ["{h} held in {t}", "{t} hosts the {h}"],
+    "None": ["{h} , {t} and more", "{h} trending next to {t}", "{t} fans react to {h}"],
+}
+MRE_RELATIONS = tuple(r for r in RELATION_CUES if r != "None")
+MRE_NEUTRAL = ["{h} and {t}", "{h} and {t} today", "{h} and {t} again !", "look : {h} and {t}", "{h} and {t} here"]
+
+NAMES = {
+    "PER": ["Barack Obama", "Taylor Swift", "LeBron James", "Justin Bieber", "Kim Kardashian", "Lionel Messi",
+            "Serena Williams", "Drake", "Rihanna", "Kanye West", "Hillary Clinton", "Tom Brady", "Selena Gomez",
+            "Elon Musk", "Oprah Winfrey", "Adele", "Beyonce", "Harry Styles", "Emma Watson", "Neymar"],
+    "LOC": ["New York", "London", "Paris", "Texas", "Boston", "California", "Tokyo", "Los Angeles", "Florida",
+            "Brooklyn", "Seattle", "Canada", "Mexico", "Berlin", "Dublin", "Las Vegas", "Miami", "Sydney",
+            "Rome", "Ohio"],
+    "ORG": ["Google", "NASA", "Red Cross", "Chicago Bulls", "Real Madrid", "CNN", "Microsoft", "Starbucks",
+            "Lakers", "BBC", "Nike", "UNICEF", "Harvard", "Netflix", "Warner Bros", "FIFA", "Amazon", "Ford",
+            "Yankees", "Disney"],
+    "MISC": ["Super Bowl", "Olympics", "Christmas", "Grammys", "World Cup", "iPhone", "Game of Thrones", "Oscars",
+             "Halloween", "Star Wars", "Coachella", "Thanksgiving", "Xbox", "Wimbledon", "Pokemon", "Brexit",
+             "Ramadan", "Eurovision", "Comic Con", "Easter"],
+}
+AMBIGUOUS_NAMES = ["Zorvik", "Kelmora", "Tavanu", "Brixel", "Quenta", "Morvane", "Elstra", "Dravik", "Solenne",
+                   "Varrow", "Nimbra", "Pyralis", "Corvena", "Ilvane", "Yostar", "Fennix", "Grivel", "Ostrik",
+                   "Zorvik Ama", "Nimbra Tesk", "Quenta Lo", "Velo Dran", "Kess Arum", "Tiral Vey"]
+NEUTRAL_CLAUSES = ["{E} is trending again", "can't stop thinking about {E}", "all eyes on {E} tonight",
+                   "just saw {E}", "look at {E} !", "so proud of {E}", "nobody talks about {E} enough",
+                   "{E} right now", "what a day for {E}", "new pics of {E}", "here is {E}", "say hi to {E}"]
+CONNECTORS = [",", "and", "|", "-", "..."]
+FILLERS = ["lol", "so", "good", "omg", "wow", "today", "again", "yes", "really", "tbh"]
+FILLER_CLAUSES = ["so good", "can't wait", "best day ever", "this is it", "love it", "no words"]
+MENTIONS = ["@daily_pics", "@jess_92", "@newsbot", "@mike_t", "@the_real_ab", "@fan_page"]
+HASHTAGS = ["#tbt", "#love", "#news", "#photo", "#fail", "#weekend", "#nofilter"]
+EMOJI = ["😂", "❤️", "🔥", "👍", "😍", "🙌"]
+NEUTRAL_COLOURS = [(110, 90, 70), (150, 150, 150), (60, 60, 60), (175, 145, 115)]
+SHAPES = ("circle", "square", "triangle", "diamond", "star", "ring", "cross", "hexagon", "triangle_down", "bars")
+
+SYNTHETIC_DESIGN: dict[str, Any] = {
+    "split_sizes": SPLIT_SIZES, "image_only_share": IMAGE_ONLY_SHARE, "unrelated_share": UNRELATED_SHARE,
+    "missing_image_share": MISSING_IMAGE_SHARE, "no_crops_share": NO_CROPS_SHARE,
+    "not_in_dict_share": NOT_IN_DICT_SHARE, "none_share": NONE_SHARE, "entity_count_weights": ENTITY_COUNT_WEIGHTS,
+    "tokens_range": TOKENS_RANGE, "image_px": IMAGE_PX, "crop_px": CROP_PX,
+    "type_styles": {t: {"colour": c, "shape": s} for t, (c, s) in TYPE_STYLES.items()},
+    "relation_styles": {r: {"colour": c, "shape": s} for r, (c, s) in RELATION_STYLES.items()},
+    "mre_relations": MRE_RELATIONS, "version": GENERATOR_VERSION,
+}
+
+_SPLIT_FOLDERS = {"train": "train", "dev": "val", "test": "test"}
+Box = tuple[int, int, int, int]
+Colour = tuple[int, int, int]
+
+
+def default_root(kind: str, seed: int, size: float) -> Path:
+    cache = Path(os.environ.get("I2SRM_CACHE") or "~/.cache/i2srm").expanduser()
+    return cache / "synthetic" / f"{kind}-seed{seed}-size{size:g}"
+
+
+def _marker(kind: str, seed: int, size: float) -> dict[str, Any]:
+    return {"kind": kind, "seed": seed, "size": float(size), "version": GENERATOR_VERSION}
+
+
+def _read_marker(root: Path) -> dict[str, Any] | None:
+    try:
+        return json.loads((root / "COMPLETE").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+
+
+def _is_complete(root: Path, want: dict[str, Any]) -> bool:
+    got = _read_marker(root)
+    return got is not None and all(got.get(k) == v for k, v in want.items())
+
+
+def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int, size: float) -> Path:
+    """The folder of the synthetic ``kind`` dataset, generating it first if it is not complete there.
+
+    MNER: the folder holding ``synthetic/`` (read with ``read_mner(folder, "synthetic", split)``);
+    MRE: the folder holding ``txt/`` and ``ours_rel2id.json``. Generation writes into a temporary
+    sibling folder and renames it into place under a file lock, so concurrent callers and crashes
+    never see half a dataset. A ``root`` that holds anything else is refused, never overwritten.
+    """
+    if kind not in KINDS:
+        raise DataError(f"unknown synthetic kind {kind!r}; accepted: {', '.join(KINDS)}.")
+    if not (isinstance(seed, int) and seed >= 0):
+        raise DataError(f"data.synthetic_seed is {seed!r}; accepted: an integer >= 0.")
+    if not size > 0:
+        raise DataError(f"data.synthetic_size is {size!r}; accepted: a number > 0 (1.0 = 400/100/100 samples).")
+    own_cache = root is None
+    root = default_root(kind, seed, size) if root is None else Path(root).expanduser().absolute()
+    want = _marker(kind, seed, size)
+    if _is_complete(root, want):
+        return root
+    root.parent.mkdir(parents=True, exist_ok=True)
+    with FileLock(str(root.parent / f".{root.name}.lock")):
+        if _is_complete(root, want):  # another process finished while we waited
+            return root
+        if root.exists():
+            got = _read_marker(root)
+            if got is not None and (own_cache or {k: got.get(k) for k in ("kind", "seed", "size")}
+                                    == {k: want[k] for k in ("kind", "seed", "size")}):
+                shutil.rmtree(root)  # ours, from another generator version: regenerate
+            elif root.is_dir() and not any(root.iterdir()):
+                root.rmdir()
+            else:
+                what = f"synthetic data {got}" if got else "other files"
+                raise DataError(f"data.dir {root} holds {what}, not the synthetic {kind} data of seed {seed} "
+                                f"and size {size:g}; point data.dir at a new folder or leave it unset.")
+        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
+        try:
+            counts = (generate_mner if kind == "mner" else generate_mre)(tmp, seed, size)
+            (tmp / "COMPLETE").write_text(json.dumps({**want, "samples": counts}, indent=1) + "\n", encoding="utf-8")
+            tmp.chmod(0o755)
+            try:
+                os.rename(tmp, root)
+            except OSError:
+                if not _is_complete(root, want):  # a lock the file system ignored, and a racer won: fine
+                    raise
+                shutil.rmtree(tmp, ignore_errors=True)
+        except BaseException:
+            shutil.rmtree(tmp, ignore_errors=True)
+            raise
+    return root
+
+
+# ----------------------------------------------------------------------------------------- drawing
+
+def _rng(seed: int, kind: str, split: str) -> np.random.Generator:
+    return np.random.default_rng(np.random.SeedSequence([seed, KINDS.index(kind), list(SPLIT_SIZES).index(split)]))
+
+
+def _pick(rng: np.random.Generator, seq: list | tuple) -> Any:
+    return seq[int(rng.integers(len(seq)))]
+
+
+def _jitter(rng: np.random.Generator, colour: tuple[int, int, int], amount: int = 20) -> tuple[int, int, int]:
+    c = np.clip(np.array(colour) + rng.integers(-amount, amount + 1, 3), 0, 255)
+    return (int(c[0]), int(c[1]), int(c[2]))
+
+
+def _canvas(rng: np.random.Generator) -> Image.Image:
+    """Noisy grey background, so that colour and shape, not a flat field, carry the signal."""
+    grey = int(rng.integers(70, 151))
+    tint = rng.integers(-10, 11, 3)
+    noise = rng.integers(-35, 36, (IMAGE_PX, IMAGE_PX, 1))
+    pixels = np.clip(grey + tint[None, None, :] + noise, 0, 255).astype(np.uint8)  # [H, W, 3]
+    return Image.fromarray(pixels, "RGB")
+
+
+def _draw(draw: ImageDraw.ImageDraw, shape: str, box: Box, colour: tuple[int, int, int]) -> None:
+    x0, y0, x1, y1 = box
+    cx, cy, w, h = (x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0
+    if shape == "circle":
+        draw.ellipse(box, fill=colour)
+    elif shape == "square":
+        draw.rectangle(box, fill=colour)
+    elif shape == "triangle":
+        draw.polygon([(cx, y0), (x1, y1), (x0, y1)], fill=colour)
+    elif shape == "triangle_down":
+        draw.polygon([(x0, y0), (x1, y0), (cx, y1)], fill=colour)
+    elif shape == "diamond":
+        draw.polygon([(cx, y0), (x1, cy), (cx, y1), (x0, cy)], fill=colour)
+    elif shape == "star":
+        pts = []
+        for k in range(10):
+            r = (0.5 if k % 2 == 0 else 0.2) * min(w, h)
+            a = np.pi / 2 + k * np.pi / 5
+            pts.append((cx + r * np.cos(a), cy - r * np.sin(a)))
+        draw.polygon(pts, fill=colour)
+    elif shape == "ring":
+        draw.ellipse(box, outline=colour, width=max(2, int(min(w, h) / 5)))
+    elif shape == "cross":
+        t = max(2, int(min(w, h) / 4))
+        draw.rectangle((x0, cy - t / 2, x1, cy + t / 2), fill=colour)
+        draw.rectangle((cx - t / 2, y0, cx + t / 2, y1), fill=colour)
+    elif shape == "hexagon":
+        draw.polygon([(cx + 0.5 * w * np.cos(k * np.pi / 3), cy + 0.5 * h * np.sin(k * np.pi / 3))
+                      for k in range(6)], fill=colour)
+    elif shape == "bars":
+        step = h / 5
+        for k in (0, 2, 4):
+            draw.rectangle((x0, y0 + k * step, x1, y0 + (k + 1) * step), fill=colour)
+    else:  # pragma: no cover - SHAPES is closed
+        raise ValueError(shape)
+
+
+def _box_anywhere(rng: np.random.Generator, lo: int, hi: int) -> Box:
+    s = int(rng.integers(lo, hi + 1))
+    x, y = int(rng.integers(0, IMAGE_PX - s + 1)), int(rng.integers(0, IMAGE_PX - s + 1))
+    return (x, y, x + s, y + s)
+
+
+def _boxes_apart(rng: np.random.Generator, n: int, lo: int, hi: int) -> list[Box]:
+    """``n`` <= 4 boxes in distinct quadrants, so that objects do not hide each other."""
+    cell = IMAGE_PX // 2
+    quads = rng.permutation(4)[:n]
+    boxes = []
+    for q in quads:
+        s = int(rng.integers(lo, min(hi, cell) + 1))
+        x = int(q % 2) * cell + int(rng.integers(0, cell - s + 1))
+        y = int(q // 2) * cell + int(rng.integers(0, cell - s + 1))
+        boxes.append((x, y, x + s, y + s))
+    return boxes
+
+
+def _crop(img: Image.Image, box: Box, rng: np.random.Generator) -> Image.Image:
+    m = int(rng.integers(2, 7))
+    x0, y0, x1, y1 = box
+    region = (max(0, x0 - m), max(0, y0 - m), min(IMAGE_PX, x1 + m), min(IMAGE_PX, y1 + m))
+    return img.crop(region).resize((CROP_PX, CROP_PX), Image.Resampling.BILINEAR)
+
+
+def _picture(rng: np.random.Generator, objects: list[tuple[str, tuple[int, int, int]]], main: bool,
+             distractors: int) -> tuple[Image.Image, list[Image.Image]]:
+    """An image and its crops. ``main``: one large object (``objects[0]``) over small neutral distractors;
+    otherwise each object in its own quadrant. Crops: the objects first, then the distractors."""
+    img = _canvas(rng)
+    draw = ImageDraw.Draw(img)
+    small = [_box_anywhere(rng, 10, 16) for _ in range(distractors)]
+    for box in small:  # drawn first: the telling object lies on top
+        _draw(draw, _pick(rng, SHAPES), box, _jitter(rng, _pick(rng, NEUTRAL_COLOURS)))
+    boxes = [_box_anywhere(rng, 48, 72)] if main else _boxes_apart(rng, len(objects), 24, 44)
+    for (shape, colour), box in zip(objects, boxes):
+        _draw(draw, shape, box, _jitter(rng, colour))
+    crops = [_crop(img, b, rng) for b in boxes + small]
+    return img, crops
+
+
+def _random_objects(rng: np.random.Generator, palette: list[Colour]) -> list[tuple[str, Colour]]:
+    """1-3 random shapes in random colours, half of them in a telling colour: an unrelated image."""
+    out = []
+    for _ in range(int(rng.integers(1, 4))):
+        colour = _pick(rng, palette) if rng.random() < 0.5 else tuple(int(c) for c in rng.integers(0, 256, 3))
+        out.append((_pick(rng, SHAPES), colour))
+    return out
+
+
+# ----------------------------------------------------------------------------------------- text
+
+def _wrap(rng: np.random.Generator, body: list[tuple[str, str]]) -> tuple[list[tuple[str, str]], int]:
+    """Tweet around ``body`` (token, label) pairs: RT/@mention prefix, filler, #hashtag, URL, emoji, as fit
+    TOKENS_RANGE; returns the tokens and the offset of the body."""
+    lo, hi = TOKENS_RANGE
+    prefix: list[str] = []
+    if rng.random() < 0.3 and len(body) + 3 <= hi:
+        prefix = ["RT", _pick(rng, MENTIONS), ":"]
+    elif rng.random() < 0.2 and len(body) + 1 <= hi:
+        prefix = [_pick(rng, MENTIONS)]
+    suffix: list[str] = []
+    options = [(0.4, lambda: _pick(rng, FILLER_CLAUSES).split()), (0.4, lambda: [_pick(rng, HASHTAGS)]),
+               (0.3, lambda: ["http://t.co/" + "".join(_pick(rng, "abcdefghijkmnpqrstuvwxyzABCDEFGH23456789")
+                                                         for _ in range(8))]),
+               (0.3, lambda: [_pick(rng, EMOJI)])]
+    for p, make in options:
+        if rng.random() < p:
+            extra = make()
+            if len(prefix) + len(body) + len(suffix) + len(extra) <= hi:
+                suffix += extra
+    while len(prefix) + len(body) + len(suffix) < lo:
+        suffix.insert(0, _pick(rng, FILLERS))
+    return [(w, "O") for w in prefix] + body + [(w, "O") for w in suffix], len(prefix)
+
+
+def _fill(template: str, slots: dict[str, tuple[str, str]]) -> tuple[list[tuple[str, str]], dict[str, tuple[int, int]]]:
+    """Template words -> (token, BIO label) pairs; ``slots`` maps ``{E}``/``{h}``/``{t}`` to (name, type)."""
+    out: list[tuple[str, str]] = []
+    spans: dict[str, tuple[int, int]] = {}
+    for word in template.split():
+        if word in slots:
+            name, typ = slots[word]
+            start = len(out)
+            out += [(w, f"{'B' if j == 0 else 'I'}-{typ}") for j, w in enumerate(name.split())]
+            spans[word] = (start, len(out))
+        else:
+            out.append((word, "O"))
+    return out, spans
+
+
+# ----------------------------------------------------------------------------------------- splits
+
+def _counts(size: float) -> dict[str, int]:
+    return {s: max(1, round(n * size)) for s, n in SPLIT_SIZES.items()}
+
+
+def _plan(rng: np.random.Generator, n: int) -> tuple[list[str], list[bool], list[str]]:
+    """Per sample: kind (image_only / unrelated / text), missing image, crop-dict status (listed/empty/absent)."""
+    n_img, n_unrel = round(IMAGE_ONLY_SHARE * n), round(UNRELATED_SHARE * n)
+    kinds = ["image_only"] * n_img + ["unrelated"] * n_unrel + ["text"] * (n - n_img - n_unrel)
+    kinds = [kinds[i] for i in rng.permutation(n)]
+    others = [i for i in range(n) if kinds[i] != "image_only"]
+    n_missing = min(len(others), round(MISSING_IMAGE_SHARE * n))
+    missing_idx = {others[int(i)] for i in rng.permutation(len(others))[:n_missing]}
+    missing = [i in missing_idx for i in range(n)]
+    present = [i for i in range(n) if not missing[i]]
+    order = [present[int(i)] for i in rng.permutation(len(present))]
+    n_empty, n_absent = round(NO_CROPS_SHARE * n), round(NOT_IN_DICT_SHARE * n)
+    status = ["absent" if missing[i] else "listed" for i in range(n)]
+    for j, i in enumerate(order[: n_empty + n_absent]):
+        status[i] = "empty" if j < n_empty else "absent"
+    return kinds, missing, status
+
+
+def _save(img: Image.Image, crops: list[Image.Image], image_path: Path, crop_dir: Path, stem: str) -> list[str]:
+    img.save(image_path, "JPEG", quality=JPEG_QUALITY)
+    names = []
+    for k, c in enumerate(crops):
+        name = f"{stem}_crop{k}.png"
+        c.save(crop_dir / name, "PNG", compress_level=PNG_COMPRESS_LEVEL)
+        names.append(name)
+    return names
+
+
+def generate_mner(out: Path, seed: int, size: float) -> dict[str, int]:
+    """Write the MNER benchmark (Twitter layout, prefix ``synthetic``) under ``out``; samples per split."""
+    counts = _counts(size)
+    (out / "synthetic").mkdir(parents=True)
+    (out / "synthetic_images").mkdir()
+    (out / "meta").mkdir()
+    for split_no, (split, n) in enumerate(counts.items()):
+        rng = _rng(seed, "mner", split)
+        crop_dir = out / "synthetic_aux_images" / _SPLIT_FOLDERS[split] / "crops"
+        crop_dir.mkdir(parents=True)
+        kinds, missing, status = _plan(rng, n)
+        lines, meta, crop_dict = [], [], {}
+        for i in range(n):
+            img_id = str((split_no + 1) * 100000 + i)
+            n_ent = 1 + int(rng.choice(3, p=ENTITY_COUNT_WEIGHTS))
+            hidden = int(rng.integers(n_ent)) if kinds[i] == "image_only" else -1
+            body: list[tuple[str, str]] = []
+            ents = []
+            for k in range(n_ent):
+                if k:
+                    body.append((_pick(rng, CONNECTORS), "O"))
+                typ = _pick(rng, TYPES)
+                name = _pick(rng, AMBIGUOUS_NAMES if k == hidden else NAMES[typ])
+                part, spans = _fill(_pick(rng, NEUTRAL_CLAUSES), {"{E}": (name, typ)})
+                s, e = spans["{E}"]
+                ents.append({"start": len(body) + s, "end": len(body) + e, "type": typ, "image_only": k == hidden})
+                body += part
+            tokens, offset = _wrap(rng, body)
+            for ent in ents:
+                ent["start"] += offset
+                ent["end"] += offset
+            if kinds[i] == "image_only":
+                typ = next(e["type"] for e in ents if e["image_only"])
+                img, crops = _picture(rng, [TYPE_STYLES[typ][::-1]], main=True, distractors=int(rng.integers(0, 3)))
+            elif kinds[i] == "unrelated":
+                palette = [c for c, _ in TYPE_STYLES.values()]
+                img, crops = _picture(rng, _random_objects(rng, palette), main=False, distractors=0)
+            else:
+                objects = [TYPE_STYLES[e["type"]][::-1] for e in ents]
+                img, crops = _picture(rng, objects, main=False, distractors=0)
+            image_path = out / "synthetic_images" / f"{img_id}.jpg"
+            names = [] if missing[i] else _save(img, crops, image_path, crop_dir, img_id)
+            key = img_id if split == "dev" else f"{img_id}.jpg"  # both key styles of the public dicts
+            if status[i] == "listed":
+                crop_dict[key] = names
+            elif status[i] == "empty":
+                crop_dict[key] = []
+            lines.append(f"IMGID:{img_id}")
+            lines += [f"{w}\t{lab.replace('MISC', 'OTHER')}" for w, lab in tokens]
+            lines.append("")
+            meta.append({"id": img_id, "kind": kinds[i], "missing_image": missing[i], "crops": status[i],
+                         "entities": ents})
+        text = "\n".join(lines) + "\n"
+        if split == "test":  # the final sentence of a public file may lack its blank line
+            text = text[:-1]
+        (out / "synthetic" / {"train": "train.txt", "dev": "valid.txt", "test": "test.txt"}[split]).write_text(
+            text, encoding="utf-8")
+        torch.save(crop_dict, out / "synthetic" / f"synthetic_{_SPLIT_FOLDERS[split]}_dict.pth")
+        _write_meta(out / "meta" / f"{split}.jsonl", meta)
+    return counts
+
+
+def _write_meta(path: Path, rows: list[dict[str, Any]]) -> None:
+    path.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in rows), encoding="utf-8")
+
+
+def _mre_text(rng: np.random.Generator, kind: str, relation: str) -> tuple[list[str], tuple[int, int], tuple[int, int]]:
+    if kind == "image_only":
+        h_name = _pick(rng, AMBIGUOUS_NAMES)
+        t_name = _pick(rng, [a for a in AMBIGUOUS_NAMES if a != h_name])
+        template = _pick(rng, MRE_NEUTRAL)
+        h_type = t_type = "MISC"  # unused: MRE files carry no entity types
+    else:
+        if relation == "None":
+            h_type, t_type = _pick(rng, TYPES), _pick(rng, TYPES)
+        else:
+            h_type, t_type = (p.upper() for p in relation.split("/")[1:3])
+        h_name = _pick(rng, NAMES[h_type])
+        t_name = _pick(rng, [a for a in NAMES[t_type] if a != h_name])
+        template = _pick(rng, RELATION_CUES[relation])
+    body, spans = _fill(template, {"{h}": (h_name, h_type), "{t}": (t_name, t_type)})
+    tokens, offset = _wrap(rng, body)
+    h, t = spans["{h}"], spans["{t}"]
+    return [w for w, _ in tokens], (h[0] + offset, h[1] + offset), (t[0] + offset, t[1] + offset)
+
+
+def generate_mre(out: Path, seed: int, size: float) -> dict[str, int]:
+    """Write the MRE benchmark (MNRE layout) under ``out``; samples per split."""
+    counts = _counts(size)
+    (out / "txt").mkdir(parents=True)
+    (out / "meta").mkdir()
+    (out / "ours_rel2id.json").write_text(json.dumps({r: i for i, r in enumerate(RELATIONS)}, indent=1) + "\n",
+                                          encoding="utf-8")
+    styled = list(RELATION_STYLES)
+    for split, n in counts.items():
+        rng = _rng(seed, "mre", split)
+        folder = _SPLIT_FOLDERS[split]
+        img_dir, crop_dir = out / "img_org" / folder, out / "img_vg" / folder / "crops"
+        img_dir.mkdir(parents=True)
+        crop_dir.mkdir(parents=True)
+        kinds, missing, status = _plan(rng, n)
+        text_idx = [i for i in range(n) if kinds[i] != "image_only"]
+        n_none = min(len(text_idx), round(NONE_SHARE * n))
+        none_idx = {text_idx[int(j)] for j in rng.permutation(len(text_idx))[:n_none]}
+        lines, meta, crop_dict = [], [], {}
+        for i in range(n):
+            img_name = f"twitter_syn_{split}_{i:05d}.jpg"
+            if kinds[i] == "image_only":
+                relation = _pick(rng, styled)
+            else:
+                relation = "None" if i in none_idx else _pick(rng, MRE_RELATIONS)
+            tokens, h, t = _mre_text(rng, kinds[i], relation)
+            if kinds[i] == "unrelated":
+                palette = [c for c, _ in RELATION_STYLES.values()]
+                img, crops = _picture(rng, _random_objects(rng, palette), main=False, distractors=0)
+            elif relation in RELATION_STYLES:
+                img, crops = _picture(rng, [RELATION_STYLES[relation][::-1]], main=True,
+                                      distractors=int(rng.integers(0, 3)))
+            else:  # a related image with nothing to tell: neutral shapes
+                objects = [(_pick(rng, SHAPES), _pick(rng, NEUTRAL_COLOURS)) for _ in range(int(rng.integers(1, 3)))]
+                img, crops = _picture(rng, objects, main=False, distractors=0)
+            names = [] if missing[i] else _save(img, crops, img_dir / img_name, crop_dir, img_name[:-4])
+            key: str | int = i if split == "dev" else img_name  # dev keyed by line index, as some releases
+            if status[i] == "listed":
+                crop_dict[key] = names
+            elif status[i] == "empty":
+                crop_dict[key] = []
+            line = {"token": tokens, "h": {"name": " ".join(tokens[h[0]:h[1]]), "pos": [h[0], h[1]]},
+                    "t": {"name": " ".join(tokens[t[0]:t[1]]), "pos": [t[0], t[1]]},
+                    "img_id": img_name, "relation": relation}
+            lines.append(repr(line))  # a Python literal with single quotes, as the public files
+            meta.append({"id": img_name, "kind": kinds[i], "missing_image": missing[i], "crops": status[i],
+                         "relation": relation})
+        (out / "txt" / f"ours_{folder}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
+        torch.save(crop_dict, out / "txt" / f"mre_{'dev' if split == 'dev' else split}_dict.pth")
+        _write_meta(out / "meta" / f"{split}.jsonl", meta)
+    return counts
