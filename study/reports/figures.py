@@ -1,0 +1,42 @@
+"""Figure style shared by the report figures: sized for one column of a two-column paper."""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from typing import Iterator
+
+import matplotlib
+
+matplotlib.use("Agg")  # no display on a cluster node; also keeps figures identical across machines
+
+from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
+
+COLUMN_WIDTH_IN = 3.3
+FIGURE_HEIGHT_IN = 2.4
+FONT_PT = 8
+SMALL_FONT_PT = 7
+
+STYLE = {
+    "font.size": FONT_PT,
+    "axes.labelsize": FONT_PT,
+    "axes.titlesize": FONT_PT,
+    "xtick.labelsize": SMALL_FONT_PT,
+    "ytick.labelsize": SMALL_FONT_PT,
+    "legend.fontsize": SMALL_FONT_PT,
+    "axes.linewidth": 0.6,
+    "lines.linewidth": 1.0,
+    "lines.markersize": 3.5,
+    "pdf.fonttype": 42,  # embed TrueType so the PDF text stays editable and searchable
+    "svg.hashsalt": "i2srm-study",
+}
+
+
+@contextmanager
+def paper_style() -> Iterator[None]:
+    with matplotlib.rc_context(STYLE):
+        yield
+
+
+def new_figure(height_in: float = FIGURE_HEIGHT_IN) -> Figure:
+    """A pyplot-free figure (no global state, safe to build many in one process), tight layout."""
+    return Figure(figsize=(COLUMN_WIDTH_IN, height_in), layout="tight")

@@ -1,0 +1,229 @@
+"""Read a stored study (``results/<study>/``) into typed records; the reports read nothing else.
+
+The layout is the platform contract: ``study.json``, ``trials/<trial_id>/trial.json`` and
+``trials/<trial_id>/epochs.jsonl`` (plus ``optuna.db``, read by the importance report).
+A malformed record raises ``ReportError`` naming the file (and line) and what is expected.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.config import ConfigError, coerce
+
+STATUSES = ("completed", "pruned", "failed", "running")
+# Trials whose results count in the summary and figures (if they reported at least one epoch).
+COUNTED_STATUSES = ("completed", "pruned")
+
+
+class ReportError(ValueError):
+    """A stored study the reports cannot read; the message names the file and what is expected."""
+
+
+class NotAStudy(ReportError):
+    """The folder holds no ``study.json``."""
+
+
+@dataclass(frozen=True)
+class Trial:
+    trial_id: str
+    status: str
+    error: str
+    params: dict[str, Any]
+    """Searched values, typed as the trainer's config declares them."""
+    seed: int | None
+    config: dict[str, Any]
+    node: str
+    wall_seconds: float | None
+    epochs_run: int
+    best_dev_f1: float | None
+    best_epoch: int | None
+    test_f1_at_best: float | None
+    epochs: tuple[dict[str, float], ...]
+
+    @property
+    def counted(self) -> bool:
+        """Completed and pruned trials with a result count; failed and running ones do not."""
+        return self.status in COUNTED_STATUSES and self.best_dev_f1 is not None \
+            and self.test_f1_at_best is not None
+
+    def value(self, key: str) -> Any:
+        return self.params[key] if key in self.params else self.config.get(key)
+
+
+@dataclass(frozen=True)
+class Study:
+    dir: Path
+    name: str
+    description: str
+    space: dict[str, Any]
+    base_config: dict[str, Any]
+    searched: tuple[str, ...]
+    metric: str
+    mode: str
+    seeds: tuple[int, ...]
+    code_revision: str
+    packages: dict[str, str]
+    command: str
+    created: str
+    trials: tuple[Trial, ...]
+
+    @property
+    def counted(self) -> list[Trial]:
+        return [t for t in self.trials if t.counted]
+
+    def search_spec(self, key: str) -> dict[str, Any]:
+        spec = (self.space.get("search") or {}).get(key)
+        return spec if isinstance(spec, dict) else {}
+
+    def count(self, status: str) -> int:
+        return sum(t.status == status for t in self.trials)
+
+
+def natural_key(text: str) -> tuple[Any, ...]:
+    """``trial_9`` before ``trial_10``: digit runs compare as numbers."""
+    return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text) if p)
+
+
+def _read_json(path: Path) -> dict[str, Any]:
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise ReportError(f"{path} line {e.lineno}: not valid JSON ({e.msg}).") from None
+    except OSError as e:
+        raise ReportError(f"{path}: cannot be read ({e.strerror}).") from None
+    if not isinstance(data, dict):
+        raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def _number(value: Any, path: Path, key: str) -> float | None:
+    if value is None or value == "":
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise ReportError(f"{path}: '{key}' must be a number or null, got {value!r}.")
+    return None if math.isnan(value) else float(value)
+
+
+def _typed(key: str, value: Any) -> Any:
+    """The trainer's type for a searched value, so that 0 and 0.0 are one configuration."""
+    try:
+        return coerce(key, value)
+    except ConfigError:
+        return value
+
+
+def _read_epochs(path: Path) -> tuple[dict[str, float], ...]:
+    if not path.is_file():
+        return ()
+    lines = path.read_text(encoding="utf-8").split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # no final newline: a line still being appended by a running trial
+                break
+            raise ReportError(f"{path} line {i}: not valid JSON ({e.msg}); expected one metrics object "
+                              f"per line.") from None
+        if not isinstance(row, dict):
+            raise ReportError(f"{path} line {i}: expected a JSON object of metrics.")
+        out.append(row)
+    return tuple(out)
+
+
+def _best_from_epochs(epochs: tuple[dict[str, float], ...]) -> tuple[float, int, float] | None:
+    """(best dev F1, its epoch, test F1 then), first maximum, for records that lack them (e.g. a pruned trial)."""
+    rows = [r for r in epochs if isinstance(r.get("dev_f1"), (int, float)) and r.get("test_f1") is not None]
+    if not rows:
+        return None
+    best = max(rows, key=lambda r: r["dev_f1"])  # max() keeps the first of equals
+    return float(best["dev_f1"]), int(best.get("epoch", rows.index(best) + 1)), float(best["test_f1"])
+
+
+def load_trial(folder: Path) -> Trial:
+    path = folder / "trial.json"
+    raw = _read_json(path)
+    status = raw.get("status")
+    if status not in STATUSES:
+        raise ReportError(f"{path}: 'status' is {status!r}; allowed: {', '.join(STATUSES)}.")
+    params = raw.get("params") or {}
+    config = raw.get("config") or {}
+    if not isinstance(params, dict) or not isinstance(config, dict):
+        raise ReportError(f"{path}: 'params' and 'config' must be objects of dotted keys.")
+    epochs = _read_epochs(folder / "epochs.jsonl")
+    best_dev = _number(raw.get("best_dev_f1"), path, "best_dev_f1")
+    best_epoch = raw.get("best_epoch")
+    test_at_best = _number(raw.get("test_f1_at_best"), path, "test_f1_at_best")
+    if best_dev is None or test_at_best is None:
+        found = _best_from_epochs(epochs)
+        if found is not None:
+            best_dev, best_epoch, test_at_best = found
+    seed = raw.get("seed", config.get("train.seed"))
+    epochs_run = raw.get("epochs_run")
+    # the epochs file is the truth; a running trial's record may lag behind it
+    epochs_run = len(epochs) if epochs or not isinstance(epochs_run, (int, float)) else int(epochs_run)
+    error = str(raw.get("error") or "").strip()
+    return Trial(
+        trial_id=str(raw.get("trial_id") or folder.name),
+        status=status,
+        error=error.splitlines()[0] if error else "",
+        params={k: _typed(k, v) for k, v in params.items()},
+        seed=int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
+        config=config,
+        node=str(raw.get("node") or ""),
+        wall_seconds=_number(raw.get("wall_seconds"), path, "wall_seconds"),
+        epochs_run=epochs_run,
+        best_dev_f1=best_dev,
+        best_epoch=int(best_epoch) if isinstance(best_epoch, (int, float)) else None,
+        test_f1_at_best=test_at_best,
+        epochs=epochs,
+    )
+
+
+def load_study(study_dir: str | Path) -> Study:
+    study_dir = Path(study_dir)
+    meta_path = study_dir / "study.json"
+    if not study_dir.is_dir():
+        raise NotAStudy(f"{study_dir} is not a folder; expected results/<study>/ written by study/run.py.")
+    if not meta_path.is_file():
+        raise NotAStudy(f"{study_dir} is not a study folder: it has no study.json "
+                        f"(expected results/<study>/ written by study/run.py).")
+    meta = _read_json(meta_path)
+    for key in ("name", "searched"):
+        if key not in meta:
+            raise ReportError(f"{meta_path}: missing '{key}'; a study.json holds name, space, base_config, "
+                              f"searched, metric, mode, seeds, code_revision, packages, command, created.")
+    if not isinstance(meta["searched"], list):
+        raise ReportError(f"{meta_path}: 'searched' must be a list of dotted keys.")
+    space = meta.get("space") or {}
+    trials_dir = study_dir / "trials"
+    folders = [p for p in trials_dir.iterdir() if (p / "trial.json").is_file()] if trials_dir.is_dir() else []
+    trials = sorted((load_trial(p) for p in folders), key=lambda t: natural_key(t.trial_id))
+    command = meta.get("command") or ""
+    if isinstance(command, list):
+        import shlex
+        command = shlex.join(str(c) for c in command)
+    return Study(
+        dir=study_dir,
+        name=str(meta["name"]),
+        description=str(space.get("description") or ""),
+        space=space,
+        base_config=meta.get("base_config") or {},
+        searched=tuple(str(k) for k in meta["searched"]),
+        metric=str(meta.get("metric") or "dev_f1"),
+        mode=str(meta.get("mode") or "max"),
+        seeds=tuple(int(s) for s in meta.get("seeds") or ()),
+        code_revision=str(meta.get("code_revision") or "unknown"),
+        packages={str(k): str(v) for k, v in (meta.get("packages") or {}).items()},
+        command=str(command),
+        created=str(meta.get("created") or ""),
+        trials=tuple(trials),
+    )

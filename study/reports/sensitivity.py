@@ -1,0 +1,155 @@
+"""``sensitivity_<key>.png/.pdf``: F1 against one searched key, mean and std band over seeds.
+
+One figure per searched key (the ablation switch gets a table instead). When several keys
+are searched, each figure pools the trials over the other keys (a marginal curve). Values
+from a continuous random/TPE search are mostly unique, so beyond ``MAX_DISTINCT_POINTS``
+they are binned (equal width on the axis scale) and each bin's mean is drawn; every single
+run stays visible as a faint point at its own value.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
+
+from study.reports.figures import SMALL_FONT_PT, new_figure, paper_style
+from study.reports.files import save_figure
+from study.reports.load import Study, Trial
+from study.reports.stats import group_trials, spread
+from study.reports.values import fmt_value, is_number, reference_value, spec_kind
+
+MAX_DISTINCT_POINTS = 12
+"""A grid/choice with more distinct values than this is drawn as bins."""
+N_BINS = 8
+"""Bins of a continuous axis; a range search (uniform, loguniform, int) with more distinct values than
+this is binned, since its values are mostly unique and a line through them would only trace noise."""
+LOG_SPAN = 100.0
+"""A positive numeric axis spanning this factor or more is drawn on a log scale."""
+LOG2_SPAN = 8
+"""Integers that are all powers of two spanning this factor or more (heads: 1..16) get a log2 axis."""
+
+
+@dataclass(frozen=True)
+class Point:
+    x: float
+    trials: tuple[Trial, ...]
+
+
+def axis_kind(key: str, values: Sequence[Any], spec: dict[str, Any]) -> str:
+    """``category``, ``log``, ``log2``, ``symlog`` or ``linear``."""
+    if not all(is_number(v) for v in values):
+        return "category"
+    nums = [float(v) for v in values]
+    positive = [v for v in nums if v > 0]
+    if spec_kind(spec) == "loguniform" and len(positive) == len(nums):
+        return "log"
+    if len(positive) == len(nums) and all(isinstance(v, int) and v & (v - 1) == 0 for v in values) \
+            and max(nums) / min(nums) >= LOG2_SPAN:
+        return "log2"
+    if positive and max(positive) / min(positive) >= LOG_SPAN:
+        return "log" if len(positive) == len(nums) else "symlog" if min(nums) >= 0 else "linear"
+    return "linear"
+
+
+def is_range(spec: dict[str, Any]) -> bool:
+    return spec_kind(spec) in ("uniform", "loguniform", "int")
+
+
+def _points(study: Study, key: str, kind: str, binned: bool) -> tuple[list[Point], list[Any]]:
+    """Plot positions and the trials pooled at each; for categories also the category order."""
+    groups = group_trials(study, [key])
+    if kind == "category":
+        cats = [g.values[0] for g in groups]
+        return [Point(float(i), g.trials) for i, g in enumerate(groups)], cats
+    if not binned:
+        return [Point(float(g.values[0]), g.trials) for g in groups], []
+    log = kind in ("log", "log2")
+    fwd = np.log10 if log else (lambda a: a)
+    xs = np.array([float(g.values[0]) for g in groups])
+    edges = np.linspace(fwd(xs.min()), fwd(xs.max()), N_BINS + 1)
+    which = np.clip(np.searchsorted(edges, fwd(xs), side="right") - 1, 0, N_BINS - 1)
+    points = []
+    for b in range(N_BINS):
+        members = [t for g, w in zip(groups, which) if w == b for t in g.trials]
+        if members:
+            centre = (edges[b] + edges[b + 1]) / 2
+            points.append(Point(float(10 ** centre if log else centre), tuple(members)))
+    return points, []
+
+
+def plot_sensitivity(study: Study, key: str) -> list[Path]:
+    spec = study.search_spec(key)
+    values = [t.value(key) for t in study.counted]
+    if not values:
+        return []
+    kind = axis_kind(key, values, spec)
+    limit = N_BINS if is_range(spec) else MAX_DISTINCT_POINTS
+    binned = kind != "category" and len({fmt_value(v) for v in values}) > limit
+    points, cats = _points(study, key, kind, binned)
+
+    def x_of(value: Any) -> float | None:
+        if kind == "category":
+            text = [fmt_value(c) for c in cats]
+            return float(text.index(fmt_value(value))) if fmt_value(value) in text else None
+        return float(value) if is_number(value) else None
+
+    with paper_style():
+        fig = new_figure()
+        ax = fig.add_subplot()
+        per = "per bin" if binned else "over seeds"
+        for attr, label, color, marker, style in (("test_f1_at_best", "test F1", "C0", "o", "-"),
+                                                  ("best_dev_f1", "dev F1", "C1", "s", "--")):
+            xs = np.array([p.x for p in points])
+            sp = [spread([getattr(t, attr) for t in p.trials]) for p in points]
+            mean = np.array([s.mean for s in sp])
+            std = np.array([s.std for s in sp])
+            runs = [(x_of(t.value(key)), getattr(t, attr)) for p in points for t in p.trials]
+            ax.scatter([x for x, _ in runs], [y for _, y in runs], s=5, color=color, alpha=0.3,
+                       linewidths=0, zorder=1)  # every single run, at its own value
+            ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.18, linewidth=0, zorder=2)
+            ax.plot(xs, mean, color=color, marker=marker, linestyle=style, zorder=3, label=label)
+        ref = reference_value(key, study.space)
+        x_ref = x_of(ref) if ref is not None else None
+        if x_ref is not None and (kind not in ("log", "log2") or x_ref > 0):
+            ax.axvline(x_ref, color="0.35", linestyle=":", linewidth=0.9, zorder=0,
+                       label=f"reference {ref:g}" if is_number(ref) else f"reference {fmt_value(ref)}")
+        _set_x_axis(ax, kind, cats, values, ticks_at_values=not binned and not is_range(spec))
+        ax.set_xlabel(key)
+        ax.set_ylabel("F1 (%)")
+        # above the axes: inside, it would hide points whatever the data
+        ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, handlelength=1.6,
+                  columnspacing=1.0, borderaxespad=0.2, alignment="left",
+                  title=f"line: mean; band: ± std {per}; dots: runs", title_fontsize=SMALL_FONT_PT)
+        ax.grid(True, linewidth=0.3, alpha=0.5)
+        return save_figure(fig, study.dir / f"sensitivity_{key}")
+
+
+def _set_x_axis(ax: Any, kind: str, cats: list[Any], values: list[Any], ticks_at_values: bool) -> None:
+    if kind == "category":
+        labels = [fmt_value(c) for c in cats]
+        ax.set_xticks(range(len(cats)), labels, rotation=30 if sum(map(len, labels)) > 30 else 0,
+                      ha="right" if sum(map(len, labels)) > 30 else "center")
+        ax.set_xlim(-0.5, len(cats) - 0.5)
+        return
+    distinct = sorted({float(v) for v in values})
+    if kind == "log":
+        ax.set_xscale("log")
+    elif kind == "log2":
+        ax.set_xscale("log", base=2)
+    elif kind == "symlog":
+        ax.set_xscale("symlog", linthresh=min(v for v in distinct if v > 0), linscale=0.5)
+    if ticks_at_values:  # a grid: label exactly the values that ran
+        ax.xaxis.set_major_locator(FixedLocator(distinct))
+        ax.xaxis.set_minor_locator(NullLocator())
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:g}"))
+    elif kind == "linear":
+        lo, hi = distinct[0], distinct[-1]
+        pad = (hi - lo) * 0.03 or 0.5
+        ax.set_xlim(lo - pad, hi + pad)
+    if kind == "linear" and len(distinct) == 1:  # one value: give the point some room
+        half = (abs(distinct[0]) or 1.0) * 0.5
+        ax.set_xlim(distinct[0] - half, distinct[0] + half)

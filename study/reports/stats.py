@@ -1,0 +1,94 @@
+"""Pool trials into configurations (seeds pooled) and summarise them: mean, std, 95% CI."""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any, Sequence
+
+import numpy as np
+from scipy import stats
+
+from study.reports.load import Study, Trial
+from study.reports.values import listed_values, order_key
+
+CI_LEVEL = 0.95
+
+
+@dataclass(frozen=True)
+class Spread:
+    n: int
+    mean: float
+    std: float
+    """Sample standard deviation (ddof=1); 0 for a single value."""
+    ci95: float
+    """Half-width of the t interval, t(0.975, n-1) * std / sqrt(n); 0 for a single value."""
+
+
+def spread(xs: Sequence[float]) -> Spread:
+    n = len(xs)
+    if n == 0:
+        return Spread(0, math.nan, math.nan, math.nan)
+    arr = np.asarray(xs, dtype=float)
+    mean = float(arr.mean())
+    if n == 1:
+        return Spread(1, mean, 0.0, 0.0)
+    std = float(arr.std(ddof=1))
+    ci = float(stats.t.ppf(0.5 + CI_LEVEL / 2, n - 1)) * std / math.sqrt(n)
+    return Spread(n, mean, std, ci)
+
+
+@dataclass(frozen=True)
+class Group:
+    """One configuration of the searched keys, with the trials (one per seed) that ran it."""
+    values: tuple[Any, ...]
+    trials: tuple[Trial, ...]
+
+    @property
+    def dev(self) -> Spread:
+        return spread([t.best_dev_f1 for t in self.trials])
+
+    @property
+    def test(self) -> Spread:
+        return spread([t.test_f1_at_best for t in self.trials])
+
+    def by_seed(self) -> dict[int | None, Trial]:
+        return {t.seed: t for t in self.trials}
+
+
+def group_trials(study: Study, keys: Sequence[str], trials: Sequence[Trial] | None = None) -> list[Group]:
+    """Counted trials grouped by their values of ``keys``, in each key's natural order."""
+    trials = study.counted if trials is None else trials
+    groups: dict[tuple[Any, ...], list[Trial]] = {}
+    for t in trials:
+        groups.setdefault(tuple(t.value(k) for k in keys), []).append(t)
+    listed = [listed_values(study.search_spec(k)) for k in keys]
+
+    def sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
+        return tuple(order_key(k, v, lst) for k, v, lst in zip(keys, values, listed))
+
+    return [Group(v, tuple(sorted(groups[v], key=lambda t: (t.seed is None, t.seed or 0, t.trial_id))))
+            for v in sorted(groups, key=sort_key)]
+
+
+def trial_score(trial: Trial, metric: str, mode: str) -> float | None:
+    """A trial's result on the study metric: the best epoch's value (first best for ties)."""
+    if metric == "dev_f1":
+        return trial.best_dev_f1
+    vals = [float(r[metric]) for r in trial.epochs if isinstance(r.get(metric), (int, float))]
+    if not vals:
+        return None
+    return max(vals) if mode == "max" else min(vals)
+
+
+def best_group(study: Study, groups: Sequence[Group]) -> tuple[Group, float] | None:
+    """The configuration with the best mean study metric over seeds (``mode`` max or min)."""
+    scored = []
+    for g in groups:
+        vals = [s for s in (trial_score(t, study.metric, study.mode) for t in g.trials) if s is not None]
+        if vals:
+            scored.append((g, float(np.mean(vals))))
+    if not scored:
+        return None
+    pick = max if study.mode == "max" else min
+    return pick(scored, key=lambda gs: gs[1])
