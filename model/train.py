@@ -198,11 +198,8 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
     net = build_network(cfg, len(data.label_names), tokenizer, cells_dim).to(device)
     train_loader, dev_loader, test_loader = make_loaders(cfg, data)
 
-    groups = net.param_groups(cfg)
-    if backbone is not None:  # fine-tuned backbone: trained at the encoder's rate
-        groups.append({"params": [p for p in backbone.parameters() if p.requires_grad], "lr": cfg.train.lr,
-                       "weight_decay": cfg.train.weight_decay})
-    optimizer = torch.optim.AdamW(groups)
+    optimizer = torch.optim.AdamW(net.param_groups(cfg, backbone=backbone))
+    trained = [p for g in optimizer.param_groups for p in g["params"]]
     total_steps = cfg.train.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.train.warmup * total_steps), total_steps)
     evaluate = Evaluator(data.task, data.label_names, getattr(data, "none_index", None))
@@ -236,7 +233,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
                 result = net(batch, visual_fn(batch))
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
-            torch.nn.utils.clip_grad_norm_(net.parameters(), cfg.train.max_grad_norm)
+            torch.nn.utils.clip_grad_norm_(trained, cfg.train.max_grad_norm)
             optimizer.step()
             scheduler.step()
             parts = result.parts

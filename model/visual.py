@@ -1,0 +1,195 @@
+"""The image side of I2SRM: a torchvision ResNet turned into multi-level visual cells.
+
+``ResNetFeatures`` maps images [N, 3, S, S] to ``cells`` [N, P, C] (layer1..layer4 each average-pooled
+to a grid of P = ``model.prompt_len`` cells, channels concatenated over the four stages) and the global
+``logits`` [N, 1000] (the ResNet's own fc output, as the reference uses for the semantic loss).
+A frozen backbone is a pure function of the image, which is what lets a feature store cache it;
+``VisualProvider`` is the interface both the online path here and such a store serve.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING, NamedTuple, Protocol
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+from torchvision import models
+from torchvision.models import ResNet
+
+from model.config import BACKBONES, Config
+
+if TYPE_CHECKING:  # the data engineer's module; imported lazily at run time
+    from model.data.images import ImageLoader
+
+# Output channels of layer1..layer4: BasicBlock nets (18/34) and Bottleneck nets (50/101/152).
+_STAGE_CHANNELS = {
+    "resnet18": (64, 128, 256, 512),
+    "resnet34": (64, 128, 256, 512),
+    "resnet50": (256, 512, 1024, 2048),
+    "resnet101": (256, 512, 1024, 2048),
+    "resnet152": (256, 512, 1024, 2048),
+}
+_WEIGHTS_ENUM = {
+    "resnet18": "ResNet18_Weights",
+    "resnet34": "ResNet34_Weights",
+    "resnet50": "ResNet50_Weights",
+    "resnet101": "ResNet101_Weights",
+    "resnet152": "ResNet152_Weights",
+}
+
+
+class VisualFeatures(NamedTuple):
+    cells: Tensor   # [B, 1 + K, P, C] multi-level pooled cells of the whole image then each crop slot
+    logits: Tensor  # [B, G] global feature of the whole image (G = 1000, the ResNet's fc output)
+    mask: Tensor    # [B, 1 + K] bool, True for the image and existing crops
+
+
+class VisualProvider(Protocol):
+    def __call__(self, image_keys: list[list[str]], device: torch.device) -> VisualFeatures: ...
+
+
+def _check_name(name: str) -> None:
+    if name not in BACKBONES:
+        raise ValueError(f"'model.backbone' is {name!r}; allowed: {', '.join(BACKBONES)}.")
+
+
+def channels_of(name: str) -> int:
+    """C, the width of one visual cell of backbone ``name`` (960 for resnet18/34, 3840 for resnet50+)."""
+    _check_name(name)
+    return sum(_STAGE_CHANNELS[name])
+
+
+def grid_of(prompt_len: int) -> tuple[int, int]:
+    """The most square grid h x w (h <= w) with h * w == prompt_len: 4 -> (2, 2), 6 -> (2, 3), 5 -> (1, 5)."""
+    if prompt_len < 1:
+        raise ValueError(f"'model.prompt_len' is {prompt_len}; allowed: an integer >= 1.")
+    h = max(d for d in range(1, math.isqrt(prompt_len) + 1) if prompt_len % d == 0)
+    return h, prompt_len // h
+
+
+def build_resnet(name: str, weights: str = "none") -> ResNet:
+    """A torchvision ResNet of depth ``name`` with ``weights``: ``none``, ``imagenet`` or a state-dict file."""
+    _check_name(name)
+    net: ResNet = getattr(models, name)(weights=None)
+    if weights == "none":
+        return net
+    if weights == "imagenet":
+        enum = getattr(models, _WEIGHTS_ENUM[name]).IMAGENET1K_V1
+        try:
+            state = enum.get_state_dict(progress=False, check_hash=True)
+        except Exception as e:  # no network, proxy, corrupt download: all end the same way for the user
+            raise RuntimeError(
+                f"model.backbone_weights=imagenet: could not download the ImageNet weights of {name} "
+                f"from {enum.url} ({type(e).__name__}: {e}). Set model.backbone_weights=none (random init) "
+                f"or to the path of a local state-dict file (e.g. a copy of {Path(enum.url).name}).") from e
+        net.load_state_dict(state)
+        return net
+    path = Path(weights).expanduser()
+    if not path.is_file():
+        raise FileNotFoundError(f"model.backbone_weights={weights!r}: no such file; "
+                                f"allowed: none, imagenet or the path of a {name} state-dict file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:
+        raise RuntimeError(f"{path}: not a loadable tensor state dict ({type(e).__name__}: {e}); "
+                           f"model.backbone_weights expects a torch.save'd {name} state_dict.") from e
+    if isinstance(state, dict) and "state_dict" in state and isinstance(state["state_dict"], dict):
+        state = state["state_dict"]  # a training checkpoint that wraps the weights
+    if not isinstance(state, dict):
+        raise RuntimeError(f"{path}: holds a {type(state).__name__}, expected a {name} state_dict (a dict).")
+    try:
+        net.load_state_dict(state)
+    except RuntimeError as e:
+        first = str(e).strip().splitlines()
+        raise RuntimeError(f"{path}: does not match torchvision's {name} (model.backbone={name}): "
+                           f"{' '.join(first[:3])[:500]}. Check model.backbone against the file.") from None
+    return net
+
+
+class ResNetFeatures(nn.Module):
+    """A ResNet as a multi-level cell extractor: images [N, 3, S, S] -> (cells [N, P, C], logits [N, 1000])."""
+
+    def __init__(self, resnet: ResNet, prompt_len: int, frozen: bool = True) -> None:
+        super().__init__()
+        self.net = resnet
+        self.prompt_len = prompt_len
+        self.grid = grid_of(prompt_len)
+        self.frozen = frozen
+        self.channels = sum(_out_channels(layer)
+                            for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4))
+        if frozen:
+            self.net.requires_grad_(False)
+            self.net.eval()
+
+    @classmethod
+    def from_config(cls, cfg: Config) -> "ResNetFeatures":
+        net = build_resnet(cfg.model.backbone, cfg.model.backbone_weights)
+        return cls(net, cfg.model.prompt_len, frozen=not cfg.model.finetune_backbone)
+
+    def train(self, mode: bool = True) -> "ResNetFeatures":
+        # A frozen backbone keeps BatchNorm running statistics fixed and features a pure function of
+        # the image (so caching is exact) even when a parent module switches to training mode.
+        super().train(mode)
+        if self.frozen:
+            self.net.eval()
+        return self
+
+    def forward(self, images: Tensor) -> tuple[Tensor, Tensor]:
+        n = self.net
+        x = n.maxpool(n.relu(n.bn1(n.conv1(images))))  # [N, 64, S/4, S/4]
+        cells = []
+        for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
+            x = layer(x)                                               # [N, C_i, h_i, w_i]
+            pooled = F.adaptive_avg_pool2d(x, self.grid)               # [N, C_i, gh, gw]
+            cells.append(pooled.flatten(2).transpose(1, 2))            # [N, P, C_i]
+        logits = n.fc(torch.flatten(n.avgpool(x), 1))                  # [N, 1000]
+        return torch.cat(cells, dim=-1), logits                        # [N, P, C], [N, 1000]
+
+
+def _out_channels(layer: nn.Sequential) -> int:
+    block = layer[-1]
+    last_bn = getattr(block, "bn3", None) or block.bn2
+    return int(last_bn.num_features)
+
+
+class OnlineVisualProvider:
+    """Loads the images of a batch and runs the backbone on them now (no cache)."""
+
+    def __init__(self, backbone: ResNetFeatures, loader: "ImageLoader", max_objects: int,
+                 use_objects: bool) -> None:
+        self.backbone = backbone
+        self.loader = loader
+        self.max_objects = max_objects if use_objects else 0
+        self.use_objects = use_objects
+
+    def _images(self, image_keys: list[list[str]]) -> tuple[Tensor, Tensor]:
+        """The existing images of the batch, flattened [N_real, 3, S, S], and the slot mask [B, 1 + K]."""
+        slots = 1 + self.max_objects
+        images, mask = [], torch.zeros(len(image_keys), slots, dtype=torch.bool)
+        for b, keys in enumerate(image_keys):
+            if not keys:
+                raise ValueError(f"sample {b} of the batch has no image key; the whole image must come first.")
+            present = keys[:slots]
+            images.extend(self.loader.load(k) for k in present)            # each [3, S, S]
+            mask[b, : len(present)] = True
+        return torch.stack(images), mask
+
+    def __call__(self, image_keys: list[list[str]], device: torch.device) -> VisualFeatures:
+        images, mask = self._images(image_keys)
+        device = torch.device(device)
+        if next(self.backbone.parameters()).device != device:
+            self.backbone.to(device)
+        with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
+            real_cells, real_logits = self.backbone(images.to(device))      # [N_real, P, C], [N_real, 1000]
+        mask = mask.to(device)
+        b, slots = mask.shape
+        # Missing crop slots stay zero (the reference feeds zero images); they are masked out of the
+        # prefix, so skipping their forward pass changes nothing the model sees.
+        cells = real_cells.new_zeros(b, slots, *real_cells.shape[1:])      # [B, 1 + K, P, C]
+        cells[mask] = real_cells
+        logits = real_logits.new_zeros(b, slots, real_logits.shape[-1])
+        logits[mask] = real_logits
+        return VisualFeatures(cells=cells, logits=logits[:, 0], mask=mask)  # logits of the whole image [B, 1000]
