@@ -54,6 +54,9 @@ class ModelConfig:
     backbone: str = "resnet50"
     backbone_weights: str = "none"
     """``none`` (random init), ``imagenet`` (torchvision's loader) or a local state-dict file."""
+    backbone_seed: int = 0
+    """Seed of a randomly initialised backbone (weights ``none``), kept apart from ``train.seed`` so that the
+    frozen features, and the feature store, are the same for every trial."""
     finetune_backbone: bool = False
     image_size: int = 224
     prompt_len: int = 4
