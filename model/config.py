@@ -61,6 +61,11 @@ class ModelConfig:
     image_size: int = 224
     prompt_len: int = 4
     prompt_hidden: int = 800
+    prefix_norm: str = "batch"
+    """Normalisation of the visual cells before the prefix MLP: ``batch`` (per channel, over the images of the
+    batch, running statistics at evaluation), ``layer`` (per cell) or ``none`` (the reference). Not in the
+    reference, whose ImageNet features are tame; a random-init or deep backbone gives cells whose common
+    component (scale 10-100) swamps what tells images apart and saturates the MLP's Tanh."""
     use_image: bool = True
     use_objects: bool = True
     feature_cache: str = "auto"
@@ -90,7 +95,9 @@ class TrainConfig:
     lr: float = 3e-5
     """Learning rate of the text encoder."""
     head_lr: float = 1e-3
-    """Learning rate of the newly initialised modules (prefix, I2SRM, heads, CRF)."""
+    """Learning rate of the newly initialised modules (I2SRM transfer and KL projection, heads, CRF)."""
+    prefix_lr: float = 1e-3
+    """Learning rate of the visual prefix (MLP and gates); HVPNeT likewise gives its prompt its own rate."""
     weight_decay: float = 0.01
     warmup: float = 0.01
     max_grad_norm: float = 1.0
@@ -307,6 +314,8 @@ def validate(cfg: Config, where: str = "") -> None:
                 divs = [d for d in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if rep % d == 0]
                 raise bad("i2srm.attn_heads", cfg.i2srm.attn_heads,
                           f"a divisor of the sample width {rep} of {cfg.model.text_encoder}, e.g. {divs}")
+    if cfg.model.prefix_norm not in ("batch", "layer", "none"):
+        raise bad("model.prefix_norm", cfg.model.prefix_norm, "batch, layer, none")
     if cfg.model.feature_cache not in ("auto", "on", "off"):
         raise bad("model.feature_cache", cfg.model.feature_cache, "auto, on, off")
     for key, value, lo in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
@@ -315,8 +324,9 @@ def validate(cfg: Config, where: str = "") -> None:
                            ("model.image_size", cfg.model.image_size, 32), ("data.max_objects", cfg.data.max_objects, 0)):
         if value < lo:
             raise bad(key, value, f"an integer >= {lo}")
-    if cfg.train.lr <= 0 or cfg.train.head_lr <= 0:
-        raise bad("train.lr", cfg.train.lr, "a number > 0 (train.head_lr likewise)")
+    for key in ("lr", "head_lr", "prefix_lr"):
+        if getattr(cfg.train, key) <= 0:
+            raise bad(f"train.{key}", getattr(cfg.train, key), "a number > 0")
     if not 0.0 <= cfg.train.warmup < 1.0:
         raise bad("train.warmup", cfg.train.warmup, "a fraction of the steps in [0, 1)")
     dev = cfg.train.device

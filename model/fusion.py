@@ -27,8 +27,12 @@ class VisualPrefix(nn.Module):
     """
 
     def __init__(self, cells_dim: int, prompt_len: int, prompt_hidden: int, num_layers: int,
-                 num_heads: int, hidden: int) -> None:
+                 num_heads: int, hidden: int, norm: str = "batch") -> None:
         super().__init__()
+        # model.prefix_norm: per-channel standardisation exposes what tells images apart (a frozen backbone's
+        # cells share a large common component) and keeps the MLP's Tanh out of saturation.
+        self.norm: nn.Module = {"batch": lambda: nn.BatchNorm1d(cells_dim), "layer": lambda: nn.LayerNorm(cells_dim),
+                                "none": nn.Identity}[norm]()
         if hidden % num_heads:
             raise ValueError(f"text encoder hidden size {hidden} is not divisible by its {num_heads} heads.")
         self.prompt_len, self.num_layers = prompt_len, num_layers
@@ -41,13 +45,22 @@ class VisualPrefix(nn.Module):
         self.gates = nn.ModuleList(
             nn.Linear(prompt_len * 2 * hidden, NUM_CANDIDATES) for _ in range(num_layers))
 
+    def _normalise(self, cells: Tensor, mask: Tensor) -> Tensor:
+        """cells [B, S, P, C] -> same; batch statistics come from existing images only, not empty crop slots."""
+        if not isinstance(self.norm, nn.BatchNorm1d):
+            return self.norm(cells)
+        valid = mask[:, :, None].expand(cells.shape[:3])                   # [B, S, P]
+        out = torch.zeros_like(cells)
+        out[valid] = self.norm(cells[valid])                               # [n_valid, C]
+        return out
+
     def forward(self, cells: Tensor, mask: Tensor) -> tuple[Prefix, Tensor]:
         """cells [B, S, P, C] (S = 1 + K slots), mask [B, S] bool -> (per-layer (key, value), mask [B, S * P])."""
         b, s, p, _ = cells.shape
         if p != self.prompt_len:
             raise ValueError(f"visual cells have {p} cells per image but model.prompt_len is {self.prompt_len}; "
                              "features cached for another prompt_len cannot be reused.")
-        cand = self.mlp(cells.to(self.mlp[0].weight.dtype))               # [B, S, P, 4 * 2H]
+        cand = self.mlp(self._normalise(cells.to(self.mlp[0].weight.dtype), mask))             # [B, S, P, 4 * 2H]
         cand = cand.view(b, s, p, NUM_CANDIDATES, 2 * self.hidden)         # [B, S, P, 4, 2H]
         summary = cand.mean(dim=3).reshape(b, s, p * 2 * self.hidden)      # [B, S, P * 2H]
         head_dim = self.hidden // self.num_heads

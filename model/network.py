@@ -41,7 +41,8 @@ class I2SRMNetwork(nn.Module):
         hidden = int(tc.hidden_size)
         rep_dim = hidden if self.task == "mner" else 2 * hidden           # width of one sample / token vector
         self.prefix = (VisualPrefix(cells_dim, cfg.model.prompt_len, cfg.model.prompt_hidden,
-                                    int(tc.num_hidden_layers), int(tc.num_attention_heads), hidden)
+                                    int(tc.num_hidden_layers), int(tc.num_attention_heads), hidden,
+                                    norm=cfg.model.prefix_norm)
                        if self.use_image else None)
         self.transfer = (CrossSampleTransfer(rep_dim, cfg.i2srm.attn_heads, cfg.i2srm.transfer_ff,
                                              cfg.i2srm.transfer_dropout) if self.use_transfer else None)
@@ -167,14 +168,15 @@ class I2SRMNetwork(nn.Module):
         if backbone is not None:
             pretrained |= {id(p) for p in backbone.parameters()}
         params = list(self.parameters()) + (list(backbone.parameters()) if backbone is not None else [])
+        prefix = {id(p) for p in self.prefix.parameters()} if self.prefix is not None else set()
         groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("encoder", "encoder_no_decay", "head",
-                                                                 "head_no_decay")}
+                                                                 "head_no_decay", "prefix", "prefix_no_decay")}
         for p in params:
             if not p.requires_grad:  # a frozen backbone never reaches the optimizer
                 continue
-            side = "encoder" if id(p) in pretrained else "head"
+            side = "encoder" if id(p) in pretrained else "prefix" if id(p) in prefix else "head"
             groups[side + ("_no_decay" if id(p) in no_decay else "")].append(p)
-        lr = {"encoder": cfg.train.lr, "head": cfg.train.head_lr}
+        lr = {"encoder": cfg.train.lr, "head": cfg.train.head_lr, "prefix": cfg.train.prefix_lr}
         out = []
         for name, members in groups.items():
             if members:

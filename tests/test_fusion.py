@@ -54,7 +54,8 @@ def test_prefix_shapes_and_mask() -> None:
 def test_gates_depend_on_the_image_and_differ_per_layer() -> None:
     vp, _, _ = _prefix()
     cells = torch.randn(2, 1, 4, 960)
-    cand = vp.mlp(cells).view(2, 1, 4, 4, 64)
+    ones = torch.ones(2, 1, dtype=torch.bool)
+    cand = vp.mlp(vp._normalise(cells, ones)).view(2, 1, 4, 4, 64)  # model.prefix_norm (batch) comes first
     weights = [torch.softmax(torch.nn.functional.leaky_relu(g(cand.mean(3).reshape(2, 1, -1))), -1) for g in vp.gates]
     assert not torch.allclose(weights[0][0], weights[0][1])  # two images, two gates
     assert not torch.allclose(weights[0], weights[1])        # two layers, two gates
@@ -142,3 +143,14 @@ def test_prefix_under_bf16_autocast() -> None:
     assert torch.allclose(plain.float(), masked.float(), atol=5e-2)
     (seen.float() * torch.randn(seen.shape)).sum().backward()
     assert vp.mlp[0].weight.grad.abs().sum() > 0
+
+
+def test_batch_norm_of_cells_uses_existing_images_only() -> None:
+    vp = VisualPrefix(8, 4, 16, 1, 2, 8, norm="batch")
+    cells = torch.randn(3, 2, 4, 8) * 50 + 100
+    mask = torch.tensor([[True, False], [True, True], [True, False]])
+    out = vp._normalise(cells, mask)
+    assert torch.all(out[~mask] == 0)                                   # empty slots stay zero
+    valid = out[mask.unsqueeze(-1).expand(3, 2, 4)]                     # [n_valid * P, C]
+    assert torch.allclose(valid.mean(0), torch.zeros(8), atol=1e-5)     # standardised per channel
+    assert torch.allclose(valid.std(0, unbiased=False), torch.ones(8), atol=1e-3)

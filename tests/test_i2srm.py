@@ -284,7 +284,8 @@ def test_image_switched_on_needs_visual_features() -> None:
 
 
 def test_param_groups_rates_decay_and_backbone() -> None:
-    cfg = _cfg("mner", **{"train.lr": 2e-5, "train.head_lr": 5e-4, "train.weight_decay": 0.03})
+    cfg = _cfg("mner", **{"train.lr": 2e-5, "train.head_lr": 5e-4, "train.prefix_lr": 7e-4,
+                          "train.weight_decay": 0.03})
     net = _net(cfg)
     frozen = ResNetFeatures(build_resnet("resnet18", "none"), prompt_len=4)
     groups = net.param_groups(cfg, backbone=frozen)
@@ -295,9 +296,10 @@ def test_param_groups_rates_decay_and_backbone() -> None:
     assert by_id[id(enc.embeddings.word_embeddings.weight)]["weight_decay"] == 0.03
     assert by_id[id(enc.embeddings.LayerNorm.weight)]["weight_decay"] == 0.0
     assert by_id[id(net.emission.bias)]["weight_decay"] == 0.0 and by_id[id(net.emission.bias)]["lr"] == 5e-4
-    for p in (net.crf.transitions, net.prefix.mlp[0].weight, net.prefix.gates[0].weight, net.kl_proj.weight,
-              net.transfer.layer.linear1.weight):
+    for p in (net.crf.transitions, net.kl_proj.weight, net.transfer.layer.linear1.weight):
         assert by_id[id(p)]["lr"] == 5e-4 and by_id[id(p)]["weight_decay"] == 0.03
+    for p in (net.prefix.mlp[0].weight, net.prefix.gates[0].weight):  # the visual prefix has its own rate
+        assert by_id[id(p)]["lr"] == 7e-4 and by_id[id(p)]["weight_decay"] == 0.03
     assert by_id[id(net.transfer.layer.norm1.weight)]["weight_decay"] == 0.0
     assert not any(id(p) in by_id for p in frozen.parameters())  # a frozen backbone is never optimised
     tuned = ResNetFeatures(build_resnet("resnet18", "none"), prompt_len=4, frozen=False)
