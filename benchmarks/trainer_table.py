@@ -69,7 +69,7 @@ def main() -> int:
     args = p.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
-    jobs = [(t, r, s) for t in args.tasks for r in args.rows for s in args.seeds]
+    jobs = [(t, r, s) for s in args.seeds for t in args.tasks for r in args.rows]  # one seed of every row first
     started = time.time()
     runs: list[dict] = []
     with ThreadPoolExecutor(args.jobs) as pool:
