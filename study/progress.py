@@ -1,0 +1,126 @@
+"""The study's live progress line on stderr (a driver-side Tune callback; Ray's own table stays off).
+
+    [study mixup] 3/10 done, 2 running, 0 failed | best dev_f1 71.2 (i2srm.delta=0.5, seed 1) | elapsed 2m10s, ETA 4m30s
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import Any, TextIO
+
+from ray.tune import Callback
+
+from study.trainable import TrialSetup
+
+
+def format_duration(seconds: float) -> str:
+    seconds = max(0, int(round(seconds)))
+    h, rest = divmod(seconds, 3600)
+    m, s = divmod(rest, 60)
+    if h:
+        return f"{h}h{m:02d}m"
+    return f"{m}m{s:02d}s" if m else f"{s}s"
+
+
+def format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:g}"
+    return str(value)
+
+
+class ProgressLine(Callback):
+    """Prints one line when the counts or the best result change, at most every ``interval`` seconds,
+    plus a heartbeat line every ``heartbeat`` intervals."""
+
+    def __init__(self, name: str, setup: TrialSetup, metric: str, mode: str, total_runs: int, epochs: int,
+                 interval: float, heartbeat: int = 6, stream: TextIO | None = None):
+        self.name, self.setup_, self.metric, self.mode = name, setup, metric, mode
+        self.total_runs, self.epochs, self.interval, self.heartbeat = total_runs, epochs, interval, heartbeat
+        self.stream = stream
+        self._reset()
+
+    def _reset(self) -> None:
+        self.started = time.monotonic()
+        self.last_print = 0.0
+        self.last_key: tuple = ()
+        self.best: dict[str, float] = {}  # trial_id -> best metric value so far
+        self.epochs_at_start: int | None = None
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()
+        state["stream"] = None  # sys.stderr is not picklable; Ray pickles callbacks with the experiment
+        return state
+
+    def setup(self, **info: Any) -> None:
+        self._reset()
+
+    def _better(self, a: float, b: float) -> bool:
+        return a > b if self.mode == "max" else a < b
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        value = result.get(self.metric)
+        if isinstance(value, (int, float)):
+            old = self.best.get(trial.trial_id)
+            if old is None or self._better(float(value), old):
+                self.best[trial.trial_id] = float(value)
+
+    def _say_failed(self, trial: Any, what: str) -> None:
+        from study.recorder import error_line
+
+        params = ", ".join(f"{k}={format_value(v)}" for k, v in self.setup_.params_of(trial.config).items())
+        print(f"[study {self.name}] trial {trial.trial_id} ({params}, seed {self.setup_.seed_of(trial.config)}) "
+              f"{what}: {error_line(trial)}" + (f" (traceback: {trial.error_file})" if trial.error_file else ""),
+              file=self.stream or sys.stderr, flush=True)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say_failed(trial, "failed")
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._say_failed(trial, "failed, retrying from its last checkpoint")
+
+    def on_step_end(self, iteration: int, trials: list, **info: Any) -> None:
+        self.maybe_print(trials)
+
+    def on_experiment_end(self, trials: list, **info: Any) -> None:
+        self.maybe_print(trials, force=True)
+
+    def line(self, trials: list) -> tuple[str, tuple]:
+        status = [t.status for t in trials]
+        done = sum(s == "TERMINATED" for s in status)
+        failed = sum(s == "ERROR" for s in status)
+        running = sum(s == "RUNNING" for s in status)
+        by_id = {t.trial_id: t for t in trials}
+        best_text = f"best {self.metric} -"
+        if self.best:
+            best_id = max(self.best, key=lambda k: self.best[k] if self.mode == "max" else -self.best[k])
+            t = by_id.get(best_id)
+            if t is not None:
+                params = ", ".join(f"{k}={format_value(v)}" for k, v in self.setup_.params_of(t.config).items())
+                best_text = (f"best {self.metric} {self.best[best_id]:.4g} ({params}, "
+                             f"seed {self.setup_.seed_of(t.config)})")
+        # Progress in epochs: finished trials count whole (pruned and failed ones will run no more).
+        epochs_done = sum(self.epochs if t.status in ("TERMINATED", "ERROR")
+                          else int((t.last_result or {}).get("epoch", 0)) for t in trials)
+        if self.epochs_at_start is None:
+            self.epochs_at_start = epochs_done
+        elapsed = time.monotonic() - self.started
+        remaining = max(0, self.total_runs * self.epochs - epochs_done)
+        rate_epochs = epochs_done - self.epochs_at_start
+        eta = format_duration(elapsed * remaining / rate_epochs) if rate_epochs > 0 else "?"
+        if remaining == 0:
+            eta = "0s"
+        key = (done, failed, running, best_text)
+        text = (f"[study {self.name}] {done + failed}/{self.total_runs} done, {running} running, {failed} failed | "
+                f"{best_text} | elapsed {format_duration(elapsed)}, ETA {eta}")
+        return text, key
+
+    def maybe_print(self, trials: list, force: bool = False) -> None:
+        now = time.monotonic()
+        if not force and now - self.last_print < self.interval:
+            return
+        text, key = self.line(trials)
+        if key != self.last_key or (not force and now - self.last_print >= self.interval * self.heartbeat):
+            print(text, file=self.stream or sys.stderr, flush=True)
+            self.last_print, self.last_key = now, key
+

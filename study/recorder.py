@@ -1,0 +1,129 @@
+"""Driver-side Tune callback that keeps ``trials/<id>/trial.json`` and ``epochs.jsonl`` current.
+
+It runs in the driver as results arrive, so the stored records follow the study live and survive a
+driver crash; records are keyed by epoch, so replays after a resume do not duplicate them.
+"""
+
+from __future__ import annotations
+
+import logging
+import re
+from pathlib import Path
+from typing import Any, Mapping
+
+from ray.tune import Callback
+from ray.tune.result import AUTO_RESULT_KEYS
+
+from study.records import TrialRecord, read_epochs, read_trial, record_epoch, summarize_epochs, write_trial
+from study.trainable import TrialSetup
+
+log = logging.getLogger("study")
+
+# Keys Ray adds to every reported result; what remains (minus our "node") is the trainer's metrics dict.
+RAY_RESULT_KEYS = frozenset(AUTO_RESULT_KEYS) | {
+    "trial_id", "done", "experiment_tag", "should_checkpoint", "timesteps_this_iter", "episodes_this_iter",
+    "experiment_id", "iterations_since_restore", "node",
+}
+
+
+def trainer_metrics(result: Mapping[str, Any]) -> dict[str, float]:
+    """The trainer's per-epoch metrics out of a Tune result (Ray's bookkeeping dropped)."""
+    return {k: v for k, v in result.items() if k not in RAY_RESULT_KEYS
+            and isinstance(v, (int, float)) and not isinstance(v, bool)}
+
+
+# The line of a Python traceback that states the exception: "module.Name: message" at the start of a line.
+_EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (\S.*)$")
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")
+
+
+def exception_line(traceback_text: str) -> str:
+    """``Name: message`` of the last exception stated in a traceback (the one raised last), or ""."""
+    found = ""
+    for line in _ANSI.sub("", traceback_text).splitlines():
+        match = _EXCEPTION_LINE.match(line.rstrip())
+        if match:
+            found = f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)}"
+    return found
+
+
+def error_line(trial: Any) -> str:
+    """The trial's error as one line, read from Ray's ``error.txt`` (text; Ray's error.pkl is never unpickled)."""
+    text = ""
+    local = getattr(trial, "error_file", None)  # the driver's copy: written before the callbacks run
+    if local and Path(local).is_file():
+        text = Path(local).read_text(encoding="utf-8", errors="replace")
+    if not text:
+        try:
+            text = trial.get_error() or ""  # the copy in the study's storage
+        except Exception:
+            text = ""
+    return exception_line(text) or "unknown error (see the trial's error.txt under ray/)"
+
+
+def drop_checkpoints(trial: Any) -> None:
+    """Delete a finished trial's checkpoints from the study's storage: Tune never resumes a finished trial,
+    and a checkpoint of the trainer (weights + AdamW state) is hundreds of MB per trial."""
+    try:
+        from pyarrow.fs import FileSelector, FileType
+
+        fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
+        for info in fs.get_file_info(FileSelector(root, allow_not_found=True)):
+            if info.type == FileType.Directory and info.base_name.startswith("checkpoint_"):
+                fs.delete_dir(info.path)
+    except Exception as e:  # disk space only: never fail the study over it
+        log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, e)
+
+
+class TrialRecorder(Callback):
+    """Writes the stored trial records of one study (see ``study/records.py`` for the layout)."""
+
+    def __init__(self, study_dir: Path, setup: TrialSetup, keep_checkpoints: bool = False):
+        self.study_dir = Path(study_dir)
+        self.setup_ = setup
+        self.keep_checkpoints = keep_checkpoints
+
+    def _record(self, trial: Any) -> TrialRecord:
+        record = read_trial(self.study_dir, trial.trial_id)
+        if record is None:
+            cfg = self.setup_.config(trial.config)
+            record = TrialRecord(trial_id=trial.trial_id, params=self.setup_.params_of(trial.config),
+                                 seed=self.setup_.seed_of(trial.config), config=cfg.flat())
+        return record
+
+    def _update(self, trial: Any, status: str, error: str = "", result: Mapping[str, Any] | None = None) -> None:
+        record = self._record(trial)
+        record.status, record.error = status, error
+        summarize_epochs(record, read_epochs(self.study_dir, trial.trial_id))
+        last = result or trial.last_result or {}
+        if last.get("node"):
+            record.node = str(last["node"])
+        if last.get("time_total_s") is not None:
+            record.wall_seconds = round(float(last["time_total_s"]), 3)
+        write_trial(self.study_dir, record)
+
+    def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._update(trial, "running")
+
+    def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        metrics = trainer_metrics(result)
+        if "epoch" in metrics:
+            record_epoch(self.study_dir, trial.trial_id, metrics)
+        self._update(trial, "running", result=result)
+
+    def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        record = self._record(trial)
+        epochs = read_epochs(self.study_dir, trial.trial_id)
+        last = int(epochs[-1]["epoch"]) if epochs else 0
+        # A trial that ends before train.epochs was stopped by the scheduler (ASHA / median rule).
+        status = "completed" if last >= int(record.config["train.epochs"]) else "pruned"
+        self._update(trial, status)
+        if not self.keep_checkpoints:
+            drop_checkpoints(trial)
+
+    def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        self._update(trial, "failed", error=error_line(trial))
+
+    def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+        # Retried from its last checkpoint (max_failures): still running; the error is kept for the record.
+        self._update(trial, "running", error=f"retrying after: {error_line(trial)}")

@@ -1,0 +1,65 @@
+"""Run one hyperparameter study of the I2SRM trainer on Ray Tune with Optuna.
+
+    python study/run.py --space NAME_OR_PATH [--address ADDR] [--name NAME] [--resume]
+                        [--results-dir DIR] [--set key=value ...]
+
+A bare name (``mixup.yaml`` or ``mixup``) is looked up in ``search_spaces/``. ``--set`` overrides a trainer
+key (``train.epochs=2``) or a study key (``seeds=[1,2,3]``, ``sampler=random``, ``resources.cpus=2``,
+``search.i2srm.delta={grid: [0, 1]}``). Results go to ``results/<study>/``. Exit status: 0 done,
+1 no trial succeeded, 2 bad input (one line on stderr), 130 interrupted (resume with ``--resume``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+from pathlib import Path
+
+if __package__ in (None, ""):  # run as a plain script: make the repository importable
+    sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+
+from model.config import ConfigError  # noqa: E402
+from study.records import command_line  # noqa: E402
+from study.runner import StudyExistsError, resolve_study, run_study  # noqa: E402
+from study.space import REPO_ROOT, SpaceError  # noqa: E402
+
+
+def parse_args(argv: list[str] | None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="python study/run.py", description=__doc__.split("\n")[0])
+    parser.add_argument("--space", help="search space YAML file, or a name in search_spaces/ (e.g. mixup.yaml)")
+    parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--name", help="study name, the folder under the results dir (default: the space's study)")
+    parser.add_argument("--resume", action="store_true", help="continue a stopped study of this name")
+    parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="root of study folders")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override a trainer or study key (repeatable)")
+    return parser.parse_args(argv)
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    from model.data.types import DataError
+
+    try:
+        space, study_dir = resolve_study(args.space, args.set, args.name, Path(args.results_dir), args.resume)
+        outcome = run_study(space, study_dir, resume=args.resume, address=args.address,
+                            command=command_line(sys.argv if argv is None else ["study/run.py", *argv]))
+    except (SpaceError, ConfigError, DataError, StudyExistsError, OSError) as e:  # OSError: a missing file
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "no trials"
+    print(f"[study {study_dir.name}] {counts}; results in {outcome.study_dir}", file=sys.stderr)
+    for path in outcome.reports:
+        print(f"  {path}")
+    if outcome.interrupted:
+        print(f"[study {study_dir.name}] interrupted; continue with: python study/run.py --name {study_dir.name} "
+              f"--results-dir {Path(args.results_dir)} --resume", file=sys.stderr)
+        return 130
+    return 0 if outcome.counts.get("completed", 0) + outcome.counts.get("pruned", 0) else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())

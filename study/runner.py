@@ -1,0 +1,214 @@
+"""Runs one study: a search space -> Ray Tune (Optuna searcher, seeds, scheduler) -> ``results/<study>/``.
+
+Everything a resume needs is under ``results/<study>/``: Ray Tune's experiment (``ray/``, checkpoints
+included), the Optuna study (``optuna.db``) and the stored records. Bad input is refused before Ray starts.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from model.config import Config
+from study.records import RAY_DIR, read_study, read_trials, study_is_started, write_study_meta
+from study.space import REPO_ROOT, Space, SpaceError, load_space
+from study.trainable import TrialSetup
+
+log = logging.getLogger("study")
+
+
+class StudyExistsError(RuntimeError):
+    """The study folder already holds results and ``--resume`` was not given (or the reverse)."""
+
+
+@dataclass
+class StudyOutcome:
+    study_dir: Path
+    counts: dict[str, int]
+    interrupted: bool
+    reports: list[Path]
+
+
+def trial_dirname(trial: Any) -> str:
+    return trial.trial_id  # short, and the same id as results/<study>/trials/<trial_id>
+
+
+# ---------------------------------------------------------------------------------------------- Ray
+
+
+def init_ray(address: str | None) -> bool:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it."""
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    # Workers import model.* and study.*: put the repository on their path (the repo must sit at the same
+    # path on every node of a cluster, or be installed there).
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "RAY_USAGE_STATS_ENABLED": "0",
+                                "TOKENIZERS_PARALLELISM": "false"}}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return False
+    if address:
+        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+        return False
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
+             runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+    return True
+
+
+def quiet_tune() -> None:
+    """Tune's own console output off: the study prints its progress line and one line per failed trial."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 for trial errors
+    # Tune warns when its driver loop stalls over 0.5 s, which happens whenever the trials hold every core;
+    # with epochs of seconds to minutes a stall of a few seconds costs nothing.
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
+    # Every epoch checkpoints (num_to_keep=1 forces a state snapshot): intended, so not worth a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # "Trial task failed" (a traceback per failure) and "Trials did not complete": the study prints one line
+    # per failed trial, naming its error.txt, and a summary at the end.
+    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+
+
+# ---------------------------------------------------------------------------------------------- checks
+
+
+def preflight(cfg: Config) -> None:
+    """Load the base configuration's data once in the driver: a DataError (bad file, line) is reported here,
+    before any trial starts, and the synthetic benchmark is generated once instead of by racing trials."""
+    from model.data import load_task_data
+    from model.train import load_tokenizer
+
+    load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
+
+
+def resolve_study(space_arg: str | None, sets: list[str], name: str | None, results_dir: Path,
+                  resume: bool) -> tuple[Space, Path]:
+    """The space to run and its folder; refuses to overwrite a study, or to resume one that is not there."""
+    if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\")):
+        raise SpaceError(f"--name {name!r}: a study name is a plain folder name under {results_dir}.")
+    if resume:
+        if name is None and space_arg is None:
+            raise SpaceError("--resume needs --name or --space to know which study to continue.")
+        if name is None:
+            name = load_space(space_arg, sets).study
+        study_dir = results_dir / name
+        stored = study_dir / "space.yaml"
+        if not stored.is_file():
+            raise StudyExistsError(f"--resume: {study_dir} holds no study (no space.yaml); start it without --resume.")
+        space = load_space(stored)
+        space.source = read_study(study_dir).get("space_file", space.source)
+        if space_arg is not None:
+            given = load_space(space_arg, sets)
+            given.study = space.study
+            if given.to_dict() != space.to_dict():
+                raise SpaceError(f"--resume: the space given ({space_arg} with --set) differs from the stored "
+                                 f"{stored}; a study resumes with its own space (drop --space/--set, or start a "
+                                 f"new study with --name).")
+        return space, study_dir
+    if space_arg is None:
+        raise SpaceError("--space is required (a file, or a name in search_spaces/ such as mixup.yaml).")
+    space = load_space(space_arg, sets)
+    if name:
+        space.study = name
+    study_dir = results_dir / space.study
+    if study_is_started(study_dir):
+        raise StudyExistsError(f"{study_dir} already holds results of a study; continue it with --resume, or "
+                               f"choose another --name (nothing was changed).")
+    return space, study_dir
+
+
+# ---------------------------------------------------------------------------------------------- run
+
+
+def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: str | None = None,
+              command: str = "") -> StudyOutcome:
+    """Run (or resume) the study and build its reports. ``space`` is already validated."""
+    quiet_tune()  # before ray.tune is imported: some of its settings are read at import
+    from ray import tune
+
+    from study.progress import ProgressLine
+    from study.recorder import TrialRecorder
+    from study.search import make_scheduler, make_search_alg
+    from study.trainable import train_trial
+
+    base = space.base_config()
+    study_dir = study_dir.resolve()
+    name = study_dir.name
+    if not resume:
+        preflight(base)
+        study_dir.mkdir(parents=True, exist_ok=True)
+        write_study_meta(study_dir, space, base, command)
+
+    setup = TrialSetup(trainer=dict(space.trainer), seeds=tuple(space.seeds), searched=tuple(space.searched),
+                       threads=max(1, int(space.resources.cpus)))
+    trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
+                                    {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+    experiment = study_dir / RAY_DIR / name
+    started_ray = init_ray(address)
+    try:
+        callbacks = [TrialRecorder(study_dir, setup, keep_checkpoints=space.keep_checkpoints),
+                     ProgressLine(name, setup, space.metric, space.mode, space.total_runs, base.train.epochs,
+                                  space.progress_interval)]
+        if resume and tune.Tuner.can_restore(str(experiment)):
+            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+            _replace_callbacks(tuner, callbacks)
+        else:
+            tuner = tune.Tuner(
+                trainable,
+                tune_config=tune.TuneConfig(
+                    metric=space.metric, mode=space.mode,
+                    search_alg=make_search_alg(space, study_dir, name, base.train.epochs),
+                    scheduler=make_scheduler(space, base.train.epochs), num_samples=space.total_runs,
+                    max_concurrent_trials=space.max_concurrent, trial_dirname_creator=trial_dirname),
+                run_config=tune.RunConfig(
+                    name=name, storage_path=str(study_dir / RAY_DIR),
+                    failure_config=tune.FailureConfig(max_failures=space.max_failures),
+                    checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
+                    verbose=0, callbacks=callbacks),
+            )
+        tuner.fit()
+    finally:
+        if started_ray:
+            import ray
+
+            ray.shutdown()
+    counts = count_statuses(study_dir)
+    # Ctrl-C makes Tune save its state and return early: fewer finished trials than planned.
+    finished = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
+    interrupted = finished < space.total_runs
+    reports = build_study_reports(study_dir)
+    return StudyOutcome(study_dir, counts, interrupted, reports)
+
+
+def _replace_callbacks(tuner: Any, callbacks: list[Any]) -> None:
+    """Tuner.restore brings back the run's callbacks from Ray's pickle (with the state and study folder of the
+    first run); swap in fresh ones of this run. Ray has no public setter, hence the private attribute; if it
+    is gone, the restored callbacks still work as long as the study folder has not moved."""
+    local = getattr(tuner, "_local_tuner", None)
+    run_config = local.get_run_config() if local is not None and hasattr(local, "get_run_config") else None
+    if run_config is None:
+        log.warning("could not replace the restored Tune callbacks; using the stored ones")
+        return
+    ours = tuple(type(cb) for cb in callbacks)
+    run_config.callbacks = [cb for cb in (run_config.callbacks or []) if not isinstance(cb, ours)] + callbacks
+
+
+def count_statuses(study_dir: Path) -> dict[str, int]:
+    counts: dict[str, int] = {}
+    for record in read_trials(study_dir):
+        counts[record.status] = counts.get(record.status, 0) + 1
+    return counts
+
+
+def build_study_reports(study_dir: Path) -> list[Path]:
+    from study.reports import build_reports
+
+    return build_reports(study_dir)

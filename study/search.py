@@ -1,0 +1,101 @@
+"""How a study searches: the Optuna sampler and study behind Tune's ``OptunaSearch``, seeds, the scheduler.
+
+One Optuna trial per configuration: ``SeedRepeater`` runs each suggestion once per seed (Tune config key
+``__trial_index__`` = the seed's index) and tells Optuna the mean over seeds, so ``optuna.db`` is a
+real Optuna study of configurations that ``optuna.load_study`` opens and the importance report reads.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import optuna
+from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
+from ray.tune.search import Repeater, Searcher
+from ray.tune.search.optuna import OptunaSearch
+
+from study.space import Param, Space
+
+
+def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
+    if param.finite:
+        return optuna.distributions.CategoricalDistribution(list(param.values))
+    if param.kind == "int":
+        return optuna.distributions.IntDistribution(int(param.low), int(param.high), step=int(param.step or 1))
+    if param.kind == "loguniform":
+        return optuna.distributions.FloatDistribution(param.low, param.high, log=True)
+    return optuna.distributions.FloatDistribution(param.low, param.high, step=param.step)
+
+
+class AskTellGridSampler(optuna.samplers.GridSampler):
+    """GridSampler for ask/tell use: its after_trial calls study.stop() once the grid is covered, which only
+    works inside study.optimize() and raises under Tune's ask/tell; Tune stops after num_samples anyway.
+    (Module level, because the searcher is pickled with Tune's experiment state.)"""
+
+    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
+        return None
+
+
+def optuna_sampler(space: Space) -> optuna.samplers.BaseSampler:
+    if space.sampler == "grid":
+        return AskTellGridSampler({k: list(p.values) for k, p in space.search.items()}, seed=space.sampler_seed)
+    if space.sampler == "random":
+        return optuna.samplers.RandomSampler(seed=space.sampler_seed)
+    return optuna.samplers.TPESampler(seed=space.sampler_seed)
+
+
+class SeedRepeater(Repeater):
+    """Ray's Repeater, telling Optuna what happened to a configuration over all its seeds:
+
+    * every seed finished all epochs: COMPLETE with the mean of the seeds' last ``metric``;
+    * a seed was stopped early by the scheduler: PRUNED (an early epoch's value is not comparable);
+    * no seed reported the metric (all failed): FAIL.
+    """
+
+    def __init__(self, searcher: Searcher, repeat: int, epochs: int):
+        super().__init__(searcher, repeat=repeat, set_index=True)
+        self.epochs = epochs
+        self._stopped_groups: set[str] = set()  # primary trial ids of configurations with a pruned seed
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs: Any) -> None:
+        group = self._trial_id_to_group.get(trial_id)
+        if group is None:
+            return super().on_trial_complete(trial_id, result, **kwargs)  # logs Ray's own error
+        metric = self.searcher.metric
+        score = float(result[metric]) if result and metric in result else math.nan
+        if result and not kwargs.get("error") and float(result.get("epoch", self.epochs)) < self.epochs:
+            self._stopped_groups.add(group.primary_trial_id)
+        group.report(trial_id, score)
+        if not group.finished_reporting():
+            return
+        scores = [s for s in group.scores() if s is not None and not math.isnan(s)]
+        primary = group.primary_trial_id
+        if not scores:
+            self.searcher.on_trial_complete(primary, result=None, error=True)
+        elif primary in self._stopped_groups:
+            self.searcher.on_trial_complete(primary, result=None, error=False)
+        else:
+            self.searcher.on_trial_complete(primary, result={metric: sum(scores) / len(scores)}, error=False)
+
+
+def make_search_alg(space: Space, study_dir: Path, name: str, epochs: int) -> Searcher:
+    """OptunaSearch over the searched keys with the space's seeded sampler, stored in ``optuna.db``."""
+    from study.records import OPTUNA_DB
+
+    storage = optuna.storages.RDBStorage(f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}")
+    searcher = OptunaSearch(space={k: optuna_distribution(p) for k, p in space.search.items()},
+                            metric=space.metric, mode=space.mode, sampler=optuna_sampler(space),
+                            study_name=name, storage=storage)
+    return SeedRepeater(searcher, repeat=len(space.seeds), epochs=epochs)
+
+
+def make_scheduler(space: Space, epochs: int) -> TrialScheduler | None:
+    """ASHA or the median stopping rule over the trainer's ``epoch``; None runs every trial to the end."""
+    opts = space.scheduler_options  # complete: the schema fills in SCHEDULER_OPTIONS' defaults
+    if space.scheduler == "asha":
+        return ASHAScheduler(time_attr="epoch", max_t=epochs, **opts)
+    if space.scheduler == "median":
+        return MedianStoppingRule(time_attr="epoch", **opts)
+    return None

@@ -1,0 +1,595 @@
+"""Search-space YAML: the typed schema of a study, loaded, overridden by ``--set`` and validated.
+
+A space names fixed trainer settings (``trainer``), searched trainer keys (``search``) and how the
+study runs (sampler, seeds, scheduler, resources ...). Every error is one ``SpaceError`` that names
+the file (and line), the key and what is allowed, raised before any trial starts.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import difflib
+import math
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Mapping, get_args, get_origin, get_type_hints
+
+import yaml
+
+from model.config import Config, ConfigError, all_keys, build_config, coerce, flatten
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+SPACES_DIR = REPO_ROOT / "search_spaces"
+
+SAMPLERS = ("grid", "random", "tpe")
+SCHEDULERS = ("none", "asha", "median")
+# Options of each scheduler with their defaults (Ray's, except a grace period of one epoch); the resolved
+# space lists them all, so study.json records what ran.
+SCHEDULER_OPTIONS: dict[str, dict[str, int]] = {
+    "none": {},
+    "asha": {"grace_period": 1, "reduction_factor": 2, "brackets": 1},
+    "median": {"grace_period": 1, "min_samples_required": 3},
+}
+KINDS = ("grid", "choice", "uniform", "loguniform", "int")
+REPORTS = ("sensitivity", "ablation", "importance", "tensorboard", "summary")
+MODES = ("max", "min")
+# Per-epoch metrics of model.train.train that a study may select on; test_* would be a leak.
+METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_loss", "loss_ce", "loss_mix",
+                "loss_kl")
+METRICS_MRE = METRICS_MNER + ("dev_accuracy",)
+TOP_KEYS = ("study", "description", "trainer", "search", "sampler", "sampler_seed", "seeds", "trials",
+            "scheduler", "scheduler_options", "metric", "mode", "resources", "max_concurrent", "max_failures",
+            "reports", "reference", "progress_interval", "keep_checkpoints")
+RESOURCE_KEYS = ("cpus", "gpus")
+
+
+class SpaceError(ValueError):
+    """A search space the study cannot run; the message names the file, the key and what is allowed."""
+
+
+@dataclass(frozen=True)
+class Param:
+    """One searched trainer key: a finite set (grid/choice) or a range (uniform/loguniform/int)."""
+
+    key: str
+    kind: str
+    values: tuple[Any, ...] = ()
+    low: float | None = None
+    high: float | None = None
+    step: float | None = None
+
+    @property
+    def finite(self) -> bool:
+        return self.kind in ("grid", "choice")
+
+    def to_dict(self) -> dict[str, Any]:
+        spec: dict[str, Any] = {self.kind: list(self.values) if self.finite else [self.low, self.high]}
+        if self.step is not None:
+            spec["step"] = self.step
+        return spec
+
+
+@dataclass(frozen=True)
+class Resources:
+    cpus: float = 1.0
+    gpus: float = 0.0
+
+
+@dataclass
+class Space:
+    """A resolved search space (after ``--set``), as the runner and the reports read it."""
+
+    study: str
+    description: str
+    trainer: dict[str, Any]
+    search: dict[str, Param]
+    sampler: str
+    seeds: list[int]
+    trials: int
+    scheduler: str = "none"
+    scheduler_options: dict[str, Any] = field(default_factory=dict)
+    metric: str = "dev_f1"
+    mode: str = "max"
+    resources: Resources = field(default_factory=Resources)
+    max_concurrent: int | None = None
+    max_failures: int = 0
+    reports: list[str] = field(default_factory=lambda: ["summary", "sensitivity", "tensorboard"])
+    reference: dict[str, Any] = field(default_factory=dict)
+    sampler_seed: int = 0
+    progress_interval: float = 5.0
+    keep_checkpoints: bool = False
+    """Keep the last checkpoint of finished trials (only unfinished and failed ones need it to resume)."""
+    source: str = ""
+
+    @property
+    def searched(self) -> list[str]:
+        return list(self.search)
+
+    @property
+    def total_runs(self) -> int:
+        return self.trials * len(self.seeds)
+
+    @property
+    def grid_size(self) -> int:
+        return math.prod(len(p.values) for p in self.search.values()) if self.search else 1
+
+    def trial_overrides(self, params: Mapping[str, Any], seed: int) -> dict[str, Any]:
+        """Flat trainer overrides of one trial: fixed settings, the searched values, the seed."""
+        return {**self.trainer, **params, "train.seed": seed}
+
+    def trial_config(self, params: Mapping[str, Any], seed: int) -> Config:
+        return build_config(self.trial_overrides(params, seed))
+
+    def base_config(self) -> Config:
+        return build_config(self.trainer)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The YAML form; ``load_space`` of it gives this space back."""
+        return {
+            "study": self.study,
+            "description": self.description,
+            "trainer": dict(self.trainer),
+            "search": {k: p.to_dict() for k, p in self.search.items()},
+            "sampler": self.sampler,
+            "sampler_seed": self.sampler_seed,
+            "seeds": list(self.seeds),
+            "trials": self.trials,
+            "scheduler": self.scheduler,
+            "scheduler_options": dict(self.scheduler_options),
+            "metric": self.metric,
+            "mode": self.mode,
+            "resources": {"cpus": self.resources.cpus, "gpus": self.resources.gpus},
+            "max_concurrent": self.max_concurrent,
+            "max_failures": self.max_failures,
+            "reports": list(self.reports),
+            "reference": dict(self.reference),
+            "progress_interval": self.progress_interval,
+            "keep_checkpoints": self.keep_checkpoints,
+        }
+
+
+# ---------------------------------------------------------------------------------------------- loading
+
+
+def resolve_space_path(path_or_name: str | Path) -> Path:
+    """A file path as given, else a bare name (``mixup`` or ``mixup.yaml``) looked up in ``search_spaces/``."""
+    path = Path(path_or_name).expanduser()
+    if path.is_file():
+        return path.resolve()
+    name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
+    if path.parent == Path(".") and (SPACES_DIR / name).is_file():
+        return SPACES_DIR / name
+    known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))) or "none"
+    raise SpaceError(f"search space '{path_or_name}' not found: not a file, and not a name in {SPACES_DIR} "
+                     f"(known: {known}).")
+
+
+def load_space(path_or_name: str | Path, sets: list[str] | None = None) -> Space:
+    """Read a space file (or a name in ``search_spaces/``), apply ``--set key=value`` items, validate."""
+    path = resolve_space_path(path_or_name)
+    text = path.read_text(encoding="utf-8")
+    try:
+        tree = yaml.safe_load(text)
+        lines = _key_lines(yaml.compose(text))
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        line = f" line {mark.line + 1}" if mark else ""
+        raise SpaceError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+    if tree is None:
+        tree = {}
+    if not isinstance(tree, dict):
+        raise SpaceError(f"{path}: expected a mapping of study keys ({', '.join(TOP_KEYS)}).")
+    return space_from_dict(tree, source=str(path), sets=sets, lines=lines)
+
+
+def space_from_dict(tree: Mapping[str, Any], source: str = "<space>", sets: list[str] | None = None,
+                    lines: Mapping[tuple[str, ...], int] | None = None) -> Space:
+    """Validate a space given as a mapping (the YAML content), ``--set`` items applied on top."""
+    return _Parser(source, lines or {}).parse(dict(tree), list(sets or []))
+
+
+def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tuple[str, ...], int]:
+    """1-based line of every mapping key, by key path, so errors can point into the file."""
+    out: dict[tuple[str, ...], int] = {}
+    if isinstance(node, yaml.MappingNode):
+        for key_node, value_node in node.value:
+            path = prefix + (str(key_node.value),)
+            out[path] = key_node.start_mark.line + 1
+            out.update(_key_lines(value_node, path))
+    return out
+
+
+def _is_number(x: Any) -> bool:
+    return isinstance(x, (int, float)) and not isinstance(x, bool)
+
+
+def _suggest(word: str, choices: Any) -> str:
+    close = difflib.get_close_matches(str(word), [str(c) for c in choices], n=1, cutoff=0.6)
+    return f" Did you mean '{close[0]}'?" if close else ""
+
+
+def _key_type(key: str) -> type:
+    """Declared type of a trainer key (``str | None`` -> ``str``)."""
+    section, _, name = key.partition(".")
+    typ = get_type_hints(type(getattr(Config(), section)))[name]
+    if get_origin(typ) is not None:
+        typ = next(t for t in get_args(typ) if t is not type(None))
+    return typ
+
+
+class _Parser:
+    """Turns the raw mapping into a ``Space``; knows where each key came from for its messages."""
+
+    def __init__(self, source: str, lines: Mapping[tuple[str, ...], int]):
+        self.source = source
+        self.lines = dict(lines)
+        self.set_origin: dict[tuple[str, ...], str] = {}
+
+    # -- messages
+    def where(self, *path: str) -> str:
+        for n in range(len(path), 0, -1):
+            if path[:n] in self.set_origin:
+                return self.set_origin[path[:n]]
+        # A dotted trainer key may sit nested in the file (trainer: {data: {name: ..}}).
+        candidates = [path] + ([path[:-1] + tuple(path[-1].split("."))] if path and "." in path[-1] else [])
+        for cand in candidates:
+            if cand in self.lines:
+                return f"{self.source} line {self.lines[cand]}"
+        for n in range(len(path) - 1, 0, -1):
+            if path[:n] in self.lines:
+                return f"{self.source} line {self.lines[path[:n]]}"
+        return self.source
+
+    def error(self, path: tuple[str, ...], message: str) -> SpaceError:
+        if len(path) == 2 and path[0] in ("trainer", "search", "reference"):
+            return SpaceError(f"{self.where(*path)}: {path[0]} key '{path[1]}' {message}")
+        return SpaceError(f"{self.where(*path)}: '{'.'.join(path)}' {message}")
+
+    # -- --set
+    def apply_sets(self, tree: dict[str, Any], sets: list[str]) -> None:
+        sections = {f.name for f in dataclasses.fields(Config)}
+        for item in sets:
+            key, sep, raw = item.partition("=")
+            key = key.strip()
+            origin = f"--set {item}"
+            if not sep or not key:
+                raise SpaceError(f"{origin}: expected key=value, e.g. --set train.epochs=2 or --set seeds=[1,2].")
+            try:
+                value = yaml.safe_load(raw) if raw.strip() else raw
+            except yaml.YAMLError:
+                raise SpaceError(f"{origin}: the value is not valid YAML.") from None
+            head, _, rest = key.partition(".")
+            if head in sections:
+                path: tuple[str, ...] = ("trainer", key)
+            elif head in ("trainer", "search", "reference") and rest:
+                path = (head, rest)
+            elif head in ("resources", "scheduler_options") and rest:
+                path = (head, rest)
+            elif key in TOP_KEYS:
+                path = (key,)
+            else:
+                raise SpaceError(f"{origin}: unknown key '{key}'.{_suggest(key, list(TOP_KEYS) + all_keys())} "
+                                 f"Accepted: a trainer key (data.*, model.*, i2srm.*, train.*), "
+                                 f"search.<trainer key>, or a study key ({', '.join(TOP_KEYS)}).")
+            if path[0] == "trainer":
+                trainer = tree.get("trainer") or {}
+                if not isinstance(trainer, Mapping):
+                    raise self.error(("trainer",), "must be a mapping of trainer keys to values.")
+                trainer = flatten(trainer)
+                trainer[path[1]] = value
+                tree["trainer"] = trainer
+            elif len(path) == 2:
+                sub = tree.get(path[0]) or {}
+                if not isinstance(sub, Mapping):
+                    raise self.error((path[0],), "must be a mapping.")
+                sub = dict(sub)
+                sub[path[1]] = value
+                tree[path[0]] = sub
+            else:
+                tree[path[0]] = value
+            self.set_origin[path] = origin
+
+    # -- the whole space
+    def parse(self, tree: dict[str, Any], sets: list[str]) -> Space:
+        self.apply_sets(tree, sets)
+        for key in tree:
+            if key not in TOP_KEYS:
+                raise self.error((str(key),), f"is not a study key.{_suggest(key, TOP_KEYS)} "
+                                              f"Allowed: {', '.join(TOP_KEYS)}.")
+        study = self.string(tree, "study", Path(self.source).stem if self.source.endswith((".yaml", ".yml"))
+                            else "study")
+        if not study or any(c in study for c in "/\\") or study.startswith("."):
+            raise self.error(("study",), f"is {study!r}; a study name is a plain folder name under results/.")
+        description = self.string(tree, "description", "")
+        trainer = self.parse_trainer(tree.get("trainer"))
+        search = self.parse_search(tree.get("search"), trainer)
+        for key in search:
+            if key in trainer:
+                path = ("trainer", key) if ("trainer", key) in self.set_origin else ("search", key)
+                raise self.error(path, f"is both searched and fixed in trainer; remove it from one of them "
+                                       f"(to change its range: --set search.{key}={{grid: [...]}}).")
+        try:
+            base = build_config(trainer)
+        except ConfigError as e:
+            raise SpaceError(f"{self.where('trainer')}: trainer: {e}") from None
+        sampler = self.enum(tree, "sampler", "grid" if all(p.finite for p in search.values()) else "tpe", SAMPLERS)
+        if sampler == "grid":
+            for key, p in search.items():
+                if not p.finite:
+                    raise self.error(("search", key), f"is a continuous {p.kind} range, which the grid sampler "
+                                                      f"cannot enumerate; use grid/choice values or sampler: "
+                                                      f"random/tpe.")
+        seeds = self.parse_seeds(tree, base)
+        trials = self.parse_trials(tree, sampler, search)
+        scheduler = self.enum(tree, "scheduler", "none", SCHEDULERS)
+        options = self.parse_options(tree.get("scheduler_options"), scheduler, base)
+        mode = self.enum(tree, "mode", "max", MODES)
+        metric = self.parse_metric(tree, base)
+        resources = self.parse_resources(tree.get("resources"))
+        max_concurrent = self.integer(tree, "max_concurrent", None, low=1)
+        max_failures = self.integer(tree, "max_failures", 0, low=0)
+        reports = self.parse_reports(tree, search)
+        reference = self.parse_reference(tree.get("reference"), search)
+        sampler_seed = self.integer(tree, "sampler_seed", 0, low=0)
+        interval = self.number(tree, "progress_interval", 5.0, low=0.0)
+        keep = tree.get("keep_checkpoints", False)
+        if not isinstance(keep, bool):
+            raise self.error(("keep_checkpoints",), f"must be true or false, got {keep!r}.")
+        return Space(study=study, description=description, trainer=trainer, search=search, sampler=sampler,
+                     seeds=seeds, trials=trials, scheduler=scheduler, scheduler_options=options, metric=metric,
+                     mode=mode, resources=resources, max_concurrent=max_concurrent, max_failures=max_failures,
+                     reports=reports, reference=reference, sampler_seed=sampler_seed,
+                     progress_interval=interval, keep_checkpoints=keep, source=self.source)
+
+    # -- scalar helpers
+    def string(self, tree: Mapping[str, Any], key: str, default: str) -> str:
+        value = tree.get(key, default)
+        if value is None:
+            return default
+        if not isinstance(value, str):
+            raise self.error((key,), f"must be a string, got {value!r}.")
+        return value
+
+    def enum(self, tree: Mapping[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
+        value = tree.get(key, default)
+        value = default if value is None else value
+        if not isinstance(value, str) or value not in allowed:
+            raise self.error((key,), f"is {value!r}; allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
+        return value
+
+    def integer(self, tree: Mapping[str, Any], key: str, default: int | None, low: int) -> Any:
+        value = tree.get(key, default)
+        if value is None:
+            return default
+        if isinstance(value, bool) or not isinstance(value, int) or value < low:
+            raise self.error((key,), f"must be an integer >= {low}, got {value!r}.")
+        return value
+
+    def number(self, tree: Mapping[str, Any], key: str, default: float, low: float) -> float:
+        value = tree.get(key, default)
+        if not _is_number(value) or value < low:
+            raise self.error((key,), f"must be a number >= {low}, got {value!r}.")
+        return float(value)
+
+    # -- sections
+    def parse_trainer(self, raw: Any) -> dict[str, Any]:
+        if raw is None:
+            return {}
+        if not isinstance(raw, Mapping):
+            raise self.error(("trainer",), "must be a mapping of dotted trainer keys (data.name: ...) to values.")
+        keys = all_keys()
+        out: dict[str, Any] = {}
+        for key, value in flatten(raw).items():
+            if key not in keys:
+                raise self.error(("trainer", key), f"is not a trainer key.{_suggest(key, keys)} "
+                                                   f"Trainer keys are dotted: data.*, model.*, i2srm.*, train.*.")
+            try:
+                out[key] = coerce(key, value)
+            except ConfigError as e:
+                raise self.error(("trainer", key), f"is refused: {e}") from None
+        if "train.seed" in out:
+            raise self.error(("trainer", "train.seed"), "is set by the study's seeds (one run per seed); "
+                                                        "write seeds: [..] instead.")
+        return out
+
+    def parse_search(self, raw: Any, trainer: Mapping[str, Any]) -> dict[str, Param]:
+        if raw is None:
+            raise self.error(("search",), "is missing; a study searches at least one trainer key, "
+                                          "e.g. search: {i2srm.delta: {grid: [0.0, 0.7]}}.")
+        if not isinstance(raw, Mapping) or not raw:
+            raise self.error(("search",), "must be a non-empty mapping of dotted trainer keys to "
+                                          f"{{kind: values}} with kind one of {', '.join(KINDS)}.")
+        keys = all_keys()
+        out: dict[str, Param] = {}
+        for key, spec in raw.items():
+            key = str(key)
+            path = ("search", key)
+            if key not in keys:
+                raise self.error(path, f"is not a trainer key.{_suggest(key, keys)} "
+                                       f"Searched keys are dotted trainer keys such as i2srm.delta.")
+            if key == "train.seed":
+                raise self.error(path, "cannot be searched; list the seeds under seeds: [..].")
+            out[key] = self.parse_param(key, spec, trainer)
+        return out
+
+    def parse_param(self, key: str, spec: Any, trainer: Mapping[str, Any]) -> Param:
+        path = ("search", key)
+        if not isinstance(spec, Mapping):
+            raise self.error(path, f"must be a mapping like {{grid: [...]}}; kinds: {', '.join(KINDS)}.")
+        kinds = [k for k in spec if k != "step"]
+        if len(kinds) != 1 or kinds[0] not in KINDS:
+            extra = "".join(_suggest(k, KINDS) for k in kinds if k not in KINDS)
+            raise self.error(path, f"has {sorted(map(str, spec))}; give exactly one of {', '.join(KINDS)} "
+                                   f"(and optionally step).{extra}")
+        kind = str(kinds[0])
+        arg, step = spec[kind], spec.get("step")
+        typ = _key_type(key)
+        if kind in ("grid", "choice"):
+            if not isinstance(arg, list) or not arg:
+                raise self.error(path, f"{kind} must be a non-empty list of values, got {arg!r}.")
+            if step is not None:
+                raise self.error(path, f"step applies to uniform/int ranges, not to {kind}.")
+            values = tuple(self.check_value(key, v, trainer) for v in arg)
+            if len(set(map(repr, values))) != len(values):
+                raise self.error(path, f"{kind} lists a value twice: {list(values)}.")
+            return Param(key, kind, values=values)
+        if not (isinstance(arg, list) and len(arg) == 2 and all(_is_number(x) for x in arg)):
+            raise self.error(path, f"{kind} needs [low, high] (two numbers), got {arg!r}.")
+        if kind == "int" and typ is not int:
+            raise self.error(path, f"is a {typ.__name__} key; int ranges are for integer keys "
+                                   f"(use uniform/loguniform or choice).")
+        if kind in ("uniform", "loguniform") and typ is not float:
+            raise self.error(path, f"is a {typ.__name__} key; {kind} is for float keys "
+                                   f"({'use int: [low, high]' if typ is int else 'use choice: [...]'}).")
+        low, high = arg
+        if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
+            raise self.error(path, f"int range needs integer bounds, got {arg!r}.")
+        if not low < high:
+            raise self.error(path, f"has an empty or inverted range [{low}, {high}]; need low < high.")
+        if kind == "loguniform" and low <= 0:
+            raise self.error(path, f"loguniform needs low > 0 (log scale), got {low}.")
+        if step is not None:
+            if kind == "loguniform":
+                raise self.error(path, "step is not supported on a loguniform range.")
+            if not _is_number(step) or step <= 0 or (kind == "int" and not float(step).is_integer()):
+                raise self.error(path, f"step must be a positive {'integer' if kind == 'int' else 'number'}, "
+                                       f"got {step!r}.")
+            if step > high - low:
+                raise self.error(path, f"step {step} is wider than the range [{low}, {high}].")
+        if kind == "int":
+            low, high = int(low), int(high)
+            step = int(step) if step is not None else None
+            grid = range(low, high + 1, step or 1)
+            # Every integer of a small range is checked, so a value the trainer refuses (attn_heads that
+            # does not divide the width) is caught here rather than as a failed trial.
+            for v in (grid if len(grid) <= 64 else (low, high)):
+                self.check_value(key, v, trainer)
+        else:
+            low, high = float(low), float(high)
+            step = float(step) if step is not None else None
+            self.check_value(key, low, trainer)
+            self.check_value(key, high, trainer)
+        return Param(key, kind, low=low, high=high, step=step)
+
+    def check_value(self, key: str, value: Any, trainer: Mapping[str, Any]) -> Any:
+        """The value as the trainer types it; ``SpaceError`` if the trainer refuses it."""
+        path = ("search", key)
+        if isinstance(value, (dict, list)):
+            raise self.error(path, f"value {value!r} is not a scalar.")
+        try:
+            value = coerce(key, value)
+            build_config({**trainer, key: value})
+        except ConfigError as e:
+            raise self.error(path, f"value {value!r} is refused by the trainer: {e}") from None
+        return value
+
+    def parse_seeds(self, tree: Mapping[str, Any], base: Config) -> list[int]:
+        value = tree.get("seeds")
+        if value is None:
+            return [base.train.seed]
+        if isinstance(value, int) and not isinstance(value, bool):
+            value = [value]
+        if not isinstance(value, list) or not value or \
+                not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
+            raise self.error(("seeds",), f"must be a non-empty list of integers, got {value!r}.")
+        if len(set(value)) != len(value):
+            raise self.error(("seeds",), f"lists a seed twice: {value}.")
+        return list(value)
+
+    def parse_trials(self, tree: Mapping[str, Any], sampler: str, search: Mapping[str, Param]) -> int:
+        if tree.get("trials") is None:
+            if sampler == "grid":
+                return math.prod(len(p.values) for p in search.values())
+            raise self.error(("trials",), f"is required with sampler {sampler}: the number of configurations "
+                                          f"to draw (each is run once per seed).")
+        return self.integer(tree, "trials", None, low=1)
+
+    def parse_options(self, raw: Any, scheduler: str, base: Config) -> dict[str, Any]:
+        out: dict[str, Any] = dict(SCHEDULER_OPTIONS[scheduler])
+        if raw is None:
+            raw = {}
+        if not isinstance(raw, Mapping):
+            raise self.error(("scheduler_options",), "must be a mapping, e.g. {grace_period: 1, reduction_factor: 2}.")
+        allowed = tuple(SCHEDULER_OPTIONS[scheduler])
+        for key, value in raw.items():
+            path = ("scheduler_options", str(key))
+            if key not in allowed:
+                raise self.error(path, f"is not an option of scheduler {scheduler}; allowed: "
+                                       f"{', '.join(allowed) or 'none'}.{_suggest(key, allowed)}")
+            low = 2 if key == "reduction_factor" else 1
+            if isinstance(value, bool) or not isinstance(value, int) or value < low:
+                raise self.error(path, f"must be an integer >= {low}, got {value!r}.")
+            out[str(key)] = value
+        if out.get("grace_period", 0) > base.train.epochs:
+            raise self.error(("scheduler_options", "grace_period"),
+                             f"is {out['grace_period']}, more than train.epochs ({base.train.epochs}).")
+        return out
+
+    def parse_metric(self, tree: Mapping[str, Any], base: Config) -> str:
+        value = tree.get("metric", "dev_f1")
+        allowed = METRICS_MRE if base.task == "mre" else METRICS_MNER
+        if isinstance(value, str) and value.startswith("test_"):
+            raise self.error(("metric",), f"is {value!r}: choosing a configuration on the test set is a leak; "
+                                          f"use the dev metric ({value.replace('test_', 'dev_', 1)}). "
+                                          f"Allowed: {', '.join(allowed)}.")
+        if not isinstance(value, str) or value not in allowed:
+            raise self.error(("metric",), f"is {value!r}, which the trainer does not report for the {base.task} "
+                                          f"task; allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
+        return value
+
+    def parse_resources(self, raw: Any) -> Resources:
+        if raw is None:
+            return Resources()
+        if not isinstance(raw, Mapping):
+            raise self.error(("resources",), "must be a mapping like {cpus: 1, gpus: 0}.")
+        for key in raw:
+            if key not in RESOURCE_KEYS:
+                raise self.error(("resources", str(key)), f"is not a resource; allowed: "
+                                                          f"{', '.join(RESOURCE_KEYS)}.{_suggest(key, RESOURCE_KEYS)}")
+        cpus, gpus = raw.get("cpus", 1), raw.get("gpus", 0)
+        if not _is_number(cpus) or cpus <= 0:
+            raise self.error(("resources", "cpus"), f"must be a number > 0, got {cpus!r}.")
+        if not _is_number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+            raise self.error(("resources", "gpus"), f"must be 0, a fraction in (0, 1] or a whole number, "
+                                                    f"got {gpus!r}.")
+        return Resources(cpus=float(cpus), gpus=float(gpus))
+
+    def parse_reports(self, tree: Mapping[str, Any], search: Mapping[str, Param]) -> list[str]:
+        value = tree.get("reports")
+        if value is None:
+            value = ["summary", "sensitivity", "tensorboard"]
+            if "i2srm.ablation" in search:
+                value.append("ablation")
+            if len(search) > 1:
+                value.append("importance")
+        if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
+            raise self.error(("reports",), f"must be a list drawn from {', '.join(REPORTS)}, got {value!r}.")
+        for r in value:
+            if r not in REPORTS:
+                raise self.error(("reports",), f"names {r!r}; allowed: {', '.join(REPORTS)}.{_suggest(r, REPORTS)}")
+        if "ablation" in value and "i2srm.ablation" not in search:
+            raise self.error(("reports",), "asks for an ablation report, which needs i2srm.ablation searched.")
+        return list(dict.fromkeys(value))
+
+    def parse_reference(self, raw: Any, search: Mapping[str, Param]) -> dict[str, Any]:
+        defaults = Config().flat()  # the paper's reference values are the dataclass defaults
+        out = {key: defaults[key] for key in search}
+        if raw is None:
+            return out
+        if not isinstance(raw, Mapping):
+            raise self.error(("reference",), "must be a mapping of searched keys to the paper's values.")
+        for key, value in flatten(raw).items():
+            if key not in search:
+                raise self.error(("reference", key), f"is not searched; reference values are for searched keys "
+                                                     f"({', '.join(search)}).{_suggest(key, search)}")
+            try:
+                out[key] = coerce(key, value)
+            except ConfigError as e:
+                raise self.error(("reference", key), f"is refused: {e}") from None
+        return out
+
+
+def dump_space(space: Space) -> str:
+    """The resolved space as YAML text (``space.yaml`` of a study)."""
+    header = f"# Resolved search space of study '{space.study}' (from {space.source or 'a mapping'}, --set applied).\n"
+    return header + yaml.safe_dump(space.to_dict(), sort_keys=False, allow_unicode=True)
