@@ -110,6 +110,9 @@ class TrainConfig:
     """torch intra-op threads; 0 leaves torch's default."""
     progress: bool = True
     save_checkpoint: bool = True
+    """Write the resume state (``OUT/checkpoint/state.pt``) after every epoch."""
+    save_best: bool = True
+    """Write the best epoch's weights (``OUT/best/model.pt``); a study turns it off (it keeps the metrics)."""
 
 
 @dataclass

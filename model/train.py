@@ -256,7 +256,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
         test = evaluate(net, test_loader, visual_fn, device, amp)
         if dev["f1"] > state.best_dev_f1:
             state.best_dev_f1, state.best_epoch, state.test_at_best = dev["f1"], epoch, test
-            if cfg.train.save_checkpoint:
+            if cfg.train.save_best:
                 best_dir.mkdir(exist_ok=True)
                 _atomic_save(net.state_dict(), best_dir / "model.pt")
         metrics: dict[str, float] = {"epoch": float(epoch)}

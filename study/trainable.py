@@ -41,7 +41,8 @@ class TrialSetup:
         """Flat trainer overrides of the trial whose Tune config is ``config``."""
         return {**self.trainer, **self.params_of(config), "train.seed": self.seed_of(config),
                 # Inside a trial: no progress bar (stderr belongs to the study), one torch thread per CPU granted.
-                "train.progress": False, "train.threads": self.threads}
+                "train.progress": False, "train.threads": self.threads,
+                "train.save_best": False}
 
     def config(self, config: Mapping[str, Any]) -> Config:
         return build_config(self.overrides(config))
