@@ -15,14 +15,14 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from study.records import TrialRecord, read_epochs, read_trial, record_epoch, summarize_epochs, write_trial
-from study.trainable import TrialSetup
+from study.trainable import FINISHED_MARKER, RESUMED_KEY, TrialSetup
 
 log = logging.getLogger("study")
 
 # Keys Ray adds to every reported result; what remains (minus our "node") is the trainer's metrics dict.
 RAY_RESULT_KEYS = frozenset(AUTO_RESULT_KEYS) | {
     "trial_id", "done", "experiment_tag", "should_checkpoint", "timesteps_this_iter", "episodes_this_iter",
-    "experiment_id", "iterations_since_restore", "node",
+    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY,
 }
 
 
@@ -62,15 +62,22 @@ def error_line(trial: Any) -> str:
 
 
 def drop_checkpoints(trial: Any) -> None:
-    """Delete a finished trial's checkpoints from the study's storage: Tune never resumes a finished trial,
-    and a checkpoint of the trainer (weights + AdamW state) is hundreds of MB per trial."""
+    """Empty a finished trial's checkpoints in the study's storage, leaving a ``finished.json`` marker.
+
+    A checkpoint of the trainer (weights + AdamW state) is hundreds of MB per trial. The folder itself
+    stays: if the driver dies before Tune has saved that the trial finished, ``--resume`` restores the
+    trial from this checkpoint, and the trainable, finding the marker, ends at once instead of failing on a
+    missing checkpoint or training again.
+    """
     try:
         from pyarrow.fs import FileSelector, FileType
 
         fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
         for info in fs.get_file_info(FileSelector(root, allow_not_found=True)):
             if info.type == FileType.Directory and info.base_name.startswith("checkpoint_"):
-                fs.delete_dir(info.path)
+                fs.delete_dir_contents(info.path)
+                with fs.open_output_stream(f"{info.path}/{FINISHED_MARKER}") as f:
+                    f.write(b'{"finished": true}\n')
     except Exception as e:  # disk space only: never fail the study over it
         log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, e)
 
@@ -98,6 +105,8 @@ class TrialRecorder(Callback):
         last = result or trial.last_result or {}
         if last.get("node"):
             record.node = str(last["node"])
+        if last.get(RESUMED_KEY):  # the latest restart from a checkpoint (0: never restarted)
+            record.resumed_from_epoch = int(last[RESUMED_KEY])
         if last.get("time_total_s") is not None:
             record.wall_seconds = round(float(last["time_total_s"]), 3)
         write_trial(self.study_dir, record)

@@ -131,6 +131,7 @@ class TrialRecord:
     best_dev_f1: float | None = None
     best_epoch: int | None = None
     test_f1_at_best: float | None = None
+    resumed_from_epoch: int = 0  # the checkpoint epoch of the trial's latest restart (node loss, retry, resume)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,7 +1,8 @@
 """Run one hyperparameter study of the I2SRM trainer on Ray Tune with Optuna.
 
     python study/run.py --space NAME_OR_PATH [--address ADDR] [--name NAME] [--resume]
-                        [--results-dir DIR] [--set key=value ...]
+                        [--results-dir DIR] [--storage PATH_OR_URI]
+                        [--host IP] [--set key=value ...]
 
 A bare name (``mixup.yaml`` or ``mixup``) is looked up in ``search_spaces/``. ``--set`` overrides a trainer
 key (``train.epochs=2``) or a study key (``seeds=[1,2,3]``, ``sampler=random``, ``resources.cpus=2``,
@@ -21,7 +22,7 @@ if __package__ in (None, ""):  # run as a plain script: make the repository impo
 
 from model.config import ConfigError  # noqa: E402
 from study.records import command_line  # noqa: E402
-from study.runner import StudyExistsError, resolve_study, run_study  # noqa: E402
+from study.runner import ClusterError, StudyExistsError, resolve_study, run_study  # noqa: E402
 from study.space import REPO_ROOT, SpaceError  # noqa: E402
 
 
@@ -29,6 +30,12 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python study/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--space", help="search space YAML file, or a name in search_spaces/ (e.g. mixup.yaml)")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
+    parser.add_argument("--storage", help="where Ray Tune keeps trial checkpoints: a folder every node can reach, "
+                        "or a URI such as s3://bucket/path (default: results/<study>/ray; a resume reuses the "
+                        "study's own)")
+    parser.add_argument("--host", default="127.0.0.1",
+                        help="address a local Ray instance binds to (default 127.0.0.1: not reachable from "
+                        "other machines)")
     parser.add_argument("--name", help="study name, the folder under the results dir (default: the space's study)")
     parser.add_argument("--resume", action="store_true", help="continue a stopped study of this name")
     parser.add_argument("--results-dir", default=str(REPO_ROOT / "results"), help="root of study folders")
@@ -46,9 +53,12 @@ def main(argv: list[str] | None = None) -> int:
     try:
         space, study_dir = resolve_study(args.space, args.set, args.name, Path(args.results_dir), args.resume)
         outcome = run_study(space, study_dir, resume=args.resume, address=args.address,
-                            command=command_line(sys.argv if argv is None else ["study/run.py", *argv]))
-    except (SpaceError, ConfigError, DataError, StudyExistsError, OSError) as e:  # OSError: a missing file
-        print(f"error: {e}", file=sys.stderr)
+                            command=command_line(sys.argv if argv is None else ["study/run.py", *argv]),
+                            storage=args.storage, host=args.host)
+    except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, OSError) as e:  # OSError: missing file
+        # One line: the first of the message (library errors such as a missing PLM run over several).
+        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
+        print(f"error: {first}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "no trials"
     print(f"[study {study_dir.name}] {counts}; results in {outcome.study_dir}", file=sys.stderr)

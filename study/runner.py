@@ -8,12 +8,14 @@ from __future__ import annotations
 
 import logging
 import os
+import socket
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from model.config import Config
-from study.records import RAY_DIR, read_study, read_trials, study_is_started, write_study_meta
+from study.records import (RAY_DIR, STUDY_JSON, read_study, read_trials, study_is_started, write_json_atomic,
+                           write_study_meta)
 from study.space import REPO_ROOT, Space, SpaceError, load_space
 from study.trainable import TrialSetup
 
@@ -22,6 +24,13 @@ log = logging.getLogger("study")
 
 class StudyExistsError(RuntimeError):
     """The study folder already holds results and ``--resume`` was not given (or the reverse)."""
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run the study: unreachable address, or fewer resources than one trial asks."""
+
+# How long the driver waits for a TCP connection to ``--address`` before refusing it (seconds).
+ADDRESS_TIMEOUT_S = 5.0
 
 
 @dataclass
@@ -39,8 +48,28 @@ def trial_dirname(trial: Any) -> str:
 # ---------------------------------------------------------------------------------------------- Ray
 
 
-def init_ray(address: str | None) -> bool:
-    """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it."""
+def check_address(address: str) -> None:
+    """Refuse an unreachable ``host:port`` at once: ``ray.init`` would otherwise retry for about a minute."""
+    if "://" in address or address == "auto":  # ray://, or auto-discovery: left to ray.init
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), "
+                           f"ray://HOST:PORT, or auto.")
+    try:
+        socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as e:
+        raise ClusterError(f"--address {address}: no Ray head answers there ({e.strerror or e}); start one with "
+                           f"`ray start --head --port={port}` or fix the address.") from None
+
+
+def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it.
+
+    The local instance binds to ``host`` (127.0.0.1 unless ``--host`` says otherwise) and runs no
+    dashboard. A joined cluster keeps its own settings: token authentication (``RAY_AUTH_MODE=token``) and
+    the addresses its nodes were started with.
+    """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -53,11 +82,35 @@ def init_ray(address: str | None) -> bool:
     if ray.is_initialized():
         return False
     if address:
-        ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+        # A driver joining a cluster started with token authentication (the default of Ray 2.60's
+        # `ray start --head`) must say so; a cluster started without it needs RAY_AUTH_MODE=disabled.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        check_address(address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ClusterError(f"--address {address}: could not join the Ray cluster: {first} (a cluster started "
+                               f"with token auth needs RAY_AUTH_MODE=token and its token).") from None
         return False
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False,
+    # A new local instance turns token authentication on by itself and says so in a warning: expected here.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address=host,
              runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
     return True
+
+
+def check_resources(space: Space) -> None:
+    """Refuse a study whose single trial asks more CPUs or GPUs than the whole cluster has."""
+    import ray
+
+    total = ray.cluster_resources()
+    for kind, key, want in (("GPU", "resources.gpus", space.resources.gpus),
+                            ("CPU", "resources.cpus", space.resources.cpus)):
+        have = float(total.get(kind, 0.0))
+        if want > have:
+            raise ClusterError(f"{key}: {want:g} per trial, but the Ray cluster has {have:g} {kind} in all; "
+                               f"lower {key} (--set {key}=0 for no {kind}) or add nodes with {kind}s.")
 
 
 def quiet_tune() -> None:
@@ -70,7 +123,9 @@ def quiet_tune() -> None:
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # "Trial task failed" (a traceback per failure) and "Trials did not complete": the study prints one line
     # per failed trial, naming its error.txt, and a summary at the end.
-    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller"):
+    # "Cannot tell a COMPLETE trial": a trial that finished just before a driver crash is restored and ends
+    # at once on --resume; Optuna already holds its result.
+    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller", "ray.tune.search.optuna.optuna_search"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     import optuna
 
@@ -129,8 +184,13 @@ def resolve_study(space_arg: str | None, sets: list[str], name: str | None, resu
 
 
 def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: str | None = None,
-              command: str = "") -> StudyOutcome:
-    """Run (or resume) the study and build its reports. ``space`` is already validated."""
+              command: str = "", storage: str | None = None, host: str = "127.0.0.1") -> StudyOutcome:
+    """Run (or resume) the study and build its reports. ``space`` is already validated.
+
+    ``storage``: where Ray Tune keeps the experiment and its checkpoints, a folder every node can reach or
+    a URI (s3://...); default ``results/<study>/ray``. Nothing is written under ``study_dir`` until the
+    cluster is joined, its resources checked and the data read once (bad input changes nothing).
+    """
     quiet_tune()  # before ray.tune is imported: some of its settings are read at import
     from ray import tune
 
@@ -142,23 +202,29 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     base = space.base_config()
     study_dir = study_dir.resolve()
     name = study_dir.name
-    if not resume:
-        preflight(base)
-        study_dir.mkdir(parents=True, exist_ok=True)
-        write_study_meta(study_dir, space, base, command)
+    if resume and storage is None:
+        storage = read_study(study_dir).get("storage")
+    storage = storage_root(storage, study_dir)
+    experiment = f"{storage.rstrip('/')}/{name}"
 
     setup = TrialSetup(trainer=dict(space.trainer), seeds=tuple(space.seeds), searched=tuple(space.searched),
                        threads=max(1, int(space.resources.cpus)))
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
-    experiment = study_dir / RAY_DIR / name
-    started_ray = init_ray(address)
+    if not resume:
+        preflight(base)  # read-only for results/: the data's own caches live elsewhere
+    started_ray = init_ray(address, host)
     try:
+        check_resources(space)
+        if not resume:
+            study_dir.mkdir(parents=True, exist_ok=True)
+            meta = write_study_meta(study_dir, space, base, command)
+            write_json_atomic(study_dir / STUDY_JSON, {**meta, "storage": storage})
         callbacks = [TrialRecorder(study_dir, setup, keep_checkpoints=space.keep_checkpoints),
                      ProgressLine(name, setup, space.metric, space.mode, space.total_runs, base.train.epochs,
                                   space.progress_interval)]
-        if resume and tune.Tuner.can_restore(str(experiment)):
-            tuner = tune.Tuner.restore(str(experiment), trainable=trainable, resume_errored=True)
+        if resume and tune.Tuner.can_restore(experiment):
+            tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
             _replace_callbacks(tuner, callbacks)
         else:
             tuner = tune.Tuner(
@@ -169,7 +235,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                     scheduler=make_scheduler(space, base.train.epochs), num_samples=space.total_runs,
                     max_concurrent_trials=space.max_concurrent, trial_dirname_creator=trial_dirname),
                 run_config=tune.RunConfig(
-                    name=name, storage_path=str(study_dir / RAY_DIR),
+                    name=name, storage_path=storage,
                     failure_config=tune.FailureConfig(max_failures=space.max_failures),
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     verbose=0, callbacks=callbacks),
@@ -186,6 +252,15 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     interrupted = finished < space.total_runs
     reports = build_study_reports(study_dir)
     return StudyOutcome(study_dir, counts, interrupted, reports)
+
+
+def storage_root(storage: str | None, study_dir: Path) -> str:
+    """Ray Tune's storage path: a URI as given, a local folder made absolute, default ``<study>/ray``."""
+    if not storage:
+        return str(study_dir / RAY_DIR)
+    if "://" in storage:
+        return storage
+    return str(Path(storage).expanduser().resolve())
 
 
 def _replace_callbacks(tuner: Any, callbacks: list[Any]) -> None:

