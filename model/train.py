@@ -153,12 +153,13 @@ def make_loaders(cfg: Config, data: Any) -> tuple[DataLoader, DataLoader, DataLo
     g = torch.Generator()
     g.manual_seed(cfg.train.seed)
     nw = cfg.data.num_workers
+    pin = cfg.train.device != "cpu" and torch.cuda.is_available()  # lets non_blocking copies overlap the step
     train = DataLoader(data.train, batch_size=cfg.train.batch_size, shuffle=True, generator=g, drop_last=False,
-                       collate_fn=data.train.collate, num_workers=nw)
+                       collate_fn=data.train.collate, num_workers=nw, pin_memory=pin)
     dev = DataLoader(data.dev, batch_size=cfg.train.eval_batch_size, shuffle=False, collate_fn=data.dev.collate,
-                     num_workers=nw)
+                     num_workers=nw, pin_memory=pin)
     test = DataLoader(data.test, batch_size=cfg.train.eval_batch_size, shuffle=False, collate_fn=data.test.collate,
-                      num_workers=nw)
+                      num_workers=nw, pin_memory=pin)
     return train, dev, test
 
 

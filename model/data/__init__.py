@@ -3,7 +3,8 @@
 ``load_task_data(cfg, tokenizer)`` is the one entry point the trainer needs: it picks the reader by
 ``cfg.data.name`` (Twitter-2015/2017, MNRE, or the synthetic benchmark generated on demand), reads
 and validates all three splits before anything is encoded (so every ``DataError`` comes before
-training), reports missing images once per split, and tokenises with ``cfg.data.max_len``.
+training), reports missing images once per split, and tokenises with ``cfg.data.max_len``. The
+encoded splits are cached on disk (``model.data.cache``), so the trials of a study encode them once.
 
 For MRE it adds the entity markers to ``tokenizer`` (``add_entity_markers``): the caller must then
 resize the text encoder's embeddings to ``len(tokenizer)``.
@@ -17,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import Config
+from model.data.cache import cache_file, cache_root, cached_splits, encoded_key
 from model.data.encode import (Collator, EncodedDataset, add_entity_markers, collate, encode_mner,
                                encode_mre)
 from model.data.images import ImageLoader, blank, is_readable
@@ -91,39 +93,52 @@ def _data_dir(cfg: Config) -> Path:
 
 
 def load_task_data(cfg: Config, tokenizer: Any) -> TaskData:
-    """Read, check and encode the three splits of ``cfg.data.name``; see the module docstring."""
+    """Read, check and encode the three splits of ``cfg.data.name``; see the module docstring.
+
+    The encoded splits come from the on-disk cache (``model.data.cache``) when the data files,
+    tokenizer and encoding settings are the ones a previous run encoded; otherwise they are read,
+    validated and encoded here (every ``DataError`` raised as without the cache) and cached.
+    """
     name = cfg.data.name
     data_dir = _data_dir(cfg)
+    rel2id: dict[str, int] | None = None
+    markers: tuple[str, ...] | None = None
     if name in TWITTER or name == "synthetic-mner":
         prefix = "synthetic" if name == "synthetic-mner" else name
-        samples = {s: read_mner(data_dir, prefix, s) for s in SPLITS}
         files = mner_files(data_dir, prefix)
-        label_names, markers, rel2id = list(MNER_LABELS), None, None
+        label_names = list(MNER_LABELS)
     elif name in ("mnre", "synthetic-mre"):
         rel2id = read_rel2id(data_dir)
-        samples = {s: read_mre(data_dir, s, rel2id) for s in SPLITS}
         files = mre_files(data_dir)
         label_names = sorted(rel2id, key=rel2id.__getitem__)
-        markers = None
+        markers = add_entity_markers(tokenizer)  # before the key: the markers are part of the tokenizer
     else:
         raise DataError(f"data.name {name!r} has no reader; accepted: twitter2015, twitter2017, mnre, "
                         f"synthetic-mner, synthetic-mre.")
 
+    def build() -> dict[str, EncodedDataset]:
+        if rel2id is None:
+            samples = {s: read_mner(data_dir, prefix, s) for s in SPLITS}  # all read (and checked) first
+            return {s: encode_mner(rows, tokenizer, cfg.data.max_len, label_names, cfg.data.max_objects)
+                    for s, rows in samples.items()}
+        samples = {s: read_mre(data_dir, s, rel2id) for s in SPLITS}
+        return {s: encode_mre(rows, tokenizer, cfg.data.max_len, rel2id, markers, cfg.data.max_objects)
+                for s, rows in samples.items()}
+
+    if all(f.is_file() for f in files):
+        key = encoded_key(name, files, tokenizer, cfg.data.max_len, cfg.data.max_objects)
+        encoded, built = cached_splits(cache_file(cache_root(), name, key), key, SPLITS, build)
+        if not built:
+            log.info("%s: encoded splits read from the cache (%s).", name, cache_root())
+    else:
+        encoded = build()  # the readers name the missing file
+
     missing: dict[str, int] = {}
-    for split, rows in samples.items():
-        missing[split] = count_missing_images(rows)
+    for split, ds in encoded.items():
+        missing[split] = count_missing_images(ds.samples)
         level = logging.WARNING if missing[split] else logging.INFO
         log.log(level, "%s %s: %d samples; %d of %d images missing or unreadable, blank images used.",
-                name, split, len(rows), missing[split], len(rows))
-
-    encoded: dict[str, EncodedDataset] = {}
-    if rel2id is None:
-        for split, rows in samples.items():
-            encoded[split] = encode_mner(rows, tokenizer, cfg.data.max_len, label_names, cfg.data.max_objects)
-    else:
-        markers = add_entity_markers(tokenizer)
-        for split, rows in samples.items():
-            encoded[split] = encode_mre(rows, tokenizer, cfg.data.max_len, rel2id, markers, cfg.data.max_objects)
+                name, split, len(ds), missing[split], len(ds))
     for split, ds in encoded.items():
         if ds.missing_crops:
             log.warning("%s %s: %d listed object crops missing on disk, left out (masked).",
