@@ -218,6 +218,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
         train_loader.generator.set_state(ckpt["loader_rng"])
         log.info("resumed from %s after epoch %d", resume_from, state.epoch)
 
+    revision, versions = code_revision(), package_versions()  # once per run: git runs in a subprocess
     ckpt_dir = out / "checkpoint"
     best_dir = out / "best"
     for epoch in range(state.epoch + 1, cfg.train.epochs + 1):
@@ -282,7 +283,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
                 payload["backbone"] = backbone.state_dict()
             _atomic_save(payload, ckpt_dir / STATE_FILE)
             saved = ckpt_dir
-        result_doc = _metrics_doc(cfg, state, data, started, code_revision(), package_versions())
+        result_doc = _metrics_doc(cfg, state, data, started, revision, versions)
         _atomic_write_text(json.dumps(result_doc, indent=2), out / "metrics.json")
         if callback is not None:
             callback(metrics, saved)
