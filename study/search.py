@@ -7,6 +7,7 @@ real Optuna study of configurations that ``optuna.load_study`` opens and the imp
 
 from __future__ import annotations
 
+import logging
 import math
 from pathlib import Path
 from typing import Any
@@ -17,6 +18,8 @@ from ray.tune.search import Repeater, Searcher
 from ray.tune.search.optuna import OptunaSearch
 
 from study.space import Param, Space
+
+log = logging.getLogger(__name__)
 
 
 def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
@@ -36,6 +39,38 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
 
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
+
+
+class ResumableOptunaSearch(OptunaSearch):
+    """OptunaSearch that, when Tune restores it after the driver was killed, hands back the configurations
+    Optuna gave out after Tune's last experiment checkpoint.
+
+    A kill between Optuna's ``ask`` and Tune's next checkpoint leaves a RUNNING trial in ``optuna.db`` that
+    the restored searcher does not know (an orphan): no Tune trial will ever report it. Left alone, it
+    blocks its configuration for good (the GridSampler counts RUNNING grid points as taken, so the resumed
+    study repeats one point and never runs the orphan's). On restore, each orphan is told FAIL and its parameters are
+    enqueued (user attr ``requeued_from`` = the orphan's number), so the next ``ask`` runs exactly that
+    configuration: the study goes on where it was. (Module level: the searcher is pickled with Tune's experiment state.)
+    """
+
+    def restore(self, checkpoint_path: str) -> None:
+        super().restore(checkpoint_path)
+        self.requeue_orphans()
+
+    def requeue_orphans(self) -> list[int]:
+        """Fail and re-enqueue the RUNNING Optuna trials this searcher does not own; their numbers."""
+        study = self._ot_study
+        if study is None:
+            return []
+        owned = {t.number for t in self._ot_trials.values()}
+        orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
+                   if t.number not in owned]
+        for t in orphans:
+            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
+            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
+            log.warning("optuna trial %d was given out just before the driver stopped and never reached a Tune "
+                        "trial; its configuration %s is queued again", t.number, t.params)
+        return [t.number for t in orphans]
 
 
 def optuna_sampler(space: Space) -> optuna.samplers.BaseSampler:
@@ -85,7 +120,7 @@ def make_search_alg(space: Space, study_dir: Path, name: str, epochs: int) -> Se
     from study.records import OPTUNA_DB
 
     storage = optuna.storages.RDBStorage(f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}")
-    searcher = OptunaSearch(space={k: optuna_distribution(p) for k, p in space.search.items()},
+    searcher = ResumableOptunaSearch(space={k: optuna_distribution(p) for k, p in space.search.items()},
                             metric=space.metric, mode=space.mode, sampler=optuna_sampler(space),
                             study_name=name, storage=storage)
     return SeedRepeater(searcher, repeat=len(space.seeds), epochs=epochs)

@@ -147,10 +147,7 @@ reports: [summary]
     for tid, content in finished.items():  # no finished trial ran again
         assert (d / "trials" / tid / "epochs.jsonl").read_bytes() == content
     deltas = sorted(t["params"]["i2srm.delta"] for t in after.values())
-    if deltas != [0.0, 0.5, 0.7, 1.0]:  # the grid, each point once: the searcher went on where it was
-        # Known bug (open, issue 4): when the kill lands between Optuna's ask and Tune's experiment checkpoint,
-        # the resumed GridSampler can repeat a point and skip another. Every other check above still holds.
-        pytest.xfail(f"known race in the resumed grid searcher: grid points run {deltas}")
+    assert deltas == [0.0, 0.5, 0.7, 1.0]  # the grid, each point once: the searcher went on where it was
     assert all([e["epoch"] for e in map(json.loads, (d / "trials" / tid / "epochs.jsonl").read_text().splitlines())]
                == [1, 2, 3] for tid in after)
     ot = optuna.load_study(study_name="drv", storage=f"sqlite:///{d / 'optuna.db'}")
