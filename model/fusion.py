@@ -49,10 +49,7 @@ class VisualPrefix(nn.Module):
         """cells [B, S, P, C] -> same; batch statistics come from existing images only, not empty crop slots."""
         if not isinstance(self.norm, nn.BatchNorm1d):
             return self.norm(cells)
-        valid = mask[:, :, None].expand(cells.shape[:3])                   # [B, S, P]
-        out = torch.zeros_like(cells)
-        out[valid] = self.norm(cells[valid])                               # [n_valid, C]
-        return out
+        return masked_batch_norm(cells, mask[:, :, None].expand(cells.shape[:3]), self.norm)
 
     def forward(self, cells: Tensor, mask: Tensor) -> tuple[Prefix, Tensor]:
         """cells [B, S, P, C] (S = 1 + K slots), mask [B, S] bool -> (per-layer (key, value), mask [B, S * P])."""
@@ -73,6 +70,34 @@ class VisualPrefix(nn.Module):
             prefix.append((key, value))
         prefix_mask = mask.to(torch.long).repeat_interleave(p, dim=1)      # [B, S * P], 0 for empty slots
         return prefix, prefix_mask
+
+
+def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
+    """``bn`` over the rows of x [..., C] where ``valid`` [...] is True; the other rows come out zero.
+
+    The same numbers, running statistics and gradients as ``bn(x[valid])``, computed with weights instead
+    of boolean indexing, whose output size depends on the mask's contents and so costs a host-device
+    synchronisation every step on CUDA.
+    """
+    w = valid.unsqueeze(-1).to(x.dtype)                                    # [..., 1]
+    if bn.training or not bn.track_running_stats:
+        dims = tuple(range(x.dim() - 1))
+        n = w.sum()
+        mean = (x * w).sum(dims) / n                                       # [C]
+        var = (((x - mean) * w) ** 2).sum(dims) / n                        # [C] biased, as BatchNorm normalises
+        if bn.training and bn.track_running_stats:
+            with torch.no_grad():
+                bn.num_batches_tracked.add_(1)
+                m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
+                bn.running_mean.lerp_(mean.detach().to(bn.running_mean.dtype), m)
+                unbiased = var.detach() * n / (n - 1).clamp(min=1)
+                bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), m)
+    else:
+        mean, var = bn.running_mean.to(x.dtype), bn.running_var.to(x.dtype)
+    out = (x - mean) * torch.rsqrt(var + bn.eps)
+    if bn.affine:
+        out = out * bn.weight + bn.bias
+    return out * w
 
 
 def text_position_ids(encoder: PreTrainedModel, input_ids: Tensor) -> Tensor:

@@ -184,12 +184,13 @@ class OnlineVisualProvider:
             self.backbone.to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
             real_cells, real_logits = self.backbone(images.to(device))      # [N_real, P, C], [N_real, 1000]
-        mask = mask.to(device)
         b, slots = mask.shape
-        # Missing crop slots stay zero (the reference feeds zero images); they are masked out of the
-        # prefix, so skipping their forward pass changes nothing the model sees.
-        cells = real_cells.new_zeros(b, slots, *real_cells.shape[1:])      # [B, 1 + K, P, C]
-        cells[mask] = real_cells
-        logits = real_logits.new_zeros(b, slots, real_logits.shape[-1])
-        logits[mask] = real_logits
-        return VisualFeatures(cells=cells, logits=logits[:, 0], mask=mask)  # logits of the whole image [B, 1000]
+        # Where each real image goes, from the CPU mask (no device sync). Missing crop slots stay zero (the
+        # reference feeds zero images); they are masked out of the prefix, so skipping their forward pass
+        # changes nothing the model sees.
+        rows = mask.flatten().nonzero().flatten().to(device)               # [N_real] into B * (1 + K)
+        cells = real_cells.new_zeros(b * slots, *real_cells.shape[1:]).index_copy(0, rows, real_cells)
+        logits = real_logits.new_zeros(b * slots, real_logits.shape[-1]).index_copy(0, rows, real_logits)
+        return VisualFeatures(cells=cells.view(b, slots, *real_cells.shape[1:]),      # [B, 1 + K, P, C]
+                              logits=logits.view(b, slots, -1)[:, 0],               # whole image [B, 1000]
+                              mask=mask.to(device))

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch import nn
 from transformers import AutoModel, BertConfig, BertModel, RobertaConfig, RobertaModel
 
 from model.encoders import resolve_text_encoder
-from model.fusion import VisualPrefix, encode_with_prefix, text_position_ids
+from model.fusion import VisualPrefix, encode_with_prefix, masked_batch_norm, text_position_ids
 
 TINY = dict(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64, vocab_size=60,
             max_position_embeddings=64)
@@ -154,3 +155,28 @@ def test_batch_norm_of_cells_uses_existing_images_only() -> None:
     valid = out[mask.unsqueeze(-1).expand(3, 2, 4)]                     # [n_valid * P, C]
     assert torch.allclose(valid.mean(0), torch.zeros(8), atol=1e-5)     # standardised per channel
     assert torch.allclose(valid.std(0, unbiased=False), torch.ones(8), atol=1e-3)
+
+
+def test_masked_batch_norm_matches_batch_norm_of_the_valid_rows() -> None:
+    torch.manual_seed(0)
+    cells = (torch.randn(4, 3, 2, 6) * 20 + 5).requires_grad_(True)
+    valid = torch.tensor([[True, False, True], [True, True, False], [True, False, False], [True, True, True]])
+    valid = valid[:, :, None].expand(4, 3, 2)
+    ours, ref = nn.BatchNorm1d(6), nn.BatchNorm1d(6)
+    with torch.no_grad():
+        ours.weight.uniform_(0.5, 2.0), ours.bias.uniform_(-1, 1)
+    ref.load_state_dict(ours.state_dict())
+    ref_in = cells.detach().clone().requires_grad_(True)
+    for step in range(3):  # training mode: outputs, running statistics and gradients agree
+        out = masked_batch_norm(cells, valid, ours)
+        expected = ref(ref_in[valid])
+        assert torch.allclose(out[valid], expected, atol=1e-5) and torch.all(out[~valid] == 0)
+        weights = torch.randn(expected.shape)
+        (out[valid] * weights).sum().backward()
+        (expected * weights).sum().backward()
+    assert torch.allclose(cells.grad, ref_in.grad, atol=1e-4)
+    assert torch.allclose(ours.weight.grad, ref.weight.grad, atol=1e-4)
+    for name in ("running_mean", "running_var", "num_batches_tracked"):
+        assert torch.allclose(getattr(ours, name).float(), getattr(ref, name).float(), atol=1e-4), name
+    ours.eval(), ref.eval()  # evaluation: the running statistics
+    assert torch.allclose(masked_batch_norm(cells, valid, ours)[valid], ref(ref_in[valid]), atol=1e-5)
