@@ -287,6 +287,11 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
         _atomic_write_text(json.dumps(result_doc, indent=2), out / "metrics.json")
         if callback is not None:
             callback(metrics, saved)
+    if state.epoch >= cfg.train.epochs and not (out / "metrics.json").is_file():
+        # Resumed from the last epoch's checkpoint (a driver killed after the final report): nothing left
+        # to train; the metrics come from the checkpoint's run state.
+        _atomic_write_text(json.dumps(_metrics_doc(cfg, state, data, started, revision, versions), indent=2),
+                           out / "metrics.json")
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 

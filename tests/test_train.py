@@ -61,6 +61,13 @@ def test_resume_continues_where_the_run_stopped(tmp_path: Path) -> None:
     assert resumed["history"][1]["train_loss"] == pytest.approx(full["history"][1]["train_loss"], rel=1e-4)
     state = torch.load(tmp_path / "cut" / "checkpoint" / STATE_FILE, weights_only=True)
     assert state["run_state"]["epoch"] == 2
+    # resumed from the last epoch's checkpoint into a fresh folder (a study trial after a driver kill):
+    # nothing is trained again, the metrics come from the checkpoint
+    calls: list[dict] = []
+    again = train(cfg, tmp_path / "fresh", callback=lambda m, ckpt: calls.append(m),
+                  resume_from=tmp_path / "cut" / "checkpoint")
+    assert calls == [] and again["history"] == resumed["history"]
+    assert json.loads((tmp_path / "fresh" / "metrics.json").read_text())["best_dev_f1"] == resumed["best_dev_f1"]
 
 
 def test_cli_trains_and_refuses_bad_values(tmp_path: Path) -> None:
