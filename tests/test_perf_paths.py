@@ -197,7 +197,35 @@ def test_perf_quick_runs(tmp_path):
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
     assert {r["backbone"] for r in result["throughput"]} >= {"resnet18"}
-    assert all(r["store_samples_per_s"] > 0 and r["off_samples_per_s"] > 0 for r in result["throughput"])
+    assert all(r["store_samples_per_s"] > 0 and r["off_samples_per_s"] > 0 and r["reference_samples_per_s"] > 0
+               for r in result["throughput"])
     assert result["equality"]["equal"], result["equality"]
     assert result["study"]["trials"] >= 1 and result["study"]["wall_seconds"] > 0
     assert result["memory"]["peak_rss_mib"] > 0
+
+
+def test_reference_mode_runs_every_slot_and_backpropagates_into_the_resnet(tmp_path):
+    # benchmarks/perf.py's baseline: what the reference computes every step, gradients into the backbone
+    import importlib.util
+
+    from PIL import Image
+
+    from model.data.images import ImageLoader
+    from model.visual import OnlineVisualProvider, ResNetFeatures, build_resnet
+
+    spec = importlib.util.spec_from_file_location("perf", ROOT / "benchmarks" / "perf.py")
+    perf = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("perf", perf)  # its dataclasses look their module up there
+    spec.loader.exec_module(perf)
+    for i, colour in enumerate(["red", "blue", "green"]):
+        Image.new("RGB", (40, 30), colour).save(tmp_path / f"{i}.png")
+    keys = [[str(tmp_path / "0.png"), str(tmp_path / "1.png")], [str(tmp_path / "2.png")]]
+    online = OnlineVisualProvider(ResNetFeatures(build_resnet("resnet18"), 4), ImageLoader(32), 2, True)
+    ref = perf.ReferenceVisual(online, 2)
+    feats = ref(keys, torch.device("cpu"))
+    assert feats.cells.shape == (2, 3, 4, 960) and feats.logits.shape == (2, 1000)
+    assert feats.mask.tolist() == [[True, True, False], [True, False, False]]
+    assert feats.cells[0, 2].abs().sum() > 0         # a missing crop went through the ResNet as a zero image
+    assert online.backbone.net.training
+    feats.cells.sum().backward()
+    assert online.backbone.net.conv1.weight.grad is not None and online.backbone.net.conv1.weight.grad.abs().sum() > 0
