@@ -95,9 +95,41 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
         return False
     # A new local instance turns token authentication on by itself and says so in a warning: expected here.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if host in LOOPBACK:
+        keep_on_loopback(True)
     ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address=host,
              runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
     return True
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved_loopback: list[tuple[str | None, bool]] = []
+
+
+def keep_on_loopback(on: bool) -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only (``on``), or undo that after ``ray.shutdown``.
+
+    On Linux, Ray 2.60 replaces a 127.0.0.1 node address by the machine's own IP (``ray_constants.
+    ENABLE_RAY_CLUSTER``, from the environment variable above, read when ray is imported) and its gRPC
+    servers (GCS, raylet, workers) listen on all interfaces unless the node address is 127.0.0.1. Setting
+    the variable to 0 keeps the node on 127.0.0.1, and with it every port; the raylet passes it on to the
+    processes it starts. Only for a private single-node instance: a node started this way cannot be joined
+    by others, so a cluster (``--address``) keeps its own settings.
+    """
+    from ray._private import ray_constants
+
+    if on:
+        _saved_loopback.append((os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)))
+        os.environ[_LOOPBACK_ENV] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _saved_loopback:
+        env, constant = _saved_loopback.pop()
+        if env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = env
+        ray_constants.ENABLE_RAY_CLUSTER = constant
 
 
 def check_resources(space: Space) -> None:
@@ -246,6 +278,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
             import ray
 
             ray.shutdown()
+            keep_on_loopback(False)
     counts = count_statuses(study_dir)
     # Ctrl-C makes Tune save its state and return early: fewer finished trials than planned.
     finished = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))

@@ -1,0 +1,108 @@
+"""The local Ray instance a study starts listens on 127.0.0.1 only: every port of every Ray process.
+
+Checked from the kernel's socket tables (/proc/net/tcp, tcp6) for the driver and every process it
+started (GCS, raylet, agents, workers), while a task has run on a worker.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+
+PROBE = textwrap.dedent("""
+    import json, os, socket, struct
+    from pathlib import Path
+
+    import ray
+    from study.runner import init_ray, keep_on_loopback
+
+    def listening():
+        '''inode -> "ip:port" of every listening TCP socket (IPv4 and IPv6) of the machine.'''
+        out = {}
+        for name, v6 in (("tcp", False), ("tcp6", True)):
+            for line in Path("/proc/net", name).read_text().splitlines()[1:]:
+                f = line.split()
+                if f[3] != "0A":  # LISTEN
+                    continue
+                addr, port = f[1].split(":")
+                raw = bytes.fromhex(addr)
+                if v6:
+                    ip = socket.inet_ntop(socket.AF_INET6, b"".join(struct.pack("<I", w) for w in
+                                                                     struct.unpack(">4I", raw)))
+                else:
+                    ip = socket.inet_ntoa(struct.pack("<I", int(addr, 16)))
+                out[f[9]] = f"{ip}|{int(port, 16)}"
+        return out
+
+    def family(root):
+        '''root and all its descendants.'''
+        parents = {}
+        for d in Path("/proc").iterdir():
+            if d.name.isdigit():
+                try:
+                    stat = (d / "stat").read_text()
+                except OSError:
+                    continue
+                parents[int(d.name)] = int(stat.rsplit(")", 1)[1].split()[1])
+        found, todo = {root}, [root]
+        while todo:
+            p = todo.pop()
+            kids = [c for c, pp in parents.items() if pp == p and c not in found]
+            found.update(kids)
+            todo.extend(kids)
+        return found
+
+    def sockets_of(pids):
+        inodes = {}
+        for pid in pids:
+            try:
+                for fd in Path(f"/proc/{pid}/fd").iterdir():
+                    target = os.readlink(fd)
+                    if target.startswith("socket:["):
+                        inodes[target[8:-1]] = pid
+            except OSError:
+                continue
+        return inodes
+
+    started = init_ray(None)
+    assert started
+    node_ip = ray.util.get_node_ip_address()
+    assert ray.get(ray.remote(lambda: 1 + 1).remote()) == 2  # a worker process exists and has served a task
+    table, mine = listening(), sockets_of(family(os.getpid()))
+    found = []
+    for inode, pid in mine.items():
+        if inode in table:
+            ip, port = table[inode].split("|")
+            name = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else "?"
+            found.append({"pid": pid, "process": name, "ip": ip, "port": int(port)})
+    ray.shutdown()
+    keep_on_loopback(False)
+    print("LOOPBACK " + json.dumps({"node_ip": node_ip, "sockets": found,
+                                    "env_after": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}))
+""")
+
+
+@pytest.mark.cluster
+@pytest.mark.skipif(not Path("/proc/net/tcp").is_file(), reason="reads Linux's /proc socket tables")
+def test_local_ray_instance_listens_on_loopback_only(tmp_path: Path) -> None:
+    env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
+    env["PYTHONPATH"] = str(ROOT)
+    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=300)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
+    line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("LOOPBACK "))
+    result = json.loads(line[len("LOOPBACK "):])
+    assert result["node_ip"] == "127.0.0.1"
+    names = {s["process"] for s in result["sockets"]}
+    assert {"gcs_server", "raylet"} <= names, result["sockets"]  # the check saw Ray's own servers
+    exposed = [s for s in result["sockets"] if s["ip"] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
+    assert not exposed, exposed
+    assert result["env_after"] is None  # undone after shutdown: a later join of a cluster is unaffected
