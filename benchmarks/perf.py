@@ -27,17 +27,18 @@ MiniLM text encoder; it prints a table and writes the numbers to ``--out`` as JS
 2. Equality: one short trial (``train()``, same seed, same epochs) with and without the store; the
    dev and test F1 of every epoch must be equal (frozen backbone in eval mode); the exit status is 1
    if they are not. These two trials run without autocast, also on CUDA (under bf16 the online path
-   would compute the backbone in bf16 and the store in fp32). Each trial runs in a
-   child process that also reports its own peak RSS (``ru_maxrss``; on CUDA also the peak GPU
-   memory allocated): part 4.
-3. Platform overhead: ``python study/run.py --space mixup.yaml`` with a few short trials (``--set``
-   overrides). Overhead % = (wall time - sum of the trials' ``wall_seconds`` / parallel slots) /
+   would compute the backbone in bf16 and the store in fp32). Each trial runs in a child process
+   that also reports its own peak RSS (``VmHWM`` of /proc/self/status; ``ru_maxrss`` would report
+   the benchmark process's own peak, which Linux carries over fork and exec) and, on CUDA, the peak
+   GPU memory allocated: part 4.
+3. Platform overhead: ``python study/run.py --space mixup.yaml`` with 4 trials (2 deltas x 2 seeds,
+   2 slots) of the shipped recipe (75% synthetic MNER, 3 epochs: about a minute each here). Overhead % = (wall time - sum of the trials' ``wall_seconds`` / parallel slots) /
    wall time, slots = min(max_concurrent, trials). Startup: seconds from the command to the first
    ``trials/<id>/trial.json`` (written when Ray starts the trial), and to the first recorded epoch.
 4. Peak memory (RSS) of one trial, store and off.
 
 ``--quick`` shrinks everything (resnet18 at 64 px only, tiny data, 2 steps, a 2-trial study of one
-epoch) for a smoke test. Timings depend on the machine's load: measure on a quiet one.
+epoch on 5% data) for a smoke test. Timings depend on the machine's load: measure on a quiet one.
 """
 
 from __future__ import annotations
@@ -77,16 +78,18 @@ class Plan:
     reference_steps: int
     trial_epochs: int
     study_epochs: int
+    study_synthetic_size: float  # the study's trials: about a minute each in the full plan, as the issue asks
     study_deltas: tuple[float, ...]
     study_seeds: tuple[int, ...]
     study_slots: int
 
 
 FULL = Plan(backbones=("resnet18", "resnet50"), image_sizes=(64, 224), synthetic_size=0.25, batch_size=16,
-            steps=20, warmup=3, reference_steps=4, trial_epochs=2, study_epochs=2, study_deltas=(0.0, 0.7), study_seeds=(1, 2),
-            study_slots=2)
-QUICK = Plan(backbones=("resnet18",), image_sizes=(64,), synthetic_size=0.05, batch_size=4, steps=2, warmup=1, reference_steps=1,
-             trial_epochs=1, study_epochs=1, study_deltas=(0.0, 0.7), study_seeds=(1,), study_slots=2)
+            steps=20, warmup=3, reference_steps=4, trial_epochs=2, study_epochs=3, study_synthetic_size=0.75,
+            study_deltas=(0.0, 0.7), study_seeds=(1, 2), study_slots=2)
+QUICK = Plan(backbones=("resnet18",), image_sizes=(64,), synthetic_size=0.05, batch_size=4, steps=2, warmup=1,
+             reference_steps=1, trial_epochs=1, study_epochs=1, study_synthetic_size=0.05, study_deltas=(0.0, 0.7),
+             study_seeds=(1,), study_slots=2)
 
 
 def base_overrides(plan: Plan, device: str) -> dict[str, Any]:
@@ -145,7 +148,7 @@ def throughput(overrides: dict[str, Any], steps: int, warmup: int, reference: bo
     from model.data import load_task_data
     from model.features import build_visual_provider
     from model.network import build_network
-    from model.train import load_tokenizer, make_loaders, pick_device, seed_everything
+    from model.train import load_tokenizer, make_loaders, make_optimizer, pick_device, seed_everything
 
     cfg = build_config(overrides)
     seed_everything(cfg.train.seed)
@@ -167,7 +170,7 @@ def throughput(overrides: dict[str, Any], steps: int, warmup: int, reference: bo
     # The same batches in both modes: the loader's order comes from train.seed; epochs repeat as needed.
     batches = list(itertools.islice(itertools.chain.from_iterable(itertools.repeat(train_loader)),
                                     warmup + steps))
-    optimizer = torch.optim.AdamW(net.param_groups(cfg, backbone=backbone))
+    optimizer = make_optimizer(net, cfg, backbone, device)
     trained = [p for g in optimizer.param_groups for p in g["params"]]
     net.train()
     samples, start = 0, 0.0
@@ -200,7 +203,8 @@ def run_throughput(plan: Plan, device: str, work: Path, steps: int, warmup: int,
                       "model.feature_cache_dir": str(work / "features")}
             store = throughput({**common, "model.feature_cache": "on"}, steps, warmup)
             off = throughput({**common, "model.feature_cache": "off"}, steps, warmup)
-            ref = throughput({**common, "model.feature_cache": "off"}, reference_steps, warmup, reference=True)
+            ref = throughput({**common, "model.feature_cache": "off"}, reference_steps, min(warmup, 1),
+                             reference=True)
             rows.append({"backbone": backbone, "image_size": size, "steps": steps, "warmup": warmup,
                          "reference_steps": reference_steps,
                          "batch_size": plan.batch_size, "device": store["device"], "amp": store["amp"],
@@ -216,6 +220,17 @@ def run_throughput(plan: Plan, device: str, work: Path, steps: int, warmup: int,
 
 # ------------------------------------------------------------------------- 2 + 4. equality and memory
 
+def peak_rss_mib() -> float:
+    """This process's peak resident memory since it started its program (exec), in MiB."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / (1024 if sys.platform != "darwin" else 2**20)
+
+
 def child_trial(spec: str) -> int:
     """In a child process: one ``train()`` run; print its per-epoch F1 and this process's peak memory."""
     import torch
@@ -229,7 +244,7 @@ def child_trial(spec: str) -> int:
     doc = train(cfg, args["out_dir"])
     out = {"history": [{k: h[k] for k in ("epoch", "dev_f1", "test_f1", "epoch_seconds")} for h in doc["history"]],
            "seconds": time.perf_counter() - t0,
-           "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,  # KiB on Linux
+           "peak_rss_mib": peak_rss_mib(),
            "peak_gpu_mib": (torch.cuda.max_memory_allocated() / 2**20 if torch.cuda.is_available() else None)}
     print("PERF-TRIAL " + json.dumps(out), flush=True)
     return 0
@@ -292,7 +307,7 @@ def run_study(plan: Plan, device: str, work: Path, env: dict[str, str]) -> dict[
     results = work / "studies"
     name = "perf-study"
     grid = "[" + ", ".join(str(d) for d in plan.study_deltas) + "]"
-    sets = [f"train.epochs={plan.study_epochs}", f"data.synthetic_size={plan.synthetic_size}",
+    sets = [f"train.epochs={plan.study_epochs}", f"data.synthetic_size={plan.study_synthetic_size}",
             f"train.batch_size={plan.batch_size}", f"train.device={device}", "train.progress=false",
             f"search.i2srm.delta={{grid: {grid}}}", "seeds=[" + ", ".join(map(str, plan.study_seeds)) + "]",
             f"max_concurrent={plan.study_slots}"]

