@@ -265,7 +265,8 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                     metric=space.metric, mode=space.mode,
                     search_alg=make_search_alg(space, study_dir, name, base.train.epochs),
                     scheduler=make_scheduler(space, base.train.epochs), num_samples=space.total_runs,
-                    max_concurrent_trials=space.max_concurrent, trial_dirname_creator=trial_dirname),
+                    max_concurrent_trials=space.max_concurrent, trial_dirname_creator=trial_dirname,
+                    reuse_actors=True),
                 run_config=tune.RunConfig(
                     name=name, storage_path=storage,
                     failure_config=tune.FailureConfig(max_failures=space.max_failures),
