@@ -15,7 +15,7 @@ from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
 from study.records import TrialRecord, read_epochs, read_trial, record_epoch, summarize_epochs, write_trial
-from study.trainable import FINISHED_MARKER, RESUMED_KEY, TrialSetup
+from study.trainable import FINISHED_MARKER, REPLAYED_KEY, RESUMED_KEY, TrialSetup
 
 log = logging.getLogger("study")
 
@@ -61,23 +61,32 @@ def error_line(trial: Any) -> str:
     return exception_line(text) or "unknown error (see the trial's error.txt under ray/)"
 
 
-def drop_checkpoints(trial: Any) -> None:
+def drop_checkpoints(trial: Any, final: Mapping[str, Any] | None = None) -> None:
     """Empty a finished trial's checkpoints in the study's storage, leaving a ``finished.json`` marker.
 
-    A checkpoint of the trainer (weights + AdamW state) is hundreds of MB per trial. The folder itself
-    stays: if the driver dies before Tune has saved that the trial finished, ``--resume`` restores the
-    trial from this checkpoint, and the trainable, finding the marker, ends at once instead of failing on a
-    missing checkpoint or training again.
+    A checkpoint of the trainer (weights + AdamW state) is hundreds of MB per trial. The folders stay, with
+    the trial's final result in the marker: if the driver dies before Tune has saved that the trial
+    finished, ``--resume`` restores the trial from the checkpoint its saved state names, and the trainable,
+    finding the marker, reports the final result again and ends instead of training again. Tune's saved
+    state can name an older checkpoint than the last (it is written less often than trials report, and Tune
+    deletes older checkpoints), so every earlier ``checkpoint_NNNNNN`` gets a marker too.
     """
+    import json
+
     try:
         from pyarrow.fs import FileSelector, FileType
 
         fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
-        for info in fs.get_file_info(FileSelector(root, allow_not_found=True)):
-            if info.type == FileType.Directory and info.base_name.startswith("checkpoint_"):
-                fs.delete_dir_contents(info.path)
-                with fs.open_output_stream(f"{info.path}/{FINISHED_MARKER}") as f:
-                    f.write(b'{"finished": true}\n')
+        payload = json.dumps({"finished": True, "result": dict(final or {})}).encode() + b"\n"
+        found = [info for info in fs.get_file_info(FileSelector(root, allow_not_found=True))
+                 if info.type == FileType.Directory and re.fullmatch(r"checkpoint_\d{6}", info.base_name)]
+        last = max((int(info.base_name.split("_")[1]) for info in found), default=-1)
+        paths = {info.path for info in found} | {f"{root}/checkpoint_{i:06d}" for i in range(last)}
+        for path in sorted(paths):
+            fs.create_dir(path, recursive=True)
+            fs.delete_dir_contents(path)
+            with fs.open_output_stream(f"{path}/{FINISHED_MARKER}") as f:
+                f.write(payload)
     except Exception as e:  # disk space only: never fail the study over it
         log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, e)
 
@@ -107,14 +116,16 @@ class TrialRecorder(Callback):
             record.node = str(last["node"])
         if last.get(RESUMED_KEY):  # the latest restart from a checkpoint (0: never restarted)
             record.resumed_from_epoch = int(last[RESUMED_KEY])
-        if last.get("time_total_s") is not None:
-            record.wall_seconds = round(float(last["time_total_s"]), 3)
+        if last.get("time_total_s") is not None:  # never lowered: a restored trial may report a stale total
+            record.wall_seconds = max(record.wall_seconds, round(float(last["time_total_s"]), 3))
         write_trial(self.study_dir, record)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, "running")
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if result.get(REPLAYED_KEY):  # a finished trial's final result, reported again after --resume
+            return
         metrics = trainer_metrics(result)
         if "epoch" in metrics:
             record_epoch(self.study_dir, trial.trial_id, metrics)
@@ -128,7 +139,9 @@ class TrialRecorder(Callback):
         status = "completed" if last >= int(record.config["train.epochs"]) else "pruned"
         self._update(trial, status)
         if not self.keep_checkpoints:
-            drop_checkpoints(trial)
+            final = dict(epochs[-1]) if epochs else {}
+            final.update({k: v for k, v in (trial.last_result or {}).items() if k in ("node", RESUMED_KEY)})
+            drop_checkpoints(trial, final)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, "failed", error=error_line(trial))

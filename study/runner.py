@@ -14,7 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import Config
-from study.records import (RAY_DIR, STUDY_JSON, read_study, read_trials, study_is_started, write_json_atomic,
+from study.records import (ORPHANED_DIR, RAY_DIR, STUDY_JSON, TRIALS_DIR, read_study, read_trials, study_is_started, write_json_atomic,
                            write_study_meta)
 from study.space import REPO_ROOT, Space, SpaceError, load_space
 from study.trainable import TrialSetup
@@ -284,8 +284,33 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     # Ctrl-C makes Tune save its state and return early: fewer finished trials than planned.
     finished = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
     interrupted = finished < space.total_runs
+    if not interrupted and counts.get("running"):
+        set_aside_orphans(study_dir)
+        counts = count_statuses(study_dir)
     reports = build_study_reports(study_dir)
     return StudyOutcome(study_dir, counts, interrupted, reports)
+
+
+def set_aside_orphans(study_dir: Path) -> list[str]:
+    """Move the records of trials Tune no longer knows out of ``trials/`` into ``orphaned/``; their ids.
+
+    Called when every planned trial has finished: a record still ``running`` then belongs to a trial that
+    started just before the driver was killed and was never in Tune's saved experiment state. Its
+    configuration was queued again (``ResumableOptunaSearch``) and ran as a new trial, so the old record
+    is kept for inspection but left out of the reports.
+    """
+    moved = []
+    for record in read_trials(study_dir):
+        if record.status != "running":
+            continue
+        src = study_dir / TRIALS_DIR / record.trial_id
+        dst = study_dir / ORPHANED_DIR / record.trial_id
+        dst.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(src, dst)
+        moved.append(record.trial_id)
+        log.warning("trial %s started before the driver stopped but was not in Tune's saved state; its "
+                    "configuration ran again as a new trial; its record is kept in %s", record.trial_id, dst)
+    return moved
 
 
 def storage_root(storage: str | None, study_dir: Path) -> str:

@@ -40,6 +40,15 @@ class AskTellGridSampler(optuna.samplers.GridSampler):
     def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
         return None
 
+    def grid_point(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
+        """The parameters of the grid point ``trial`` was given (None if it was given none), read the way
+        GridSampler itself reads them: a trial asked just before a kill may hold its grid id but no params."""
+        grid_id = trial.system_attrs.get("grid_id")
+        if grid_id is None or not 0 <= int(grid_id) < len(self._all_grids):
+            return None
+        point = self._all_grids[int(grid_id)]
+        return {name: point[i] for i, name in enumerate(self._param_names)}
+
 
 class ResumableOptunaSearch(OptunaSearch):
     """OptunaSearch that, when Tune restores it after the driver was killed, hands back the configurations
@@ -66,10 +75,18 @@ class ResumableOptunaSearch(OptunaSearch):
         orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
                    if t.number not in owned]
         for t in orphans:
+            params: dict[str, Any] | None = dict(t.params)
+            if isinstance(self._space, dict) and set(params) != set(self._space):
+                # Killed inside ask: not every parameter drawn yet. A grid point is known from its grid id;
+                # otherwise the sampler simply proposes a new configuration in its place.
+                sampler = study.sampler
+                params = sampler.grid_point(t) if isinstance(sampler, AskTellGridSampler) else None
             study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            study.enqueue_trial(dict(t.params), user_attrs={"requeued_from": t.number})
+            if params:
+                study.enqueue_trial(params, user_attrs={"requeued_from": t.number})
             log.warning("optuna trial %d was given out just before the driver stopped and never reached a Tune "
-                        "trial; its configuration %s is queued again", t.number, t.params)
+                        "trial; %s", t.number,
+                        f"its configuration {params} is queued again" if params else "it is closed as failed")
         return [t.number for t in orphans]
 
 

@@ -22,6 +22,7 @@ SCRATCH_NAME = "i2srm-trials"  # per-node folder (under the system temp dir) of 
 TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX, written out so this module stays light
 FINISHED_MARKER = "finished.json"  # what the recorder leaves in a finished trial's emptied checkpoint
 RESUMED_KEY = "resumed_from_epoch"  # reported beside the trainer's metrics; kept in trial.json, not epochs.jsonl
+REPLAYED_KEY = "replayed_final"  # marks the final result a finished trial reports again after a driver loss
 
 
 @dataclass(frozen=True)
@@ -89,6 +90,18 @@ def scratch_dir(trial_id: str, root: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{trial_id}-pid{os.getpid()}-", dir=root))
 
 
+def finished_result(marker: Path) -> dict[str, Any]:
+    """The final result stored in a finished trial's marker ({} for an old or unreadable marker)."""
+    import json
+
+    try:
+        doc = json.loads(marker.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    result = doc.get("result") if isinstance(doc, dict) else None
+    return dict(result) if isinstance(result, dict) else {}
+
+
 def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Tune function trainable: train one configuration with one seed, reporting every epoch."""
     from ray import tune
@@ -114,8 +127,14 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
             train(cfg, out_dir, on_epoch)
         else:
             with checkpoint.as_directory() as resume_dir:
-                if (Path(resume_dir) / FINISHED_MARKER).is_file():
-                    return  # finished before the driver died; its records are already stored
+                marker = Path(resume_dir) / FINISHED_MARKER
+                if marker.is_file():
+                    # Finished before the driver died (its records are stored): hand Tune the final result
+                    # again, so the restored searcher and scheduler see how it ended, and train nothing.
+                    final = finished_result(marker)
+                    if final:
+                        tune.report({**final, REPLAYED_KEY: True})
+                    return
                 train(cfg, out_dir, on_epoch, resume_from=resume_dir)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

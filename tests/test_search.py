@@ -93,3 +93,22 @@ def test_orphans_are_requeued_for_other_samplers(tmp_path: Path, sampler: str) -
     resumed = build()
     resumed.restore(str(ckpt))
     assert resumed.suggest("t0b")["i2srm.kl_weight"] == lost
+
+
+def test_orphan_killed_inside_ask_is_requeued_from_its_grid_id(tmp_path: Path) -> None:
+    # The kill can land inside Optuna's ask: the trial holds its grid id but no parameters yet.
+    db, ckpt = tmp_path / "optuna.db", tmp_path / "searcher.pkl"
+    first = searcher(ResumableOptunaSearch, db)
+    ran = [first.suggest("t0")["i2srm.delta"]]
+    first.save(str(ckpt))
+    bare = first._ot_study.ask()  # what a kill inside ask leaves: RUNNING, grid id set, no params
+    stored = optuna.load_study(study_name="s", storage=f"sqlite:///{db}").trials[bare.number]
+    assert stored.params == {} and "grid_id" in stored.system_attrs
+    resumed = searcher(ResumableOptunaSearch, db)
+    resumed.restore(str(ckpt))
+    resumed.on_trial_complete("t0", {"dev_f1": ran[0]})
+    more = {tid: resumed.suggest(tid)["i2srm.delta"] for tid in ("t1", "t2", "t3")}
+    for tid, value in more.items():
+        ran.append(value)
+        resumed.on_trial_complete(tid, {"dev_f1": value})
+    assert sorted(ran) == GRID
