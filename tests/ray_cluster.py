@@ -53,6 +53,26 @@ def tiny_encoder(folder: Path) -> Path:
     return folder
 
 
+TINY_TRAINER = """\
+trainer:
+  data.name: synthetic-mner
+  data.synthetic_size: 0.05
+  data.max_len: 24
+  model.backbone: resnet18
+  model.image_size: 32
+  model.text_encoder: {encoder}
+  i2srm.attn_heads: 4
+  train.batch_size: 8
+  train.epochs: {epochs}
+"""
+
+
+def write_space(path: Path, encoder: Path, body: str, epochs: int = 2) -> Path:
+    """A space file: the tiny trainer block (5% synthetic MNER, resnet18 at 32 px, ``encoder``) + ``body``."""
+    path.write_text(TINY_TRAINER.format(encoder=encoder, epochs=epochs) + body, encoding="utf-8")
+    return path
+
+
 def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
     """Signal the process group (session) that ``proc`` leads, and every process of its session."""
     sid = proc.pid

@@ -12,31 +12,20 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster import start_cluster, start_study, tiny_encoder, trial_records, wait_until  # noqa: I001
+from ray_cluster import (start_cluster, start_study, tiny_encoder, trial_records, wait_until,  # noqa: I001
+                         write_space)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
 
 EPOCHS = 4
 
-
-def space_text(encoder: Path) -> str:
-    return f"""\
+SPACE_BODY = """\
 study: clu
-trainer:
-  data.name: synthetic-mner
-  data.synthetic_size: 0.05
-  data.max_len: 24
-  model.backbone: resnet18
-  model.image_size: 32
-  model.text_encoder: {encoder}
-  i2srm.attn_heads: 4
-  train.batch_size: 8
-  train.epochs: {EPOCHS}
 search:
-  i2srm.delta: {{grid: [0.7]}}
+  i2srm.delta: {grid: [0.7]}
 sampler: grid
 seeds: [1, 2]
-resources: {{cpus: 1, gpus: 0}}
+resources: {cpus: 1, gpus: 0}
 max_concurrent: 2
 max_failures: 2
 progress_interval: 1
@@ -46,8 +35,7 @@ reports: [summary]
 
 def test_study_on_two_nodes_survives_losing_the_worker(tmp_path: Path) -> None:
     encoder = tiny_encoder(tmp_path / "tiny-bert")
-    space = tmp_path / "clu.yaml"
-    space.write_text(space_text(encoder), encoding="utf-8")
+    space = write_space(tmp_path / "clu.yaml", encoder, SPACE_BODY, epochs=EPOCHS)
     results = tmp_path / "results"
     d = results / "clu"
     cluster = start_cluster()

@@ -20,28 +20,11 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ray_cluster import kill_group, start_study, study_env, tiny_encoder, trial_records, wait_until  # noqa: I001
+from ray_cluster import (kill_group, start_study, study_env, tiny_encoder, trial_records,  # noqa: I001
+                         wait_until, write_space)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
-
-TRAINER = """\
-trainer:
-  data.name: synthetic-mner
-  data.synthetic_size: 0.05
-  data.max_len: 24
-  model.backbone: resnet18
-  model.image_size: 32
-  model.text_encoder: {encoder}
-  i2srm.attn_heads: 4
-  train.batch_size: 8
-  train.epochs: {epochs}
-"""
-
-
-def write_space(path: Path, encoder: Path, body: str, epochs: int = 2) -> Path:
-    path.write_text(TRAINER.format(encoder=encoder, epochs=epochs) + body, encoding="utf-8")
-    return path
 
 
 @pytest.fixture(scope="module")
