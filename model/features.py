@@ -68,6 +68,7 @@ import torch
 from torch import Tensor, nn
 
 from model.config import Config, ConfigError
+from model.locked_file import read_or_build
 
 if TYPE_CHECKING:
     from model.visual import ResNetFeatures, VisualFeatures, VisualProvider
@@ -306,32 +307,18 @@ def load_or_build(file: Path, key: str, paths: Sequence[str], compute: Callable[
     """
     from filelock import FileLock
 
-    if file.is_file():  # fast path: files are renamed into place whole, so reading without the lock is safe
+    def acquire() -> Any:
         try:
-            return read_store(file, key, paths), False
-        except StoreError:
-            pass  # judged again under the lock, where deleting it cannot race with a writer
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-    except OSError as e:
-        raise ConfigError(f"cannot create the feature store folder {file.parent} ({e}); set "
-                          f"model.feature_cache_dir (or $I2SRM_CACHE) to a writable folder.") from None
-    lock = FileLock(str(file) + ".lock")
-    _acquire(lock, file, lock_timeout)
-    try:
-        if file.is_file():
-            try:
-                return read_store(file, key, paths), False  # another process built it while we waited
-            except StoreError as e:
-                log.warning("feature store %s is not usable: %s; deleting and rebuilding it", file, e)
-                file.unlink(missing_ok=True)
-        for stale in file.parent.glob(file.name + ".tmp*"):  # left by a killed writer; we hold the lock
-            stale.unlink(missing_ok=True)
-        feats = compute()
-        write_store(file, key, feats)
-        return feats, True
-    finally:
-        lock.release()
+            file.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as e:
+            raise ConfigError(f"cannot create the feature store folder {file.parent} ({e}); set "
+                              f"model.feature_cache_dir (or $I2SRM_CACHE) to a writable folder.") from None
+        lock = FileLock(str(file) + ".lock")
+        _acquire(lock, file, lock_timeout)
+        return lock
+
+    return read_or_build(file, lambda: read_store(file, key, paths), compute,
+                         lambda feats: write_store(file, key, feats), StoreError, acquire, "feature store", log)
 
 
 # ------------------------------------------------------------------------------------------- serving

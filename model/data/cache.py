@@ -47,6 +47,7 @@ import torch
 
 from model.data.encode import EncodedDataset, _image_keys
 from model.data.types import Sample
+from model.locked_file import read_or_build
 
 log = logging.getLogger("i2srm")
 
@@ -243,36 +244,25 @@ def cached_splits(file: Path, key: str, splits: Sequence[str], build: Callable[[
     a warning is logged and the splits are built without caching (the run never fails for the cache)."""
     from filelock import FileLock, Timeout
 
-    if file.is_file():  # fast path: files are renamed into place whole, so reading without the lock is safe
+    def acquire() -> Any:
         try:
-            return read_cache(file, key, splits), False
-        except CacheError:
-            pass  # judged again under the lock, where deleting it cannot race with a writer
-    try:
-        file.parent.mkdir(parents=True, exist_ok=True)
-        lock = FileLock(str(file) + ".lock")
-        lock.acquire(timeout=lock_timeout)
-    except Timeout:
-        raise RuntimeError(f"waited {lock_timeout:.0f} s for {file}.lock, held by another process encoding the "
-                           f"same data; if none is running (a stale lock), delete the lock file.") from None
-    except OSError as e:
-        log.warning("encoded-data cache %s not writable (%s); encoding without the cache (set $I2SRM_CACHE "
-                    "to a writable folder).", file.parent, e)
-        return build(), True
-    try:
-        if file.is_file():
-            try:
-                return read_cache(file, key, splits), False  # another process built it while we waited
-            except CacheError as e:
-                log.warning("encoded-data cache %s is not usable: %s; deleting and rebuilding it", file, e)
-                file.unlink(missing_ok=True)
-        for stale in file.parent.glob(file.name + ".tmp*"):  # left by a killed writer; we hold the lock
-            stale.unlink(missing_ok=True)
-        built = build()
+            file.parent.mkdir(parents=True, exist_ok=True)
+            lock = FileLock(str(file) + ".lock")
+            lock.acquire(timeout=lock_timeout)
+            return lock
+        except Timeout:
+            raise RuntimeError(f"waited {lock_timeout:.0f} s for {file}.lock, held by another process encoding "
+                               f"the same data; if none is running (a stale lock), delete the lock file.") from None
+        except OSError as e:
+            log.warning("encoded-data cache %s not writable (%s); encoding without the cache (set $I2SRM_CACHE "
+                        "to a writable folder).", file.parent, e)
+            return None
+
+    def write(built: dict[str, EncodedDataset]) -> None:
         try:
             write_cache(file, key, built)
         except OSError as e:
             log.warning("could not write the encoded-data cache %s (%s); continuing without it.", file, e)
-        return built, True
-    finally:
-        lock.release()
+
+    return read_or_build(file, lambda: read_cache(file, key, splits), build, write, CacheError, acquire,
+                         "encoded-data cache", log)
