@@ -32,8 +32,9 @@ MiniLM text encoder; it prints a table and writes the numbers to ``--out`` as JS
    the benchmark process's own peak, which Linux carries over fork and exec) and, on CUDA, the peak
    GPU memory allocated: part 4.
 3. Platform overhead: ``python study/run.py --space mixup.yaml`` with 4 trials (2 deltas x 2 seeds,
-   2 slots) of the shipped recipe (75% synthetic MNER, 3 epochs: about a minute each here). Overhead % = (wall time - sum of the trials' ``wall_seconds`` / parallel slots) /
-   wall time, slots = min(max_concurrent, trials). Startup: seconds from the command to the first
+   2 slots) of the shipped recipe (75% synthetic MNER, 3 epochs: about a minute each here).
+   Overhead % = (wall time - sum of the trials' ``wall_seconds`` / parallel slots) / wall time,
+   slots = min(max_concurrent, trials). Startup: seconds from the command to the first
    ``trials/<id>/trial.json`` (written when Ray starts the trial), and to the first recorded epoch.
 4. Peak memory (RSS) of one trial, store and off.
 

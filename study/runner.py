@@ -14,8 +14,8 @@ from pathlib import Path
 from typing import Any
 
 from model.config import Config
-from study.records import (ORPHANED_DIR, RAY_DIR, STUDY_JSON, TRIALS_DIR, read_study, read_trials, study_is_started, write_json_atomic,
-                           write_study_meta)
+from study.records import (ORPHANED_DIR, RAY_DIR, STUDY_JSON, TRIALS_DIR, read_study, read_trials,
+                           study_is_started, write_json_atomic, write_study_meta)
 from study.space import REPO_ROOT, Space, SpaceError, load_space
 from study.trainable import TrialSetup
 
@@ -120,7 +120,8 @@ def keep_on_loopback(on: bool) -> None:
     from ray._private import ray_constants
 
     if on:
-        _saved_loopback.append((os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True)))
+        saved = (os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
+        _saved_loopback.append(saved)
         os.environ[_LOOPBACK_ENV] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
     elif _saved_loopback:
