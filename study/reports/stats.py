@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any, Sequence
 
 import numpy as np
-from scipy import stats
+from scipy.special import stdtrit  # Student t quantile; scipy.stats would add ~1 s of import to every study
 
 from study.reports.load import Study, Trial
 from study.reports.values import listed_values, order_key
@@ -34,7 +34,7 @@ def spread(xs: Sequence[float]) -> Spread:
     if n == 1:
         return Spread(1, mean, 0.0, 0.0)
     std = float(arr.std(ddof=1))
-    ci = float(stats.t.ppf(0.5 + CI_LEVEL / 2, n - 1)) * std / math.sqrt(n)
+    ci = float(stdtrit(n - 1, 0.5 + CI_LEVEL / 2)) * std / math.sqrt(n)
     return Spread(n, mean, std, ci)
 
 
