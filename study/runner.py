@@ -1,7 +1,8 @@
 """Runs one study: a search space -> Ray Tune (Optuna searcher, seeds, scheduler) -> ``results/<study>/``.
 
 Everything a resume needs is under ``results/<study>/``: Ray Tune's experiment (``ray/``, checkpoints
-included), the Optuna study (``optuna.db``) and the stored records. Bad input is refused before Ray starts.
+included), the Optuna study (``optuna.db``) and the stored records. A bad space is refused before Ray starts,
+bad data while it starts (the data is read meanwhile); either way nothing is written under ``results/``.
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -63,21 +65,28 @@ def check_address(address: str) -> None:
                            f"`ray start --head --port={port}` or fix the address.") from None
 
 
-def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
-    """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it.
+def worker_env() -> dict[str, str]:
+    """Environment every trial worker needs: the repository on ``PYTHONPATH`` (workers import model.* and
+    study.*; on a cluster the repository must sit at the same path on every node, or be installed there),
+    no usage stats, no tokenizer thread pools (each trial already has its own CPUs)."""
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": pythonpath, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
 
-    The local instance binds to ``host`` (127.0.0.1 unless ``--host`` says otherwise) and runs no
-    dashboard. A joined cluster keeps its own settings: token authentication (``RAY_AUTH_MODE=token``) and
-    the addresses its nodes were started with.
+
+def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it
+    (then ``stop_ray`` ends it and restores the environment).
+
+    A joined cluster gets ``worker_env`` as the job's runtime environment, and keeps its own settings:
+    token authentication (``RAY_AUTH_MODE=token``) and the addresses its nodes were started with. The local
+    instance binds to ``host`` (127.0.0.1 unless ``--host`` says otherwise), runs no dashboard, and its
+    processes inherit ``worker_env`` from this one: a job-level runtime environment would keep the
+    trials off the worker processes Ray starts ahead of time (one per CPU), so each first trial would wait
+    about a second for a new process.
     """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
-    # Workers import model.* and study.*: put the repository on their path (the repo must sit at the same
-    # path on every node of a cluster, or be installed there).
-    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
-    runtime_env = {"env_vars": {"PYTHONPATH": pythonpath, "RAY_USAGE_STATS_ENABLED": "0",
-                                "TOKENIZERS_PARALLELISM": "false"}}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return False
@@ -87,7 +96,8 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         check_address(address)
         try:
-            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+            ray.init(address=address, runtime_env={"env_vars": worker_env()}, logging_level=logging.WARNING,
+                     log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ClusterError(f"--address {address}: could not join the Ray cluster: {first} (a cluster started "
@@ -95,42 +105,60 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
         return False
     # A new local instance turns token authentication on by itself and says so in a warning: expected here.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    local_env = worker_env()
+    if host in LOOPBACK:
+        local_env[_LOOPBACK_ENV] = "0"
+    _saved_env.append({key: os.environ.get(key) for key in local_env})
+    os.environ.update(local_env)
     if host in LOOPBACK:
         keep_on_loopback(True)
-    ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address=host,
-             runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+    try:
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address=host,
+                 logging_level=logging.WARNING, log_to_driver=False)
+    except BaseException:
+        stop_ray()
+        raise
     return True
+
+
+def stop_ray() -> None:
+    """End the local instance ``init_ray`` started and undo what it set in this process's environment."""
+    import ray
+
+    ray.shutdown()
+    keep_on_loopback(False)
+    if _saved_env:
+        for key, value in _saved_env.pop().items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_saved_loopback: list[tuple[str | None, bool]] = []
+_saved_loopback: list[bool] = []
+_saved_env: list[dict[str, str | None]] = []
 
 
 def keep_on_loopback(on: bool) -> None:
     """Make a local Ray instance listen on 127.0.0.1 only (``on``), or undo that after ``ray.shutdown``.
 
     On Linux, Ray 2.60 replaces a 127.0.0.1 node address by the machine's own IP (``ray_constants.
-    ENABLE_RAY_CLUSTER``, from the environment variable above, read when ray is imported) and its gRPC
-    servers (GCS, raylet, workers) listen on all interfaces unless the node address is 127.0.0.1. Setting
-    the variable to 0 keeps the node on 127.0.0.1, and with it every port; the raylet passes it on to the
-    processes it starts. Only for a private single-node instance: a node started this way cannot be joined
-    by others, so a cluster (``--address``) keeps its own settings.
+    ENABLE_RAY_CLUSTER``, from the environment variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read when ray
+    is imported) and its gRPC servers (GCS, raylet, workers) listen on all interfaces unless the node
+    address is 127.0.0.1. ``init_ray`` sets the variable to 0 for the processes it starts (the raylet passes
+    it on to the processes it starts); this sets the constant already read in this process. Only for a
+    private single-node instance: a node started this way cannot be joined by others, so a cluster
+    (``--address``) keeps its own settings.
     """
     from ray._private import ray_constants
 
     if on:
-        saved = (os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
-        _saved_loopback.append(saved)
-        os.environ[_LOOPBACK_ENV] = "0"
+        _saved_loopback.append(getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
         ray_constants.ENABLE_RAY_CLUSTER = False
     elif _saved_loopback:
-        env, constant = _saved_loopback.pop()
-        if env is None:
-            os.environ.pop(_LOOPBACK_ENV, None)
-        else:
-            os.environ[_LOOPBACK_ENV] = env
-        ray_constants.ENABLE_RAY_CLUSTER = constant
+        ray_constants.ENABLE_RAY_CLUSTER = _saved_loopback.pop()
 
 
 def check_resources(space: Space) -> None:
@@ -175,6 +203,27 @@ def preflight(cfg: Config) -> None:
     from model.train import load_tokenizer
 
     load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
+
+
+def start_ray_reading_data(base: Config | None, address: str | None, host: str) -> bool:
+    """``init_ray`` while another thread reads ``base``'s data once (``preflight``, unless None); as ``init_ray``.
+
+    Starting Ray is mostly waiting for its processes, so the data read (seconds on a cold cache) costs no
+    wall time. A data error stops the Ray instance just started and is raised; an error starting Ray wins
+    over a data error. Ray and everything the trials need were imported before (``run_study``): the two
+    threads import disjoint modules, never the same one at once.
+    """
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-preflight") as pool:
+        reading = pool.submit(preflight, base) if base is not None else None
+        started = init_ray(address, host)  # on an error here the pool still waits for the read, then re-raises
+        try:
+            if reading is not None:
+                reading.result()
+        except BaseException:
+            if started:
+                stop_ray()
+            raise
+    return started
 
 
 def resolve_study(space_arg: str | None, sets: list[str], name: str | None, results_dir: Path,
@@ -222,7 +271,8 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
 
     ``storage``: where Ray Tune keeps the experiment and its checkpoints, a folder every node can reach or
     a URI (s3://...); default ``results/<study>/ray``. Nothing is written under ``study_dir`` until the
-    cluster is joined, its resources checked and the data read once (bad input changes nothing).
+    cluster is joined, its resources checked and the data read once, which happens while Ray starts (bad input
+    changes nothing).
     """
     quiet_tune()  # before ray.tune is imported: some of its settings are read at import
     from ray import tune
@@ -244,9 +294,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                        threads=max(1, int(space.resources.cpus)))
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
-    if not resume:
-        preflight(base)  # read-only for results/: the data's own caches live elsewhere
-    started_ray = init_ray(address, host)
+    started_ray = start_ray_reading_data(base if not resume else None, address, host)
     try:
         check_resources(space)
         if not resume:
@@ -275,20 +323,26 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                     verbose=0, callbacks=callbacks),
             )
         tuner.fit()
-    finally:
-        if started_ray:
-            import ray
-
-            ray.shutdown()
-            keep_on_loopback(False)
-    counts = count_statuses(study_dir)
-    # Ctrl-C makes Tune save its state and return early: fewer finished trials than planned.
-    finished = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
-    interrupted = finished < space.total_runs
-    if not interrupted and counts.get("running"):
-        set_aside_orphans(study_dir)
         counts = count_statuses(study_dir)
-    reports = build_study_reports(study_dir)
+        # Ctrl-C makes Tune save its state and return early: fewer finished trials than planned.
+        finished = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
+        interrupted = finished < space.total_runs
+        if not interrupted and counts.get("running"):
+            set_aside_orphans(study_dir)
+            counts = count_statuses(study_dir)
+    except BaseException:
+        if started_ray:
+            stop_ray()
+        raise
+    # The reports read only the stored records, so they are built while Ray shuts down (about 1.5 s of
+    # waiting for its processes to exit); an error in either still reaches the caller.
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-reports") as pool:
+        building = pool.submit(build_study_reports, study_dir)
+        try:
+            if started_ray:
+                stop_ray()
+        finally:
+            reports = building.result()
     return StudyOutcome(study_dir, counts, interrupted, reports)
 
 

@@ -22,7 +22,7 @@ PROBE = textwrap.dedent("""
     from pathlib import Path
 
     import ray
-    from study.runner import init_ray, keep_on_loopback
+    from study.runner import init_ray, stop_ray
 
     def listening():
         '''inode -> "ip:port" of every listening TCP socket (IPv4 and IPv6) of the machine.'''
@@ -83,10 +83,10 @@ PROBE = textwrap.dedent("""
             ip, port = table[inode].split("|")
             name = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else "?"
             found.append({"pid": pid, "process": name, "ip": ip, "port": int(port)})
-    ray.shutdown()
-    keep_on_loopback(False)
+    stop_ray()
     print("LOOPBACK " + json.dumps({"node_ip": node_ip, "sockets": found,
-                                    "env_after": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}))
+                                    "env_after": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"),
+                                    "pythonpath_after": os.environ.get("PYTHONPATH")}))
 """)
 
 
@@ -106,3 +106,4 @@ def test_local_ray_instance_listens_on_loopback_only(tmp_path: Path) -> None:
     exposed = [s for s in result["sockets"] if s["ip"] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
     assert not exposed, exposed
     assert result["env_after"] is None  # undone after shutdown: a later join of a cluster is unaffected
+    assert result["pythonpath_after"] == env["PYTHONPATH"]  # the workers' environment is undone as well
