@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
@@ -277,14 +278,38 @@ def resolve_ablation(cfg: Config) -> None:
 
 
 def _hidden_size(name_or_path: str) -> int | None:
-    """Width of the text encoder, read from its config without loading weights (None if unknown)."""
+    """Width of the text encoder, read from its config without loading weights (None if unknown).
+
+    A local folder, or a hub name already in the Hugging Face cache, has its ``config.json`` read directly:
+    no torch import, so a study checks its space in a fraction of a second. Anything else (a config without
+    ``hidden_size``, a hub name not cached yet) goes through ``AutoConfig``, which may download it.
+    """
     try:
         from model.encoders import resolve_text_encoder
+
+        where = resolve_text_encoder(name_or_path)
+        found = _cached_config_file(where)
+        if found is not None:
+            size = json.loads(found.read_text(encoding="utf-8")).get("hidden_size")
+            if isinstance(size, int) and not isinstance(size, bool):
+                return size
         from transformers import AutoConfig
 
-        return int(AutoConfig.from_pretrained(resolve_text_encoder(name_or_path)).hidden_size)
+        return int(AutoConfig.from_pretrained(where).hidden_size)
     except Exception:  # an unreachable hub name is reported when the encoder is loaded
         return None
+
+
+def _cached_config_file(where: str) -> Path | None:
+    """``config.json`` of a local encoder folder, or of a hub name in the local Hugging Face cache."""
+    folder = Path(where).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    found = try_to_load_from_cache(where, "config.json")
+    return Path(found) if isinstance(found, str) else None
 
 
 def validate(cfg: Config, where: str = "") -> None:

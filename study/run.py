@@ -48,7 +48,7 @@ def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    from model.data.types import DataError
+    from model.errors import DataError  # not model.data: that would load torch before Ray starts
 
     try:
         space, study_dir = resolve_study(args.space, args.set, args.name, Path(args.results_dir), args.resume)

