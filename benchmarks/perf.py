@@ -2,6 +2,7 @@
 
     python benchmarks/perf.py [--quick] [--device auto|cpu|cuda] [--out results/benchmarks/perf.json]
                               [--steps N] [--warmup N] [--reference-steps N] [--work-dir DIR]
+                              [--parts throughput,equality,study]
 
 Everything runs on the synthetic MNER benchmark (generated under the work dir) with the offline
 MiniLM text encoder; it prints a table and writes the numbers to ``--out`` as JSON. Four parts:
@@ -38,6 +39,7 @@ MiniLM text encoder; it prints a table and writes the numbers to ``--out`` as JS
    ``trials/<id>/trial.json`` (written when Ray starts the trial), and to the first recorded epoch.
 4. Peak memory (RSS) of one trial, store and off.
 
+``--parts`` runs some of them (``equality`` includes the memory figures); the JSON then holds only those.
 ``--quick`` shrinks everything (resnet18 at 64 px only, tiny data, 2 steps, a 2-trial study of one
 epoch on 5% data) for a smoke test. Timings depend on the machine's load: measure on a quiet one.
 """
@@ -65,6 +67,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 DEFAULT_OUT = ROOT / "results" / "benchmarks" / "perf.json"
+PARTS = ("throughput", "equality", "study")
 
 
 @dataclass(frozen=True)
@@ -354,28 +357,40 @@ def _fmt(x: Any, spec: str = ".1f") -> str:
 
 
 def print_table(result: dict[str, Any]) -> None:
+    if "throughput" in result:
+        print_throughput(result["throughput"])
+    if "equality" in result:
+        print_equality(result["equality"], result["memory"])
+    if "study" in result:
+        print_study(result["study"])
+
+
+def print_throughput(rows: list[dict[str, Any]]) -> None:
     print("\nTraining throughput (samples/s; off = images decoded + frozen ResNet forward every step; reference ="
           " every slot through the ResNet with back-propagation, as the reference code does)")
     print(f"{'backbone':<10}{'px':>5}{'store':>9}{'off':>9}{'reference':>11}{'store/ref':>11}{'store/off':>11}"
           f"{'store build s':>15}")
-    for r in result["throughput"]:
+    for r in rows:
         print(f"{r['backbone']:<10}{r['image_size']:>5}{r['store_samples_per_s']:>9.1f}"
               f"{r['off_samples_per_s']:>9.1f}{r['reference_samples_per_s']:>11.1f}{r['ratio']:>11.2f}"
               f"{r['ratio_off']:>11.2f}{r['store_build_s']:>15.1f}")
-    eq = result["equality"]
+
+
+def print_equality(eq: dict[str, Any], m: dict[str, Any]) -> None:
     print(f"\nShort trial ({eq['epochs']} epochs, {eq['backbone']}): F1 equal with and without the store: "
           f"{eq['equal']}")
     for a, b in zip(eq["store"], eq["off"]):
         print(f"  epoch {int(a['epoch'])}: dev F1 {a['dev_f1']:.4f} / {b['dev_f1']:.4f}   "
               f"test F1 {a['test_f1']:.4f} / {b['test_f1']:.4f}   (store / off)")
-    st = result["study"]
+    print(f"\nPeak RSS of one trial: {m['peak_rss_mib']:.0f} MiB with the store, {m['peak_rss_mib_off']:.0f} MiB off"
+          + (f"; peak GPU {m['peak_gpu_mib']:.0f} / {m['peak_gpu_mib_off']:.0f} MiB" if m["peak_gpu_mib"] else ""))
+
+
+def print_study(st: dict[str, Any]) -> None:
     print(f"\nStudy ({st['trials']} trials, {st['slots']} slots): wall {st['wall_seconds']:.1f} s, "
           f"trials {st['sum_trial_seconds']:.1f} s -> platform overhead {st['overhead_pct']:.1f} % "
           f"({st['overhead_pct_vs_epochs']:.1f} % counting epochs only); first trial started after "
           f"{_fmt(st['first_trial_s'])} s, first epoch recorded after {_fmt(st['first_epoch_s'])} s")
-    m = result["memory"]
-    print(f"\nPeak RSS of one trial: {m['peak_rss_mib']:.0f} MiB with the store, {m['peak_rss_mib_off']:.0f} MiB off"
-          + (f"; peak GPU {m['peak_gpu_mib']:.0f} / {m['peak_gpu_mib_off']:.0f} MiB" if m["peak_gpu_mib"] else ""))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -388,10 +403,16 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--reference-steps", type=int, help="timed steps of the reference mode (slow)")
     parser.add_argument("--work-dir", help="keep data, stores and study records here (default: a temp folder, "
                         "deleted afterwards)")
+    parser.add_argument("--parts", default=",".join(PARTS),
+                        help="comma-separated parts to run, of %(default)s (default: all)")
     parser.add_argument("--child-trial", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_trial:
         return child_trial(args.child_trial)
+    parts = [p.strip() for p in args.parts.split(",") if p.strip()]
+    unknown = [p for p in parts if p not in PARTS]
+    if unknown or not parts:
+        parser.error(f"--parts {args.parts!r}: expected a comma-separated list of {', '.join(PARTS)}")
 
     import torch
 
@@ -413,21 +434,25 @@ def main(argv: list[str] | None = None) -> int:
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     env = {**os.environ, "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))}
     started = time.time()
+    result: dict[str, Any] = {"quick": args.quick, "device": device, "host": platform.node(), "cpus": os.cpu_count(),
+                              "torch": torch.__version__,
+                              "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
+                              "plan": plan.__dict__, "parts": parts}
     try:
-        print(f"throughput ({device}, {steps} steps after {warmup} warm-up, batch {plan.batch_size})", flush=True)
-        rows = run_throughput(plan, device, work, steps, warmup, reference_steps)
-        print("equality and memory trials", flush=True)
-        equality, memory = run_equality(plan, device, work, env)
-        print("study", flush=True)
-        study = run_study(plan, device, work, env)
+        if "throughput" in parts:
+            print(f"throughput ({device}, {steps} steps after {warmup} warm-up, batch {plan.batch_size})",
+                  flush=True)
+            result["throughput"] = run_throughput(plan, device, work, steps, warmup, reference_steps)
+        if "equality" in parts:
+            print("equality and memory trials", flush=True)
+            result["equality"], result["memory"] = run_equality(plan, device, work, env)
+        if "study" in parts:
+            print("study", flush=True)
+            result["study"] = run_study(plan, device, work, env)
     finally:
         if not args.work_dir:
             shutil.rmtree(work, ignore_errors=True)
-    result = {"quick": args.quick, "device": device, "host": platform.node(), "cpus": os.cpu_count(),
-              "torch": torch.__version__,
-              "gpu": torch.cuda.get_device_name(0) if device == "cuda" else None,
-              "plan": plan.__dict__, "throughput": rows, "equality": equality, "study": study, "memory": memory,
-              "total_seconds": time.time() - started}
+    result["total_seconds"] = time.time() - started
     print_table(result)
     out = Path(args.out)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -435,7 +460,7 @@ def main(argv: list[str] | None = None) -> int:
     tmp.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
     os.replace(tmp, out)
     print(f"\nwritten {out}")
-    return 0 if equality["equal"] else 1
+    return 0 if result.get("equality", {"equal": True})["equal"] else 1
 
 
 if __name__ == "__main__":

@@ -204,6 +204,24 @@ def test_perf_quick_runs(tmp_path):
     assert result["memory"]["peak_rss_mib"] > 0
 
 
+def test_perf_runs_only_the_parts_asked_for(tmp_path):
+    out = tmp_path / "perf.json"
+    env = {**os.environ, "I2SRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
+    base = [sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu", "--out", str(out)]
+    bad = subprocess.run(base + ["--parts", "throughput,studies"], cwd=ROOT, env=env, capture_output=True, text=True,
+                         timeout=300)
+    assert bad.returncode == 2 and "--parts" in bad.stderr and "equality" in bad.stderr, bad.stderr[-2000:]
+    assert not out.exists()
+    proc = subprocess.run(base + ["--parts", "equality"], cwd=ROOT, env=env, capture_output=True, text=True,
+                          timeout=900)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text())
+    assert result["parts"] == ["equality"]
+    assert "throughput" not in result and "study" not in result
+    assert result["equality"]["equal"] and result["memory"]["peak_rss_mib"] > 0
+    assert "Short trial" in proc.stdout and "Training throughput" not in proc.stdout
+
+
 def test_reference_mode_runs_every_slot_and_backpropagates_into_the_resnet(tmp_path):
     # benchmarks/perf.py's baseline: what the reference computes every step, gradients into the backbone
     import importlib.util
