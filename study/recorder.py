@@ -14,8 +14,9 @@ from typing import Any, Mapping
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
+from study.checkpoints import drop_checkpoints
 from study.records import TrialRecord, read_epochs, read_trial, record_epoch, summarize_epochs, write_trial
-from study.trainable import FINISHED_MARKER, REPLAYED_KEY, RESUMED_KEY, TrialSetup
+from study.trainable import REPLAYED_KEY, RESUMED_KEY, TrialSetup
 
 log = logging.getLogger("study")
 
@@ -35,16 +36,25 @@ def trainer_metrics(result: Mapping[str, Any]) -> dict[str, float]:
 # The line of a Python traceback that states the exception: "module.Name: message" at the start of a line.
 _EXCEPTION_LINE = re.compile(r"^([A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*): (\S.*)$")
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+_FAILURE_HEADER = re.compile(r"^Failure # \d+ \(occurred at [^)]*\)$")  # Tune's first line of every error.txt
+MAX_ERROR_CHARS = 300
 
 
 def exception_line(traceback_text: str) -> str:
-    """``Name: message`` of the last exception stated in a traceback (the one raised last), or ""."""
-    found = ""
+    """``Name: message`` of the last exception stated in a traceback (the one raised last); for a Ray error
+    that states no exception (a lost actor or node), its first line after Tune's ``Failure # N`` header
+    (at most ``MAX_ERROR_CHARS`` characters); "" for an empty text."""
+    found, first = "", ""
     for line in _ANSI.sub("", traceback_text).splitlines():
-        match = _EXCEPTION_LINE.match(line.rstrip())
+        line = line.rstrip()
+        match = _EXCEPTION_LINE.match(line)
         if match:
             found = f"{match.group(1).rsplit('.', 1)[-1]}: {match.group(2)}"
-    return found
+        elif not first and line.strip() and not _FAILURE_HEADER.match(line) and not line.startswith("Traceback"):
+            first = line.strip()
+    if found:
+        return found
+    return first if len(first) <= MAX_ERROR_CHARS else first[:MAX_ERROR_CHARS - 3] + "..."
 
 
 def error_line(trial: Any) -> str:
@@ -59,36 +69,6 @@ def error_line(trial: Any) -> str:
         except Exception:
             text = ""
     return exception_line(text) or "unknown error (see the trial's error.txt under ray/)"
-
-
-def drop_checkpoints(trial: Any, final: Mapping[str, Any] | None = None) -> None:
-    """Empty a finished trial's checkpoints in the study's storage, leaving a ``finished.json`` marker.
-
-    A checkpoint of the trainer (weights + AdamW state) is hundreds of MB per trial. The folders stay, with
-    the trial's final result in the marker: if the driver dies before Tune has saved that the trial
-    finished, ``--resume`` restores the trial from the checkpoint its saved state names, and the trainable,
-    finding the marker, reports the final result again and ends instead of training again. Tune's saved
-    state can name an older checkpoint than the last (it is written less often than trials report, and Tune
-    deletes older checkpoints), so every earlier ``checkpoint_NNNNNN`` gets a marker too.
-    """
-    import json
-
-    try:
-        from pyarrow.fs import FileSelector, FileType
-
-        fs, root = trial.storage.storage_filesystem, trial.storage.trial_fs_path
-        payload = json.dumps({"finished": True, "result": dict(final or {})}).encode() + b"\n"
-        found = [info for info in fs.get_file_info(FileSelector(root, allow_not_found=True))
-                 if info.type == FileType.Directory and re.fullmatch(r"checkpoint_\d{6}", info.base_name)]
-        last = max((int(info.base_name.split("_")[1]) for info in found), default=-1)
-        paths = {info.path for info in found} | {f"{root}/checkpoint_{i:06d}" for i in range(last)}
-        for path in sorted(paths):
-            fs.create_dir(path, recursive=True)
-            fs.delete_dir_contents(path)
-            with fs.open_output_stream(f"{path}/{FINISHED_MARKER}") as f:
-                f.write(payload)
-    except Exception as e:  # disk space only: never fail the study over it
-        log.warning("could not delete the checkpoints of trial %s: %s", trial.trial_id, e)
 
 
 class TrialRecorder(Callback):

@@ -276,6 +276,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     quiet_tune()  # before ray.tune is imported: some of its settings are read at import
     from ray import tune
 
+    from study.checkpoints import refill_deleted_checkpoints
     from study.progress import ProgressLine
     from study.recorder import TrialRecorder
     from study.search import make_scheduler, make_search_alg
@@ -304,6 +305,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                      ProgressLine(name, setup, space.metric, space.mode, space.total_runs, base.train.epochs,
                                   space.progress_interval)]
         if resume and tune.Tuner.can_restore(experiment):
+            refill_deleted_checkpoints(experiment)
             tuner = tune.Tuner.restore(experiment, trainable=trainable, resume_errored=True)
             _replace_callbacks(tuner, callbacks)
         else:

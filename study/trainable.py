@@ -135,6 +135,13 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
                     if final:
                         tune.report({**final, REPLAYED_KEY: True})
                     return
-                train(cfg, out_dir, on_epoch, resume_from=resume_dir)
+                done = train(cfg, out_dir, on_epoch, resume_from=resume_dir)
+                history = done.get("history") or []
+                if not resumed and history:
+                    # Restored from the last epoch's checkpoint (node or driver lost after the final report,
+                    # before the trial ended): nothing left to train. Report the final result again, with
+                    # this restart, so the searcher sees how the trial ended and its record names the resume.
+                    final = dict(history[-1])
+                    tune.report({**final, "node": node, RESUMED_KEY: int(final["epoch"]), REPLAYED_KEY: True})
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

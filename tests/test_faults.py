@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import json
+import shutil
 import signal
 import subprocess
 import sys
@@ -19,12 +20,14 @@ from pathlib import Path
 
 import optuna
 import pytest
+from ray.tune import ExperimentAnalysis
 
 from ray_cluster import (kill_group, start_study, study_env, tiny_encoder, trial_records,  # noqa: I001
                          wait_until, write_space)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
+EPOCHS = 5  # the driver-kill study: trials long enough to be killed midway
 
 
 @pytest.fixture(scope="module")
@@ -91,15 +94,27 @@ resources: {cpus: 1, gpus: 0}
 max_concurrent: 2
 progress_interval: 1
 reports: [summary]
-""", epochs=3)
+""", epochs=EPOCHS)
     results = tmp_path / "results"
     d = results / "drv"
     store = tmp_path / "shared-store"  # --storage: Tune's experiment and checkpoints outside results/
     proc = start_study(["--space", str(space), "--results-dir", str(results), "--storage", str(store)], tmp_path,
                        tmp_path / "run1.log")
     try:
-        wait_until(lambda: any(t["status"] == "completed" for t in trial_records(d).values()), 400,
-                   "a first completed trial", proc, poll=0.2)
+        def one_done_one_checkpointed() -> dict[str, str]:
+            """Trials not finished whose checkpoint Tune's saved state names, once one trial has completed."""
+            records = trial_records(d)
+            if not any(t["status"] == "completed" for t in records.values()):
+                return {}
+            try:
+                trials = ExperimentAnalysis(str(store / "drv")).trials
+            except Exception:  # no saved state yet, or being replaced
+                return {}
+            return {t.trial_id: t.checkpoint.path for t in trials if t.checkpoint is not None
+                    and records.get(t.trial_id, {}).get("status") == "running"
+                    and records[t.trial_id]["epochs_run"] < EPOCHS - 1}
+        named = wait_until(one_done_one_checkpointed, 400, "a completed trial and one checkpointed midway", proc,
+                           poll=0.5)
     finally:
         kill_group(proc, signal.SIGKILL)  # the driver and the local Ray instance it started
     before = trial_records(d)
@@ -107,6 +122,22 @@ reports: [summary]
                 for tid, t in before.items() if t["status"] == "completed"}
     assert 1 <= len(finished) < 4
     assert (store / "drv").is_dir() and not (d / "ray").exists()
+    # Tune's race (num_to_keep=1): a processed report registers checkpoint_<k+1> and deletes checkpoint_<k>
+    # before Tune saves a state naming the new one. Make it happen to every trial that was midway: the
+    # checkpoint the saved state names is gone and a newer one is there. --resume must restore from that
+    # newer one, not fail the trial. First drop what the driver never saw: checkpoint_<e-1> holds epoch e,
+    # and one the worker wrote after the driver's last processed report is as if the kill came before it.
+    moved = [tid for tid in named if tid not in finished]
+    for tid in moved:
+        path = Path(named[tid])
+        index = {int(c.name.split("_")[1]): c for c in path.parent.glob("checkpoint_*")}
+        for i in [i for i in index if i >= before[tid]["epochs_run"]]:
+            shutil.rmtree(index.pop(i))
+        if max(index) > int(path.name.split("_")[1]):
+            shutil.rmtree(path)
+        else:
+            path.rename(path.with_name(f"checkpoint_{max(index) + 1:06d}"))
+    assert moved, (named, before)
 
     start = time.monotonic()
     resumed = start_study(["--name", "drv", "--results-dir", str(results), "--resume"], tmp_path,
@@ -126,13 +157,16 @@ reports: [summary]
     log = (tmp_path / "run2.log").read_text(encoding="utf-8", errors="replace")
     assert resumed.returncode == 0, log[-3000:]
     after = trial_records(d)
-    assert len(after) == 4 and all(t["status"] == "completed" for t in after.values()), after
+    assert len(after) == 4 and all(t["status"] == "completed" for t in after.values()), \
+        {tid: (t["status"], t["error"]) for tid, t in after.items()}
+    assert all(after[tid]["resumed_from_epoch"] >= 1 and f"trial {tid}: checkpoint_" in log for tid in moved), \
+        ({tid: after[tid] for tid in moved}, log[-3000:])
     for tid, content in finished.items():  # no finished trial ran again
         assert (d / "trials" / tid / "epochs.jsonl").read_bytes() == content
     deltas = sorted(t["params"]["i2srm.delta"] for t in after.values())
     assert deltas == [0.0, 0.5, 0.7, 1.0]  # the grid, each point once: the searcher went on where it was
     assert all([e["epoch"] for e in map(json.loads, (d / "trials" / tid / "epochs.jsonl").read_text().splitlines())]
-               == [1, 2, 3] for tid in after)
+               == list(range(1, EPOCHS + 1)) for tid in after)
     ot = optuna.load_study(study_name="drv", storage=f"sqlite:///{d / 'optuna.db'}")
     assert sorted(t.params["i2srm.delta"] for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE) == deltas
     print(f"\n[measured] resume after driver SIGKILL: {len(finished)} trials finished before the kill, "
