@@ -86,8 +86,13 @@ def refill_deleted_checkpoints(experiment: str) -> dict[str, str]:
     from pyarrow.fs import FileType
     from ray.tune import ExperimentAnalysis
 
+    try:
+        trials = ExperimentAnalysis(experiment).trials
+    except Exception as e:  # the repair never blocks a resume: Tune's restore reports what is wrong
+        log.warning("could not read Tune's saved state at %s to check its checkpoints: %s", experiment, e)
+        return {}
     refilled: dict[str, str] = {}
-    for trial in ExperimentAnalysis(experiment).trials:
+    for trial in trials:
         named = trial.checkpoint
         if named is None:
             continue

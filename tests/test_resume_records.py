@@ -104,6 +104,7 @@ def test_the_checkpoint_tunes_saved_state_names_is_recreated_from_the_newest(tmp
         shutil.rmtree(folder)
     assert refill_deleted_checkpoints(str(experiment)) == {}
     assert not named.exists()
+    assert refill_deleted_checkpoints(str(tmp_path / "no-experiment")) == {}  # nothing to read: left to Tune
 
 
 def test_trial_restored_from_its_last_epoch_reports_its_final_result_again(tmp_path: Path,
