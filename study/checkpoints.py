@@ -101,7 +101,7 @@ def refill_deleted_checkpoints(experiment: str) -> dict[str, str]:
             continue
         parent, _, name = path.rpartition("/")
         match = CHECKPOINT_DIR.fullmatch(name)
-        newer = {i: p for i, p in _checkpoints(fs, parent).items() if match and i > int(match.group(1))}
+        newer = ({i: p for i, p in _checkpoints(fs, parent).items() if i > int(match.group(1))} if match else {})
         if not newer:
             log.warning("trial %s: its checkpoint %s is gone and no newer one exists; Tune will fail the trial "
                         "on restore", trial.trial_id, path)
