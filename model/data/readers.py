@@ -1,6 +1,6 @@
 """Readers for the public MNER (Twitter-2015/2017) and MRE (MNRE) layouts on disk, and their crop dicts.
 
-The layouts are those of the authors' data bundles (docs: data-formats.md); the synthetic benchmark is
+The layouts are those of the authors' data bundles (docs/data-formats.md); the synthetic benchmark is
 written in the same layouts and read by these same functions. Every reader validates as it reads and
 raises ``DataError`` naming the file and line (or the missing path) and what would be accepted, so a
 bad download is refused before training starts.
@@ -90,7 +90,7 @@ def mre_paths(data_dir: str | Path, split: str) -> MrePaths:
 def _read_lines(path: Path, what: str) -> list[str]:
     """The file's lines (UTF-8, BOM tolerated, \\r\\n or \\n); a missing or non-UTF-8 file is a DataError."""
     if not path.is_file():
-        raise DataError(f"missing {what}: {path} does not exist (expected the layout in data-formats.md).")
+        raise DataError(f"missing {what}: {path} does not exist (expected the layout in docs/data-formats.md).")
     raw = path.read_bytes()
     try:
         text = raw.decode("utf-8-sig")

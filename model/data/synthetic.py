@@ -3,7 +3,7 @@
 ``ensure_synthetic(kind, root, seed, size)`` generates a dataset once and returns its folder: ``root``
 (``data.dir``) or ``$I2SRM_CACHE/synthetic/<kind>-seed<seed>-size<size>`` (``I2SRM_CACHE`` defaults to
 ``~/.cache/i2srm``). Files are written in exactly the Twitter layout (MNER, prefix ``synthetic``) or
-the MNRE layout (MRE) of data-formats.md, so the real readers are what reads them. The same seed and
+the MNRE layout (MRE) of docs/data-formats.md, so the real readers are what reads them. The same seed and
 size give byte-identical files (with the same numpy, Pillow and torch); size 1.0 takes about two
 seconds per kind on two CPU cores.
 
