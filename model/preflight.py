@@ -1,0 +1,169 @@
+"""Pre-flight: what a run will fetch from the network, checked in seconds before any data is read.
+
+A text encoder named by its hub id, or ``model.backbone_weights=imagenet``, is downloaded on first use. On a
+machine that cannot reach the host that download retries for tens of seconds and ends in a long traceback.
+``check_resources`` finds out first, in at most a couple of seconds per host, and raises a one-line
+``ConfigError`` that names the key to change and the ways out. What is already on this machine (a local
+folder, the Hugging Face cache, torch hub's checkpoint cache) needs no network and is never probed, so the
+offline recipes (MiniLM shipped as a package, random backbone) cost no probe at all.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import threading
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from model.config import MINILM, Config, ConfigError
+
+PROBE_TIMEOUT_S = 2.0
+"""How long a host has to accept a TCP connection before it counts as unreachable."""
+PROBE_TTL_S = 30.0
+"""How long the answer of a probe is reused for the same host and port."""
+_PROBED: dict[tuple[str, int], tuple[float, str | None]] = {}
+
+_TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's ENV_VARS_TRUE_VALUES
+
+
+def check_resources(cfg: Config) -> None:
+    """Raise ``ConfigError`` (one line) when the run needs a download from a host this machine cannot reach.
+
+    The text encoder is checked first, then the ImageNet weights of the backbone (when images are used).
+    """
+    check_text_encoder(cfg.model.text_encoder)
+    if cfg.model.use_image and cfg.model.backbone_weights == "imagenet":
+        check_imagenet_weights(cfg.model.backbone)
+
+
+def check_text_encoder(name: str) -> None:
+    """``model.text_encoder`` is a local folder, a hub name in the local Hugging Face cache, or the hub answers."""
+    from model.encoders import resolve_text_encoder
+
+    check_encoder_source(resolve_text_encoder(name), name)
+
+
+def check_encoder_source(where: str, name: str | None = None) -> None:
+    """What ``resolve_text_encoder(name)`` gave, ``where``: a local folder, a cached hub name, or the hub answers.
+
+    ``resolve_text_encoder`` calls this for every name that is not the shipped MiniLM, so that the config's own
+    validation (which reads the encoder's width) does not spend its ~25 s of download retries either.
+    """
+    from huggingface_hub import constants
+
+    name = where if name is None else name
+    if Path(where).expanduser().is_dir():
+        return
+    if _looks_like_path(where):
+        raise ConfigError(f"model.text_encoder={name!r} is not a folder on this machine (nor a hub name); set it to "
+                          f"a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub name.")
+    if _in_hub_cache(where):
+        return
+    endpoint = constants.ENDPOINT
+    why = _hub_offline() or _unreachable(endpoint)
+    if why is None:
+        return
+    raise ConfigError(
+        f"model.text_encoder={name!r} is not on this machine (no such folder, not in the Hugging Face cache) and the "
+        f"model hub ({endpoint}) {why}; set model.text_encoder to a local model folder, to {MINILM} (the offline "
+        f"MiniLM shipped as a package), or make the hub reachable.")
+
+
+def check_imagenet_weights(backbone: str) -> None:
+    """torchvision's ImageNet weights of ``backbone`` are in torch hub's checkpoint cache, or their host answers."""
+    cached, url = imagenet_weights_file(backbone)
+    if cached.is_file():
+        return
+    why = _unreachable(url)
+    if why is None:
+        return
+    raise ConfigError(
+        f"model.backbone_weights=imagenet: the ImageNet weights of {backbone} are not in torch's cache ({cached}) "
+        f"and {url} {why}; set model.backbone_weights=PATH (a local state-dict file, e.g. a copy of {cached.name}) "
+        f"or model.backbone_weights=none (random init), or make the host reachable.")
+
+
+def imagenet_weights_file(backbone: str) -> tuple[Path, str]:
+    """Where torch hub keeps the downloaded ImageNet weights of ``backbone``, and the URL they come from."""
+    import torch
+    from torchvision import models
+
+    from model.visual import _WEIGHTS_ENUM
+
+    if backbone not in _WEIGHTS_ENUM:
+        raise ConfigError(f"'model.backbone' is {backbone!r}; allowed: {', '.join(_WEIGHTS_ENUM)}.")
+    url = getattr(models, _WEIGHTS_ENUM[backbone]).IMAGENET1K_V1.url
+    # torch.hub.load_state_dict_from_url: <hub dir>/checkpoints/<basename of the URL path>
+    return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlsplit(url).path), url
+
+
+def _looks_like_path(where: str) -> bool:
+    """A file-system path rather than a hub id (``name`` or ``owner/name``)."""
+    return (where.startswith(("/", ".", "~")) or "\\" in where or where.count("/") > 1
+            or os.path.isabs(where))
+
+
+def _in_hub_cache(repo_id: str) -> bool:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found: Any = try_to_load_from_cache(repo_id, "config.json")
+    except Exception:  # an id the hub would refuse (HFValidationError): not cached, from_pretrained will say why
+        return False
+    return isinstance(found, str)
+
+
+def _hub_offline() -> str | None:
+    """Why the Hugging Face libraries will not go online, or None."""
+    from huggingface_hub import constants
+
+    for var in ("HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"):
+        if os.environ.get(var, "").upper() in _TRUE:
+            return f"is switched off ({var}={os.environ[var]})"
+    if getattr(constants, "HF_HUB_OFFLINE", False):
+        return "is switched off (HF_HUB_OFFLINE)"
+    return None
+
+
+def _unreachable(url: str, timeout: float = PROBE_TIMEOUT_S) -> str | None:
+    """None when the host of ``url`` (or the proxy for it) accepts a TCP connection within ``timeout``,
+    else why not ("cannot be reached (...)"). Name resolution counts towards the timeout. An answer is kept
+    for ``PROBE_TTL_S``, so the config's validation and the run's pre-flight probe a host once."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    port = parts.port or (443 if parts.scheme == "https" else 80)
+    proxy = urllib.request.getproxies().get(parts.scheme) if host else None
+    if proxy and not urllib.request.proxy_bypass(host):
+        p = urlsplit(proxy if "://" in proxy else f"http://{proxy}")
+        if p.hostname:
+            host, port = p.hostname, p.port or 80
+    now = time.monotonic()
+    known = _PROBED.get((host, port))
+    if known is not None and now - known[0] < PROBE_TTL_S:
+        return known[1]
+    outcome: list[BaseException | None] = []
+
+    def probe() -> None:
+        try:
+            socket.create_connection((host, port), timeout=timeout).close()
+            outcome.append(None)
+        except BaseException as e:  # noqa: BLE001 - reported below, never raised
+            outcome.append(e)
+
+    # In a thread so a slow name lookup (not covered by the socket timeout) cannot hold the run either.
+    worker = threading.Thread(target=probe, name="preflight-probe", daemon=True)
+    worker.start()
+    worker.join(timeout + 0.5)
+    if outcome and outcome[0] is None:
+        why = None
+    elif not outcome:
+        why = f"cannot be reached (no answer from {host}:{port} within {timeout:g} s)"
+    else:
+        err = outcome[0]
+        why = f"cannot be reached ({host}:{port}: {' '.join(str(err).split()) or type(err).__name__})"
+    _PROBED[(host, port)] = (now, why)
+    return why
