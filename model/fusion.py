@@ -2,10 +2,14 @@
 
 ``VisualPrefix`` turns the visual cells [B, 1 + K, P, C] into, for every transformer layer, extra keys
 and values [B, heads, (1 + K) * P, head_dim]; ``encode_with_prefix`` prepends them in every self-attention
-layer of a Hugging Face encoder through a fresh ``DynamicCache``, keeping the text's own positions.
+layer of a Hugging Face encoder through a fresh ``DynamicCache`` (the forward's ``cache`` argument),
+keeping the text's own positions.
 """
 
 from __future__ import annotations
+
+import functools
+import inspect
 
 import torch
 import torch.nn.functional as F
@@ -27,8 +31,12 @@ class VisualPrefix(nn.Module):
     """
 
     def __init__(self, cells_dim: int, prompt_len: int, prompt_hidden: int, num_layers: int,
-                 num_heads: int, hidden: int, norm: str = "batch") -> None:
+                 num_heads: int, hidden: int, norm: str = "batch", layout: str = "reference",
+                 head_split: str = "reference") -> None:
         super().__init__()
+        if layout not in PREFIX_LAYOUTS or head_split not in PREFIX_LAYOUTS:
+            raise ValueError(f"prefix layout {layout!r} / head split {head_split!r}; allowed: {', '.join(PREFIX_LAYOUTS)}.")
+        self.layout, self.head_split = layout, head_split
         # model.prefix_norm: per-channel standardisation exposes what tells images apart (a frozen backbone's
         # cells share a large common component) and keeps the MLP's Tanh out of saturation.
         self.norm: nn.Module = {"batch": lambda: nn.BatchNorm1d(cells_dim), "layer": lambda: nn.LayerNorm(cells_dim),
@@ -57,19 +65,59 @@ class VisualPrefix(nn.Module):
         if p != self.prompt_len:
             raise ValueError(f"visual cells have {p} cells per image but model.prompt_len is {self.prompt_len}; "
                              "features cached for another prompt_len cannot be reused.")
-        cand = self.mlp(self._normalise(cells.to(self.mlp[0].weight.dtype), mask))             # [B, S, P, 4 * 2H]
+        cells = arrange_cells(cells.to(self.mlp[0].weight.dtype), self.layout)  # [B, S, P, C]
+        cand = self.mlp(self._normalise(cells, mask))                      # [B, S, P, 4 * 2H]
         cand = cand.view(b, s, p, NUM_CANDIDATES, 2 * self.hidden)         # [B, S, P, 4, 2H]
         summary = cand.mean(dim=3).reshape(b, s, p * 2 * self.hidden)      # [B, S, P * 2H]
-        head_dim = self.hidden // self.num_heads
         prefix: Prefix = []
         for gate in self.gates:
             weights = F.softmax(F.leaky_relu(gate(summary)), dim=-1)       # [B, S, 4]
             kv = torch.einsum("bsc,bspch->bsph", weights.to(cand.dtype), cand)  # [B, S, P, 2H]
-            kv = kv.reshape(b, s * p, 2, self.num_heads, head_dim)         # [B, T, 2, heads, hd]
-            key, value = kv.permute(2, 0, 3, 1, 4).contiguous().unbind(0)  # each [B, heads, T, hd]
-            prefix.append((key, value))
-        prefix_mask = mask.to(torch.long).repeat_interleave(p, dim=1)      # [B, S * P], 0 for empty slots
+            kv = kv.reshape(b, s * p, 2 * self.hidden)                     # [B, T, 2H]
+            key, value = kv.split(self.hidden, dim=-1)                     # each [B, T, H]
+            prefix.append((split_heads(key, self.num_heads, self.head_split),
+                           split_heads(value, self.num_heads, self.head_split)))  # each [B, heads, T, hd]
+        if self.head_split == "reference":
+            # Every head position mixes pieces of several slots, so no position belongs to one slot alone:
+            # as in the reference, every prefix position is visible (an empty crop slot carries zero cells).
+            prefix_mask = mask.new_ones(b, s * p, dtype=torch.long)
+        else:
+            prefix_mask = mask.to(torch.long).repeat_interleave(p, dim=1)  # [B, S * P], 0 for empty slots
         return prefix, prefix_mask
+
+
+PREFIX_LAYOUTS = ("reference", "clean")
+
+
+def arrange_cells(cells: Tensor, layout: str) -> Tensor:
+    """The ``P`` prefix vectors of each image slot, [..., P, C] -> [..., P, C] (``model.prefix_layout``).
+
+    ``cells`` come from the backbone cell-major: vector p is spatial cell p with the channels of the four
+    stages. ``clean`` keeps that. ``reference`` lays the pooled block out channel-major ([C, P] in memory, as
+    the four pooled stages concatenated on the channel axis are) and reads it back in memory order as P
+    vectors of C values: vector p holds channels p*C/P .. (p+1)*C/P - 1, each over all P cells (value j of
+    vector p is channel (p*C + j) // P at cell (p*C + j) % P).
+    """
+    if layout == "clean":
+        return cells
+    *lead, p, c = cells.shape
+    return cells.transpose(-1, -2).reshape(*lead, p, c)
+
+
+def split_heads(x: Tensor, heads: int, split: str) -> Tensor:
+    """Prefix keys or values [B, T, H] -> [B, heads, T, H / heads] (``model.prefix_heads``).
+
+    ``clean``: the standard split, head h sees channels h*hd .. (h+1)*hd - 1 of every position. ``reference``:
+    the memory-order reshape without a permute, so head h sees the run of T*hd values starting at h*T*hd of the
+    flattened [T, H] block: position t of head h is slot-position (h*T + t) // heads, channels
+    ((h*T + t) % heads)*hd onwards. With T == heads, head h sees prefix position h cut into hd-wide pieces.
+    """
+    b, t, h = x.shape
+    if h % heads:
+        raise ValueError(f"prefix width {h} is not divisible by {heads} heads.")
+    if split == "reference":
+        return x.reshape(b, heads, t, h // heads)
+    return x.reshape(b, t, heads, h // heads).transpose(1, 2).contiguous()
 
 
 def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
@@ -135,5 +183,18 @@ def encode_with_prefix(encoder: PreTrainedModel, input_ids: Tensor, attention_ma
         cache.update(key, value, layer_idx)
     full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1)  # [B, T + L]
     out = encoder(input_ids=input_ids, attention_mask=full_mask,
-                  position_ids=text_position_ids(encoder, input_ids), past_key_values=cache)
+                  position_ids=text_position_ids(encoder, input_ids), **{_cache_keyword(type(encoder)): cache})
     return out.last_hidden_state                                           # [B, L, H]
+
+
+@functools.lru_cache(maxsize=None)
+def _cache_keyword(encoder_class: type) -> str:
+    """The keyword under which ``encoder_class.forward`` takes a ``Cache``.
+
+    transformers 5.24 (the tested line) takes ``cache`` in every model's forward; ``past_key_values`` is only an
+    alias there (``@deprecate_kwarg("past_key_values", "5.40.0", new_name="cache")`` in models/bert/modeling_bert.py)
+    that warns on every call and goes in 5.40. Older 5.x encoders only know ``past_key_values`` and would silently
+    swallow an unknown ``cache`` in their ``**kwargs`` (the prefix ignored), so the name is read from the signature.
+    """
+    params = inspect.signature(encoder_class.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"

@@ -2,14 +2,15 @@
 
 Intra-sample: ``semantic_kl`` pulls the visual distribution towards the textual one.
 Inter-sample: ``CrossSampleTransfer`` lets every sample attend to the others of its batch (a second
-view of each sample), then ``select_mixed`` / ``mixup`` / ``mixed_ce`` mix a ``delta`` fraction of the
-stacked samples with random partners. Randomness comes from the global torch RNG, so ``train.seed``
-fixes it.
+view of each sample); ``reference_rows`` (the authors' layout) or ``clean_rows`` say which rows of the stack
+enter the clean and the mixed loss for a given ``delta``; ``mixup`` / ``mixed_ce`` mix those rows with random
+partners. Randomness comes from the global torch RNG, so ``train.seed`` fixes it.
 """
 
 from __future__ import annotations
 
 import math
+from typing import NamedTuple
 
 import torch
 import torch.nn.functional as F
@@ -75,6 +76,44 @@ def select_mixed(n_total: int, n_orig_half: bool, delta: float,
     chosen = torch.zeros(n_total, dtype=torch.bool)
     chosen[mixed] = True
     return mixed.sort().values, (~chosen).nonzero().flatten()
+
+
+class LossRows(NamedTuple):
+    """Which rows of a stack of N samples enter each loss term (indices into the stack)."""
+    clean: Tensor   # [n_clean] rows scored with the clean loss, CE(f(x), y)
+    mixed: Tensor   # [M] the mixed set: rows that are mixed with a partner from this set
+    scored: Tensor  # [n_scored] positions in ``mixed`` whose mixed loss is taken (0..M-1)
+
+
+def reference_rows(n: int, delta: float, clean_share: float = 0.8, mix_share: float = 0.4,
+                   mixing: bool = True) -> LossRows:
+    """The authors' layout (``i2srm.loss_layout=reference``) on a stack of ``n`` rows.
+
+    Clean loss: the first floor(clean_share * n) rows, whatever ``delta`` is. Mixed set: the first
+    floor(delta/2 * n) rows and the rows from floor((1 - delta/2) * n) to the end; the mixed loss is taken on
+    the first floor(mix_share * M) of them (M = size of the mixed set), each mixed with a random partner from
+    the whole set. Deterministic: only the partners and lam are random. ``mixing=False``: no mixed set.
+    """
+    clean = torch.arange(int(math.floor(clean_share * n)))
+    if not mixing or delta <= 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return LossRows(clean, empty, empty)
+    head = int(math.floor(delta / 2 * n))
+    tail = int(math.floor((1 - delta / 2) * n))
+    mixed = torch.cat([torch.arange(head), torch.arange(max(tail, head), n)])
+    scored = torch.arange(int(math.floor(mix_share * len(mixed))))
+    return LossRows(clean, mixed, scored)
+
+
+def clean_rows(n: int, doubled: bool, delta: float, mixing: bool = True,
+               generator: torch.Generator | None = None) -> LossRows:
+    """This project's earlier layout (``i2srm.loss_layout=clean``): a random ``delta`` share of the stack is
+    mixed and scored with the mixed loss, every other row with the clean loss; a row is never in both."""
+    if not mixing or mixed_count(n, delta) == 0:
+        empty = torch.zeros(0, dtype=torch.long)
+        return LossRows(torch.arange(n), empty, empty)
+    mixed, unmixed = select_mixed(n, doubled, delta, generator)
+    return LossRows(unmixed, mixed, torch.arange(len(mixed)))
 
 
 def sample_lambda(alpha: float) -> float:

@@ -19,7 +19,8 @@ from model.config import Config
 from model.encoders import resolve_text_encoder
 from model.fusion import VisualPrefix, encode_with_prefix
 from model.heads import CRF, entity_pool
-from model.i2srm import CrossSampleTransfer, mixed_ce, mixed_count, mixup, sample_lambda, select_mixed, semantic_kl
+from model.i2srm import (CrossSampleTransfer, LossRows, clean_rows, mixed_ce, mixup, reference_rows, sample_lambda,
+                         semantic_kl)
 from model.visual import VisualFeatures, channels_of
 
 
@@ -36,18 +37,24 @@ class I2SRMNetwork(nn.Module):
         self.use_image, self.use_objects = cfg.model.use_image, cfg.model.use_objects
         self.use_transfer, self.use_mixup = cfg.i2srm.transfer, cfg.i2srm.mixup
         self.delta, self.kl_weight, self.mixup_alpha = cfg.i2srm.delta, cfg.i2srm.kl_weight, cfg.i2srm.mixup_alpha
+        self.loss_layout = cfg.i2srm.loss_layout
+        self.clean_share, self.mix_share = cfg.i2srm.clean_share, cfg.i2srm.mix_share
         self.encoder = text_encoder
         tc = text_encoder.config
         hidden = int(tc.hidden_size)
         rep_dim = hidden if self.task == "mner" else 2 * hidden           # width of one sample / token vector
-        self.prefix = (VisualPrefix(cells_dim, cfg.model.prompt_len, cfg.model.prompt_hidden,
-                                    int(tc.num_hidden_layers), int(tc.num_attention_heads), hidden,
-                                    norm=cfg.model.prefix_norm)
-                       if self.use_image else None)
+        # Every module is built, in the same order, whatever the ablation switches off: the same train.seed
+        # then starts the shared modules (prefix, heads, CRF) from the same weights in every ablation row,
+        # so the rows of an ablation table are paired. A module switched off is simply not used.
+        self.prefix = VisualPrefix(cells_dim or channels_of(cfg.model.backbone), cfg.model.prompt_len,
+                                   cfg.model.prompt_hidden, int(tc.num_hidden_layers), int(tc.num_attention_heads),
+                                   hidden, norm=cfg.model.prefix_norm, layout=cfg.model.prefix_layout,
+                                   head_split=cfg.model.prefix_heads)
+        heads_fit = rep_dim % cfg.i2srm.attn_heads == 0
         self.transfer = (CrossSampleTransfer(rep_dim, cfg.i2srm.attn_heads, cfg.i2srm.transfer_ff,
-                                             cfg.i2srm.transfer_dropout) if self.use_transfer else None)
+                                             cfg.i2srm.transfer_dropout) if self.use_transfer or heads_fit else None)
         # Projection of the global image feature into the text representation's width (semantic loss).
-        self.kl_proj = nn.Linear(global_dim, rep_dim) if self.use_image and self.kl_weight > 0 else None
+        self.kl_proj = nn.Linear(global_dim, rep_dim)
         # The head's dropout reuses the encoder's rate rather than adding a config key.
         self.dropout = nn.Dropout(float(getattr(tc, "hidden_dropout_prob", 0.0) or 0.0))
         if self.task == "mner":
@@ -59,7 +66,7 @@ class I2SRMNetwork(nn.Module):
     # ---- shared pieces -------------------------------------------------------------------------
     def _encode(self, batch: dict, visual: VisualFeatures | None) -> Tensor:
         prefix = prefix_mask = None
-        if self.prefix is not None:
+        if self.use_image:
             if visual is None:
                 raise ValueError("model.use_image is true but no visual features were given; "
                                  "pass a VisualFeatures or set model.use_image=false (i2srm.ablation=text_only).")
@@ -70,19 +77,30 @@ class I2SRMNetwork(nn.Module):
         return encode_with_prefix(self.encoder, batch["input_ids"], batch["attention_mask"], prefix, prefix_mask)
 
     def _kl(self, text_rep: Tensor, visual: VisualFeatures | None) -> Tensor:
-        if self.kl_proj is None or visual is None:
+        if not (self.use_image and self.kl_weight > 0) or visual is None:
             return text_rep.new_zeros(())
         v = self.kl_proj(visual.logits.to(self.kl_proj.weight.dtype))    # [B, D]
         return semantic_kl(text_rep, v)
 
-    def _mixing(self, n: int) -> bool:
-        return self.training and self.use_mixup and mixed_count(n, self.delta) > 0
+    def _transferring(self) -> bool:
+        return self.training and self.use_transfer
 
-    def _select(self, n: int, device: torch.device) -> tuple[Tensor, Tensor, float, Tensor]:
-        mixed, unmixed = select_mixed(n, self.training and self.transfer is not None, self.delta)
+    def loss_rows(self, n: int) -> LossRows:
+        """Which rows of the training stack of ``n`` rows enter the clean and the mixed loss
+        (``i2srm.loss_layout``); with neither transfer nor mixup on (``delta`` 0 turns mixup off), every row is
+        scored clean: the plain model."""
+        mixing = self.training and self.use_mixup and self.delta > 0
+        if not (mixing or self._transferring()):
+            empty = torch.zeros(0, dtype=torch.long)
+            return LossRows(torch.arange(n), empty, empty)
+        if self.loss_layout == "reference":
+            return reference_rows(n, self.delta, self.clean_share, self.mix_share, mixing)
+        return clean_rows(n, self._transferring(), self.delta, mixing)
+
+    def _partners(self, rows: LossRows, device: torch.device) -> tuple[float, Tensor]:
+        """lam ~ Beta(alpha, alpha) and a random partner (a permutation of the mixed set) for each mixed row."""
         lam = sample_lambda(self.mixup_alpha)
-        perm = torch.randperm(len(mixed))                                  # random partner of each mixed sample
-        return mixed.to(device), unmixed.to(device), lam, perm.to(device)
+        return lam, torch.randperm(len(rows.mixed)).to(device)
 
     # ---- MNER ----------------------------------------------------------------------------------
     def _words(self, batch: dict, hidden: Tensor) -> Tensor:
@@ -96,24 +114,27 @@ class I2SRMNetwork(nn.Module):
         kl = self._kl(text_rep, visual)
         words = self._words(batch, hidden)                                 # [B, W, H]
         mask, labels = batch["word_mask"].bool(), batch["labels"]          # [B, W], [B, W]
-        if self.training and self.transfer is not None:
+        if self._transferring():
+            assert self.transfer is not None
             words = torch.cat([words, self.transfer(words, mask)])         # [2B, W, H]
             mask, labels = torch.cat([mask, mask]), torch.cat([labels, labels])
         emissions = self.emission(self.dropout(words))                     # [N, W, T]
         zero = emissions.new_zeros(())
-        if not self._mixing(emissions.shape[0]):
-            ce, mix = self.crf.nll(emissions, labels, mask).mean(), zero
-        else:
-            mixed, unmixed, lam, perm = self._select(emissions.shape[0], emissions.device)
+        rows = self.loss_rows(emissions.shape[0])
+        clean = rows.clean.to(emissions.device)
+        ce = self.crf.nll(emissions[clean], labels[clean], mask[clean]).mean() if len(clean) else zero
+        mix = zero
+        if len(rows.scored):
+            lam, perm = self._partners(rows, emissions.device)
+            mixed, scored = rows.mixed.to(emissions.device), rows.scored.to(emissions.device)
             # Padding emits zeros, so a shorter partner is padded to the longer one's length; each
             # label sequence is then scored under its own mask.
             padded = emissions * mask.unsqueeze(-1).to(emissions.dtype)
-            e_mix = mixup(padded, mixed, lam, perm)                        # [M, W, T]
+            e_mix = mixup(padded, mixed, lam, perm)[scored]                # [S, W, T]
             y_a, m_a = labels[mixed], mask[mixed]
-            y_b, m_b = y_a[perm], m_a[perm]
+            y_b, m_b = y_a[perm][scored], m_a[perm][scored]
+            y_a, m_a = y_a[scored], m_a[scored]
             mix = lam * self.crf.nll(e_mix, y_a, m_a).mean() + (1 - lam) * self.crf.nll(e_mix, y_b, m_b).mean()
-            ce = (self.crf.nll(emissions[unmixed], labels[unmixed], mask[unmixed]).mean()
-                  if len(unmixed) else zero)
         return self._total(ce, mix, kl)
 
     # ---- MRE -----------------------------------------------------------------------------------
@@ -122,18 +143,21 @@ class I2SRMNetwork(nn.Module):
         rep = entity_pool(hidden, batch["head_mask"], batch["tail_mask"])  # [B, 2H]
         kl = self._kl(rep, visual)
         labels = batch["label"]                                            # [B]
-        if self.training and self.transfer is not None:
+        if self._transferring():
+            assert self.transfer is not None
             rep = torch.cat([rep, self.transfer(rep)])                     # [2B, 2H]
             labels = torch.cat([labels, labels])
         rep = self.dropout(rep)
         zero = rep.new_zeros(())
-        if not self._mixing(rep.shape[0]):
-            ce, mix = F.cross_entropy(self.classifier(rep), labels), zero
-        else:
-            mixed, unmixed, lam, perm = self._select(rep.shape[0], rep.device)
+        rows = self.loss_rows(rep.shape[0])
+        clean = rows.clean.to(rep.device)
+        ce = F.cross_entropy(self.classifier(rep[clean]), labels[clean]) if len(clean) else zero
+        mix = zero
+        if len(rows.scored):
+            lam, perm = self._partners(rows, rep.device)
+            mixed, scored = rows.mixed.to(rep.device), rows.scored.to(rep.device)
             y_a = labels[mixed]
-            mix = mixed_ce(self.classifier(mixup(rep, mixed, lam, perm)), y_a, y_a[perm], lam)
-            ce = F.cross_entropy(self.classifier(rep[unmixed]), labels[unmixed]) if len(unmixed) else zero
+            mix = mixed_ce(self.classifier(mixup(rep, mixed, lam, perm)[scored]), y_a[scored], y_a[perm][scored], lam)
         return self._total(ce, mix, kl)
 
     def _total(self, ce: Tensor, mix: Tensor, kl: Tensor) -> NetworkOutput:
@@ -159,31 +183,41 @@ class I2SRMNetwork(nn.Module):
         return self.classifier(self.dropout(rep)).argmax(-1).tolist()
 
     def param_groups(self, cfg: Config, backbone: nn.Module | None = None) -> list[dict]:
-        """AdamW groups: text encoder at ``train.lr``, new modules at ``train.head_lr``; no decay on
-        biases and LayerNorm weights. A fine-tuned backbone (``model.finetune_backbone``), when given,
-        joins the pretrained side at ``train.lr``; a frozen one has no trainable parameters and is left out.
+        """AdamW groups, named by role: the text encoder (and a fine-tuned backbone) at ``train.lr``, the visual
+        prefix at ``train.prefix_lr`` (null: ``train.lr``), MNER's CRF and emission layer at ``train.crf_lr``,
+        every other new module at ``train.head_lr``. ``train.decay_norm_bias`` false exempts biases and
+        normalisation weights from weight decay (``*_no_decay`` groups). A frozen backbone has no trainable
+        parameters and is left out; so are modules an ablation does not use (they would get no gradient).
         """
-        no_decay = _no_decay_ids(self) | (_no_decay_ids(backbone) if backbone is not None else set())
-        pretrained = {id(p) for p in self.encoder.parameters()}
-        if backbone is not None:
-            pretrained |= {id(p) for p in backbone.parameters()}
+        roles: dict[int, str] = {}
+        for p in self.parameters():
+            roles[id(p)] = "head"
+        for role, module in (("encoder", self.encoder), ("prefix", self.prefix if self.use_image else None),
+                             ("crf", self.crf if self.task == "mner" else None),
+                             ("crf", self.emission if self.task == "mner" else None), ("encoder", backbone)):
+            for p in module.parameters() if module is not None else ():
+                roles[id(p)] = role
+        unused = set()
+        for module, used in ((self.prefix, self.use_image), (self.transfer, self.use_transfer),
+                             (self.kl_proj, self.use_image and self.kl_weight > 0)):
+            if module is not None and not used:
+                unused |= {id(p) for p in module.parameters()}
+        no_decay = set() if cfg.train.decay_norm_bias else (
+            _no_decay_ids(self) | (_no_decay_ids(backbone) if backbone is not None else set()))
         params = list(self.parameters()) + (list(backbone.parameters()) if backbone is not None else [])
-        prefix = {id(p) for p in self.prefix.parameters()} if self.prefix is not None else set()
-        groups: dict[str, list[nn.Parameter]] = {k: [] for k in ("encoder", "encoder_no_decay", "head",
-                                                                 "head_no_decay", "prefix", "prefix_no_decay")}
+        lr = {"encoder": cfg.train.lr, "prefix": cfg.train.prefix_lr if cfg.train.prefix_lr is not None else cfg.train.lr,
+              "crf": cfg.train.crf_lr, "head": cfg.train.head_lr}
+        groups: dict[str, list[nn.Parameter]] = {}
         for p in params:
-            if not p.requires_grad:  # a frozen backbone never reaches the optimizer
+            if not p.requires_grad or id(p) in unused:  # a frozen backbone never reaches the optimizer
                 continue
-            side = "encoder" if id(p) in pretrained else "prefix" if id(p) in prefix else "head"
-            groups[side + ("_no_decay" if id(p) in no_decay else "")].append(p)
-        lr = {"encoder": cfg.train.lr, "head": cfg.train.head_lr, "prefix": cfg.train.prefix_lr}
-        out = []
-        for name, members in groups.items():
-            if members:
-                side = name.split("_")[0]
-                out.append({"name": name, "params": members, "lr": lr[side],
-                            "weight_decay": 0.0 if name.endswith("no_decay") else cfg.train.weight_decay})
-        return out
+            role = roles[id(p)]
+            groups.setdefault(role + ("_no_decay" if id(p) in no_decay else ""), []).append(p)
+        order = ("encoder", "encoder_no_decay", "prefix", "prefix_no_decay", "crf", "crf_no_decay", "head",
+                 "head_no_decay")
+        return [{"name": name, "params": groups[name], "lr": lr[name.split("_")[0]],
+                 "weight_decay": 0.0 if name.endswith("no_decay") else cfg.train.weight_decay}
+                for name in order if groups.get(name)]
 
 
 def _no_decay_ids(module: nn.Module) -> set[int]:

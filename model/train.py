@@ -185,6 +185,9 @@ def make_visual(cfg: Config, data: Any, device: torch.device) -> tuple[Callable[
 def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
           resume_from: str | Path | None = None) -> dict[str, Any]:
     """Train one run; see the module docstring. Returns what it writes to ``out_dir/metrics.json``."""
+    from model.preflight import check_resources
+
+    check_resources(cfg)  # an unreachable hub or weights download: one line, in seconds, before anything is loaded
     from transformers import get_linear_schedule_with_warmup
 
     from model.data import load_task_data
@@ -242,7 +245,8 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
                 result = net(batch, visual_fn(batch))
             optimizer.zero_grad(set_to_none=True)
             result.loss.backward()
-            torch.nn.utils.clip_grad_norm_(trained, cfg.train.max_grad_norm)
+            if cfg.train.max_grad_norm > 0:  # 0: no clipping (the reference)
+                torch.nn.utils.clip_grad_norm_(trained, cfg.train.max_grad_norm)
             optimizer.step()
             scheduler.step()
             parts = result.parts
@@ -261,6 +265,8 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
             raise NonFiniteLoss(f"training loss is not finite in epoch {epoch} (loss={means[0]}, "
                                 f"ce={means[1]}, mix={means[2]}, kl={means[3]}); lower train.lr or check the data")
 
+        if backbone is not None:  # a fine-tuned backbone evaluates with its running statistics, untouched by dev/test
+            backbone.eval()
         dev = evaluate(net, dev_loader, visual_fn, device, amp)
         test = evaluate(net, test_loader, visual_fn, device, amp)
         if dev["f1"] > state.best_dev_f1:

@@ -82,9 +82,10 @@ def build_resnet(name: str, weights: str = "none") -> ResNet:
             state = enum.get_state_dict(progress=False, check_hash=True)
         except Exception as e:  # no network, proxy, corrupt download: all end the same way for the user
             raise RuntimeError(
-                f"model.backbone_weights=imagenet: could not download the ImageNet weights of {name} "
-                f"from {enum.url} ({type(e).__name__}: {e}). Set model.backbone_weights=none (random init) "
-                f"or to the path of a local state-dict file (e.g. a copy of {Path(enum.url).name}).") from e
+                f"model.backbone_weights=imagenet: could not download the ImageNet weights of {name} from {enum.url} "
+                f"({type(e).__name__}: {' '.join(str(e).split())}); set model.backbone_weights=PATH (a local "
+                f"state-dict file, e.g. a copy of {Path(enum.url).name}) or model.backbone_weights=none (random init), "
+                f"or make the host reachable.") from e
         net.load_state_dict(state)
         return net
     path = Path(weights).expanduser()

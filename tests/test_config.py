@@ -94,3 +94,41 @@ def test_encoder_width_read_from_its_config_without_torch(tmp_path) -> None:
     first, second = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
     assert first == {"sizes": [48, 384], "torch": False}
     assert second == [40, None]
+
+
+@pytest.mark.parametrize("given, stored", [("on", "on"), ("off", "off"), ("true", "on"), ("false", "off"),
+                                           ("auto", "auto"), (True, "on"), (False, "off")])
+def test_feature_cache_takes_on_off_and_booleans(given: object, stored: str) -> None:
+    # --set model.feature_cache=on reaches the config as YAML's True; a space file's `on` likewise
+    assert load_config(None, [f"model.feature_cache={given}"]).model.feature_cache == stored
+    assert build_config({"model.feature_cache": given}).model.feature_cache == stored
+
+
+def test_feature_store_with_a_finetuned_backbone_is_refused_by_the_config_check() -> None:
+    with pytest.raises(ConfigError, match="'model.feature_cache' is 'on' but 'model.finetune_backbone' is true"):
+        load_config(None, ["model.feature_cache=on", "model.finetune_backbone=true"])
+    assert build_config({"model.feature_cache": "auto", "model.finetune_backbone": True}).model.finetune_backbone
+
+
+def test_variant_sets_its_switches_and_a_given_key_wins(tmp_path: Path) -> None:
+    ref, clean = build_config({}), build_config({"i2srm.variant": "clean"})
+    assert (ref.i2srm.loss_layout, ref.model.prefix_layout, ref.model.prefix_heads) == ("reference",) * 3
+    assert (clean.i2srm.loss_layout, clean.model.prefix_layout, clean.model.prefix_heads) == ("clean",) * 3
+    mixed = build_config({"i2srm.variant": "clean", "i2srm.loss_layout": "reference", "train.max_grad_norm": 2.0})
+    assert mixed.i2srm.loss_layout == "reference" and mixed.model.prefix_layout == "clean"
+    assert mixed.train.max_grad_norm == 2.0 and mixed.train.crf_lr == 1e-3
+    # a stored trial (Config.flat) rebuilds exactly, whatever the variant's defaults are
+    assert build_config(mixed.flat()) == mixed
+    cfg_file = tmp_path / "c.yaml"
+    cfg_file.write_text("i2srm:\n  variant: refrence\n")
+    with pytest.raises(ConfigError, match="'i2srm.variant' is 'refrence'; allowed: reference, clean"):
+        load_config(cfg_file)
+
+
+def test_real_data_recipes_load_imagenet_weights(tmp_path: Path) -> None:
+    for name in ("twitter2015", "twitter2017", "mnre"):
+        assert build_config({"data.name": name, "data.dir": str(tmp_path)}).model.backbone_weights == "imagenet"
+    assert build_config({"data.name": "synthetic-mre"}).model.backbone_weights == "none"
+    assert "hvpnet" in build_config({"i2srm.ablation": "hvpnet"}).i2srm.ablation
+    h = build_config({"i2srm.ablation": "hvpnet"})
+    assert (h.i2srm.kl_weight, h.i2srm.transfer, h.i2srm.mixup, h.model.use_image) == (0.0, False, False, True)

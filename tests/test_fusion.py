@@ -34,10 +34,11 @@ def _text(pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     return ids, mask
 
 
-def _prefix(layers: int = 2, heads: int = 4, hidden: int = 32) -> tuple[VisualPrefix, list, torch.Tensor]:
+def _prefix(layers: int = 2, heads: int = 4, hidden: int = 32,
+            variant: str = "clean") -> tuple[VisualPrefix, list, torch.Tensor]:
     torch.manual_seed(2)
     vp = VisualPrefix(cells_dim=960, prompt_len=4, prompt_hidden=24, num_layers=layers, num_heads=heads,
-                      hidden=hidden)
+                      hidden=hidden, layout=variant, head_split=variant)
     mask = torch.tensor([[1, 1, 0, 0], [1, 0, 0, 0], [1, 1, 1, 1]], dtype=torch.bool)
     prefix, prefix_mask = vp(torch.randn(3, 4, 4, 960), mask)
     return vp, prefix, prefix_mask
@@ -50,6 +51,9 @@ def test_prefix_shapes_and_mask() -> None:
         assert key.shape == value.shape == (3, 4, 16, 8)  # [B, heads, (1 + K) * P, head_dim]
     assert prefix_mask.shape == (3, 16)
     assert prefix_mask[0].tolist() == [1] * 8 + [0] * 8 and prefix_mask[1].sum() == 4 and prefix_mask[2].all()
+    # The reference head split mixes slots within a head position, so nothing is masked (as in the reference).
+    _, prefix, prefix_mask = _prefix(variant="reference")
+    assert prefix[0][0].shape == (3, 4, 16, 8) and prefix_mask.shape == (3, 16) and prefix_mask.all()
 
 
 def test_gates_depend_on_the_image_and_differ_per_layer() -> None:
@@ -90,7 +94,7 @@ def test_text_positions_are_not_shifted_by_the_prefix() -> None:
     for i, (k, v) in enumerate(prefix):
         cache.update(k, v, i)
     shifted = enc(input_ids=ids, attention_mask=torch.cat([torch.zeros_like(prefix_mask), mask], 1),
-                  past_key_values=cache).last_hidden_state
+                  cache=cache).last_hidden_state
     plain = encode_with_prefix(enc, ids, mask)
     assert (shifted - plain).abs().max() > 1e-3
     # Position embeddings are the ones of 0..L-1: the embedding layer's output with explicit ids.

@@ -165,17 +165,19 @@ def test_forward_backward_for_every_ablation(task: str, ablation: str) -> None:
     head = net.emission if task == "mner" else net.classifier
     assert head.weight.grad is not None and head.weight.grad.abs().sum() > 0
     assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.encoder.parameters())
-    assert (net.prefix is not None) == cfg.model.use_image
-    if net.prefix is not None:
-        assert net.prefix.mlp[0].weight.grad.abs().sum() > 0
-    assert (net.transfer is not None) == cfg.i2srm.transfer
-    if net.transfer is not None:
-        assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.transfer.parameters())
-    assert (net.kl_proj is not None) == (cfg.model.use_image and cfg.i2srm.kl_weight > 0)
-    if net.kl_proj is not None:
+    # Every module is built in every row (paired initial weights); only the ones the row uses get gradients.
+    assert net.prefix is not None and net.transfer is not None and net.kl_proj is not None
+    grad = net.prefix.mlp[0].weight.grad
+    assert (grad is not None and grad.abs().sum() > 0) == cfg.model.use_image
+    assert any(p.grad is not None and p.grad.abs().sum() > 0 for p in net.transfer.parameters()) == cfg.i2srm.transfer
+    uses_kl = cfg.model.use_image and cfg.i2srm.kl_weight > 0
+    if uses_kl:
         assert out.parts["kl"] > 0 and net.kl_proj.weight.grad.abs().sum() > 0
     else:
-        assert out.parts["kl"] == 0
+        assert out.parts["kl"] == 0 and net.kl_proj.weight.grad is None
+    trained = {id(p) for g in net.param_groups(cfg) for p in g["params"]}
+    assert (id(net.kl_proj.weight) in trained) == uses_kl
+    assert (id(net.transfer.layer.linear1.weight) in trained) == cfg.i2srm.transfer
     if not cfg.i2srm.mixup:
         assert out.parts["mix"] == 0
     net.eval()
@@ -212,15 +214,19 @@ def test_delta_zero_is_exactly_the_unmixed_loss(task: str, transfer: bool) -> No
 
 
 def test_delta_one_mixes_every_sample() -> None:
-    net = _net(_cfg("mre", **{"i2srm.delta": 1.0})).train()
+    net = _net(_cfg("mre", **{"i2srm.delta": 1.0, "i2srm.variant": "clean"})).train()
     out = net(_batch("mre"), _visual())
     assert out.parts["ce"] == 0 and out.parts["mix"] > 0
+    net = _net(_cfg("mre", **{"i2srm.delta": 1.0})).train()  # the reference keeps its clean loss at delta 1
+    out = net(_batch("mre"), _visual())
+    assert out.parts["ce"] > 0 and out.parts["mix"] > 0
 
 
 @pytest.mark.parametrize("task", ["mner", "mre"])
 def test_network_mixed_loss_is_lam_weighted(task: str) -> None:
     """Replay the network's draws (selection, lam, partners) and recompute the loss by hand."""
-    cfg = _cfg(task, **{"i2srm.transfer": False, "i2srm.delta": 0.5, "i2srm.kl_weight": 0.0})
+    cfg = _cfg(task, **{"i2srm.transfer": False, "i2srm.delta": 0.5, "i2srm.kl_weight": 0.0,
+                        "i2srm.variant": "clean"})  # the reference layout is replayed in test_fidelity.py
     net = _net(cfg, dropout=0.0).train()  # no dropout: the mixup draws are the only randomness
     batch, visual = _batch(task), _visual()
     y = batch["label"] if task == "mre" else batch["labels"]
@@ -284,8 +290,8 @@ def test_image_switched_on_needs_visual_features() -> None:
 
 
 def test_param_groups_rates_decay_and_backbone() -> None:
-    cfg = _cfg("mner", **{"train.lr": 2e-5, "train.head_lr": 5e-4, "train.prefix_lr": 7e-4,
-                          "train.weight_decay": 0.03})
+    cfg = _cfg("mner", **{"train.lr": 2e-5, "train.head_lr": 5e-4, "train.prefix_lr": 7e-4, "train.crf_lr": 5e-4,
+                          "train.weight_decay": 0.03, "i2srm.variant": "clean"})
     net = _net(cfg)
     frozen = ResNetFeatures(build_resnet("resnet18", "none"), prompt_len=4)
     groups = net.param_groups(cfg, backbone=frozen)

@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from model.config import Config
+from model.config import ABLATIONS, Config
 from study.space import SPACES_DIR, SpaceError, dump_space, load_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -50,7 +50,7 @@ def test_shipped_spaces_search_what_their_names_say() -> None:
     assert load_space("backbone").search["model.backbone"].values == \
         ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
     ablation = load_space("ablation")
-    assert len(ablation.search["i2srm.ablation"].values) == 7 and ablation.sampler == "grid"
+    assert ablation.search["i2srm.ablation"].values == ABLATIONS and ablation.sampler == "grid"
     assert "ablation" in ablation.reports
     joint = load_space("joint")
     assert set(joint.search) == {"i2srm.delta", "i2srm.kl_weight", "i2srm.attn_heads", "model.backbone"}
