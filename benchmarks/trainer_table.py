@@ -1,11 +1,13 @@
 """The trainer's headline table: full model vs ablations on both synthetic tasks, over seeds.
 
-    python benchmarks/trainer_table.py [--seeds 1 2 3] [--rows full text_only no_kl no_attnmixup]
-                                       [--tasks synthetic-mner synthetic-mre] [--jobs 2] [--set k=v ...]
+    python benchmarks/trainer_table.py [--seeds 1 2 3] [--rows full text_only no_kl no_attnmixup hvpnet]
+                                       [--variants reference clean] [--tasks synthetic-mner synthetic-mre]
+                                       [--jobs 2] [--set k=v ...]
 
 Every run is an independent ``python -m model.train`` subprocess (one torch thread each, ``--jobs`` at a time).
-Writes ``results/benchmarks/trainer_table.{json,md}``: test F1 at the best dev epoch, mean and std over seeds,
-the difference of each row to the full model, and the wall time of each run.
+Writes ``results/benchmarks/trainer_table.{json,md}``: test F1 at the best dev epoch, mean and std over seeds
+(n/a for one seed), the difference of each row to the full model of the same variant, and the wall time of each
+run; with two variants, one table per variant and a side-by-side table of the means.
 """
 
 from __future__ import annotations
@@ -23,11 +25,11 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def run_one(task: str, row: str, seed: int, out_root: Path, extra: list[str]) -> dict:
-    out = out_root / task / row / f"seed{seed}"
+def run_one(variant: str, task: str, row: str, seed: int, out_root: Path, extra: list[str]) -> dict:
+    out = out_root / variant / task / row / f"seed{seed}"
     cmd = [sys.executable, "-m", "model.train", "--out", str(out), "--set", f"data.name={task}",
-           "--set", f"i2srm.ablation={row}", "--set", f"train.seed={seed}", "--set", "train.progress=false",
-           "--set", "train.threads=1"]
+           "--set", f"i2srm.variant={variant}", "--set", f"i2srm.ablation={row}", "--set", f"train.seed={seed}",
+           "--set", "train.progress=false", "--set", "train.threads=1"]
     for item in extra:
         cmd += ["--set", item]
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
@@ -36,32 +38,55 @@ def run_one(task: str, row: str, seed: int, out_root: Path, extra: list[str]) ->
     if proc.returncode != 0:
         raise RuntimeError(f"{' '.join(cmd)} failed:\n{proc.stderr[-3000:]}")
     metrics = json.loads((out / "metrics.json").read_text())
-    return {"task": task, "row": row, "seed": seed, "test_f1": metrics["test_f1_at_best"],
+    return {"variant": variant, "task": task, "row": row, "seed": seed, "test_f1": metrics["test_f1_at_best"],
             "dev_f1": metrics["best_dev_f1"], "best_epoch": metrics["best_epoch"], "seconds": time.time() - t0}
 
 
-def table(runs: list[dict], tasks: list[str], rows: list[str]) -> str:
-    lines = ["| task | row | n | test F1 mean ± std | Δ vs full | dev F1 mean | seconds per run |",
+def _mean_sd(values: list[float]) -> str:
+    sd = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
+    return f"{statistics.mean(values):.2f} ± {sd}"
+
+
+def table(runs: list[dict], variant: str, tasks: list[str], rows: list[str]) -> str:
+    lines = [f"Variant `{variant}`:", "",
+             "| task | row | n | test F1 mean ± std | Δ vs full | dev F1 mean | seconds per run |",
              "|---|---|---|---|---|---|---|"]
     for task in tasks:
-        full = [r["test_f1"] for r in runs if r["task"] == task and r["row"] == "full"]
+        mine = [r for r in runs if r["variant"] == variant and r["task"] == task]
+        full = [r["test_f1"] for r in mine if r["row"] == "full"]
         for row in rows:
-            sel = [r for r in runs if r["task"] == task and r["row"] == row]
+            sel = [r for r in mine if r["row"] == row]
             f1 = [r["test_f1"] for r in sel]
             if not f1:
                 continue
-            sd = statistics.stdev(f1) if len(f1) > 1 else 0.0
             delta = statistics.mean(f1) - statistics.mean(full) if full else float("nan")
-            lines.append(f"| {task} | {row} | {len(f1)} | {statistics.mean(f1):.2f} ± {sd:.2f} | {delta:+.2f} | "
+            lines.append(f"| {task} | {row} | {len(f1)} | {_mean_sd(f1)} | {delta:+.2f} | "
                          f"{statistics.mean(r['dev_f1'] for r in sel):.2f} | "
                          f"{statistics.mean(r['seconds'] for r in sel):.0f} |")
+    return "\n".join(lines) + "\n"
+
+
+def side_by_side(runs: list[dict], variants: list[str], tasks: list[str], rows: list[str]) -> str:
+    """Test F1 mean ± std of each row under each variant, and the difference of the first to the second."""
+    head = " | ".join(f"{v} test F1" for v in variants)
+    lines = [f"| task | row | {head} | {variants[0]} − {variants[1]} |", "|---|---|" + "---|" * (len(variants) + 1)]
+    for task in tasks:
+        for row in rows:
+            f1 = {v: [r["test_f1"] for r in runs if (r["variant"], r["task"], r["row"]) == (v, task, row)]
+                  for v in variants}
+            if not all(f1.values()):
+                continue
+            diff = statistics.mean(f1[variants[0]]) - statistics.mean(f1[variants[1]])
+            lines.append(f"| {task} | {row} | " + " | ".join(_mean_sd(f1[v]) for v in variants) + f" | {diff:+.2f} |")
     return "\n".join(lines) + "\n"
 
 
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
-    p.add_argument("--rows", nargs="+", default=["full", "text_only", "no_kl", "no_attnmixup"])
+    p.add_argument("--rows", nargs="+", default=["full", "text_only", "no_kl", "no_attnmixup", "hvpnet"])
+    p.add_argument("--variants", nargs="+", default=["reference"], choices=["reference", "clean"],
+                   help="i2srm.variant of every run; two give a side-by-side table")
     p.add_argument("--tasks", nargs="+", default=["synthetic-mner", "synthetic-mre"])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
@@ -69,17 +94,20 @@ def main() -> int:
     args = p.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
-    jobs = [(t, r, s) for s in args.seeds for t in args.tasks for r in args.rows]  # one seed of every row first
+    # one seed of every row and variant first, so a stopped table still has every row
+    jobs = [(v, t, r, s) for s in args.seeds for t in args.tasks for r in args.rows for v in args.variants]
     started = time.time()
     runs: list[dict] = []
     with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, t, r, s, out_root / "trainer_table", args.set) for t, r, s in jobs]
+        futures = [pool.submit(run_one, v, t, r, s, out_root / "trainer_table", args.set) for v, t, r, s in jobs]
         for i, fut in enumerate(futures, 1):
             runs.append(fut.result())
             last = runs[-1]
-            print(f"[{i}/{len(jobs)}] {last['task']} {last['row']} seed {last['seed']}: test F1 "
+            print(f"[{i}/{len(jobs)}] {last['variant']} {last['task']} {last['row']} seed {last['seed']}: test F1 "
                   f"{last['test_f1']:.2f} ({last['seconds']:.0f}s)", flush=True)
-    md = table(runs, args.tasks, args.rows)
+    md = "\n".join(table(runs, v, args.tasks, args.rows) for v in args.variants)
+    if len(args.variants) == 2:
+        md += "\n" + side_by_side(runs, args.variants, args.tasks, args.rows)
     doc = {"runs": runs, "wall_seconds": time.time() - started, "jobs": args.jobs, "overrides": args.set}
     (out_root / "trainer_table.json").write_text(json.dumps(doc, indent=2))
     (out_root / "trainer_table.md").write_text(md)
