@@ -65,8 +65,10 @@ class VisualPrefix(nn.Module):
         if p != self.prompt_len:
             raise ValueError(f"visual cells have {p} cells per image but model.prompt_len is {self.prompt_len}; "
                              "features cached for another prompt_len cannot be reused.")
-        cells = arrange_cells(cells.to(self.mlp[0].weight.dtype), self.layout)  # [B, S, P, C]
-        cand = self.mlp(self._normalise(cells, mask))                      # [B, S, P, 4 * 2H]
+        # model.prefix_norm works on the backbone's channels (per channel, or per cell), whatever the layout;
+        # model.prefix_layout then only decides how the normalised values are cut into P vectors.
+        cells = arrange_cells(self._normalise(cells.to(self.mlp[0].weight.dtype), mask), self.layout)  # [B, S, P, C]
+        cand = self.mlp(cells)                                             # [B, S, P, 4 * 2H]
         cand = cand.view(b, s, p, NUM_CANDIDATES, 2 * self.hidden)         # [B, S, P, 4, 2H]
         summary = cand.mean(dim=3).reshape(b, s, p * 2 * self.hidden)      # [B, S, P * 2H]
         prefix: Prefix = []
