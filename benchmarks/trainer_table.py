@@ -22,7 +22,29 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+import yaml
+
 ROOT = Path(__file__).resolve().parent.parent
+
+
+def _finished(out: Path, variant: str, row: str, seed: int, extra: list[str]) -> dict | None:
+    """The stored result of this run if ``out/metrics.json`` holds it with the same variant, row, seed and
+    overrides, else None."""
+    path = out / "metrics.json"
+    if not path.is_file():
+        return None
+    metrics = json.loads(path.read_text())
+    cfg = metrics.get("config", {})
+    wanted = {"i2srm.variant": variant, "i2srm.ablation": row, "train.seed": seed}
+    for item in extra:
+        key, _, value = item.partition("=")
+        wanted[key] = yaml.safe_load(value)
+    if any(cfg.get(k) != v for k, v in wanted.items()) or metrics.get("epochs_run") != cfg.get("train.epochs"):
+        return None
+    task = metrics["dataset"]
+    return {"variant": variant, "task": task, "row": row, "seed": seed, "test_f1": metrics["test_f1_at_best"],
+            "dev_f1": metrics["best_dev_f1"], "best_epoch": metrics["best_epoch"], "seconds": metrics["seconds"],
+            "reused": True}
 
 
 def run_one(variant: str, task: str, row: str, seed: int, out_root: Path, extra: list[str]) -> dict:
@@ -32,6 +54,9 @@ def run_one(variant: str, task: str, row: str, seed: int, out_root: Path, extra:
            "--set", "train.progress=false", "--set", "train.threads=1"]
     for item in extra:
         cmd += ["--set", item]
+    done = _finished(out, variant, row, seed, extra)
+    if done is not None:  # a run this table already made (a stopped table picks up where it was)
+        return done
     env = {**os.environ, "OMP_NUM_THREADS": "1", "TOKENIZERS_PARALLELISM": "false"}
     t0 = time.time()
     proc = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True)
