@@ -68,7 +68,7 @@ import torch
 from torch import Tensor, nn
 
 from model.config import Config, ConfigError
-from model.locked_file import read_or_build
+from model.fileio import atomic_path, cache_dir, file_sha256, read_or_build, sources_sha256
 
 if TYPE_CHECKING:
     from model.visual import ResNetFeatures, VisualFeatures, VisualProvider
@@ -98,20 +98,10 @@ def store_root(cfg: Config) -> Path:
     """``model.feature_cache_dir``, else ``$I2SRM_CACHE/features``, else ``~/.cache/i2srm/features``."""
     if cfg.model.feature_cache_dir:
         return Path(cfg.model.feature_cache_dir).expanduser()
-    base = os.environ.get("I2SRM_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "i2srm") / "features"
+    return cache_dir("features")
 
 
 # ----------------------------------------------------------------------------------------------- the key
-
-def file_digest(path: str | Path, chunk: int = 1 << 20) -> str:
-    """sha256 of a file's bytes."""
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
 
 def image_stamp(path: str) -> list[Any]:
     """``[path, size, mtime_ns]`` of an image file, ``[path, "missing"]`` if there is none (the blank image)."""
@@ -133,16 +123,7 @@ def weights_identity(weights: str, seed: int = RANDOM_INIT_SEED) -> str:
         return f"random-init-seed-{seed}"
     if weights == "imagenet":
         return "imagenet-IMAGENET1K_V1"  # the set model.visual.build_resnet loads; torchvision's version is keyed too
-    return "sha256-" + file_digest(Path(weights).expanduser())
-
-
-def code_digest() -> str:
-    """sha256 of the source files that compute features (so a change to them invalidates every store)."""
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in _CODE_FILES:
-        h.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return h.hexdigest()
+    return "sha256-" + file_sha256(Path(weights).expanduser())
 
 
 def base_fingerprint(cfg: Config, data_files: Iterable[str | Path]) -> dict[str, Any]:
@@ -152,8 +133,8 @@ def base_fingerprint(cfg: Config, data_files: Iterable[str | Path]) -> dict[str,
     files = sorted(str(Path(f).expanduser().absolute()) for f in data_files)
     return {
         "format": FORMAT_VERSION,
-        "code": code_digest(),
-        "data_files": [[f, file_digest(f)] for f in files],
+        "code": sources_sha256(Path(__file__).resolve().parent, _CODE_FILES),  # a change invalidates every store
+        "data_files": [[f, file_sha256(f)] for f in files],
         "backbone": cfg.model.backbone,
         "weights": weights_identity(cfg.model.backbone_weights, init_seed(cfg)),
         "image_size": cfg.model.image_size,
@@ -205,14 +186,9 @@ def write_store(file: Path, key: str, feats: SplitFeatures) -> None:
     logits = feats.logits.detach().to("cpu", torch.float32).contiguous()  # [N, G]
     meta = {"key": key, "format": str(FORMAT_VERSION), "paths": json.dumps(feats.paths),
             "checksum": tensors_checksum(cells, logits)}
-    file.parent.mkdir(parents=True, exist_ok=True)
-    tmp = file.with_name(f"{file.name}.tmp{os.getpid()}")
-    try:
+    with atomic_path(file) as tmp:
         save_file({"cells": cells, "logits": logits}, str(tmp), metadata=meta)
         os.chmod(tmp, 0o644)  # safetensors creates it owner-only; a shared store is read by other accounts
-        os.replace(tmp, file)
-    finally:
-        tmp.unlink(missing_ok=True)
 
 
 def read_store(file: Path, key: str, needed: Sequence[str]) -> SplitFeatures:

@@ -25,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from model.config import Config, ConfigError, config_from_flat, load_config
+from model.fileio import atomic_torch_save, atomic_write_text
 
 log = logging.getLogger("i2srm")
 
@@ -96,18 +97,6 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     np.random.set_state((name, keys.numpy(), *rest))
     if "cuda" in state and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _atomic_save(obj: Any, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(obj, tmp)
-    os.replace(tmp, path)
-
-
-def _atomic_write_text(text: str, path: Path) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 class Evaluator:
@@ -273,7 +262,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
             state.best_dev_f1, state.best_epoch, state.test_at_best = dev["f1"], epoch, test
             if cfg.train.save_best:
                 best_dir.mkdir(exist_ok=True)
-                _atomic_save(net.state_dict(), best_dir / "model.pt")
+                atomic_torch_save(net.state_dict(), best_dir / "model.pt")
         metrics: dict[str, float] = {"epoch": float(epoch)}
         metrics.update({f"dev_{k}": float(v) for k, v in dev.items()})
         metrics.update({f"test_{k}": float(v) for k, v in test.items()})
@@ -294,17 +283,17 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
                        "loader_rng": train_loader.generator.get_state(), "config": cfg.flat()}
             if backbone is not None:
                 payload["backbone"] = backbone.state_dict()
-            _atomic_save(payload, ckpt_dir / STATE_FILE)
+            atomic_torch_save(payload, ckpt_dir / STATE_FILE)
             saved = ckpt_dir
         result_doc = _metrics_doc(cfg, state, data, started, revision, versions)
-        _atomic_write_text(json.dumps(result_doc, indent=2), out / "metrics.json")
+        atomic_write_text(out / "metrics.json", json.dumps(result_doc, indent=2))
         if callback is not None:
             callback(metrics, saved)
     if state.epoch >= cfg.train.epochs and not (out / "metrics.json").is_file():
         # Resumed from the last epoch's checkpoint (a driver killed after the final report): nothing left
         # to train; the metrics come from the checkpoint's run state.
-        _atomic_write_text(json.dumps(_metrics_doc(cfg, state, data, started, revision, versions), indent=2),
-                           out / "metrics.json")
+        atomic_write_text(out / "metrics.json",
+                          json.dumps(_metrics_doc(cfg, state, data, started, revision, versions), indent=2))
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 

@@ -11,11 +11,10 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import re
-import shutil
 from typing import Any, Mapping
 
+from model.fileio import atomic_copy_folder
 from study.trainable import FINISHED_MARKER
 
 log = logging.getLogger("study")
@@ -65,10 +64,7 @@ def _copy_checkpoint(fs: Any, src: str, dst: str) -> None:
     from pyarrow.fs import LocalFileSystem, copy_files
 
     if isinstance(fs, LocalFileSystem):
-        tmp = f"{dst}.partial"
-        shutil.rmtree(tmp, ignore_errors=True)
-        shutil.copytree(src, tmp)
-        os.replace(tmp, dst)  # complete or absent: a kill mid-copy leaves no half checkpoint under its name
+        atomic_copy_folder(src, dst)  # complete or absent: a kill mid-copy leaves no half checkpoint under its name
     else:
         copy_files(src, dst, source_filesystem=fs, destination_filesystem=fs)
 

@@ -1,7 +1,8 @@
 """The stored layout of a study (``results/<study>/``): writing and reading its JSON records.
 
 Everything a report or a resume needs is in these files; the report side reads only them. Writes are
-atomic (a temp file in the same folder, then ``os.replace``) so a killed driver never leaves half a file.
+atomic (``model.fileio``: a temp file in the same folder, then ``os.replace``) so a killed driver never
+leaves half a file.
 No Ray here: the Ray-side callback that feeds these functions lives in ``study/recorder.py``.
 """
 
@@ -12,7 +13,6 @@ import math
 import os
 import shlex
 import sys
-import tempfile
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timezone
 from pathlib import Path
@@ -21,6 +21,7 @@ from typing import Any, Iterable, Mapping
 import yaml
 
 from model.config import Config
+from model.fileio import atomic_write_text
 from model.provenance import code_revision, package_versions
 from study.space import Space, dump_space
 
@@ -38,18 +39,6 @@ STATUSES = ("completed", "pruned", "failed", "running")
 STUDY_PACKAGES = ("torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy")
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            f.write(text)
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
-
-
 def _clean(value: Any) -> Any:
     """JSON-safe copy: NaN/inf become null (strict JSON has no NaN)."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -62,7 +51,7 @@ def _clean(value: Any) -> Any:
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
-    write_text_atomic(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
+    atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
 
 
 def read_json(path: Path) -> Any:
@@ -99,8 +88,8 @@ def write_study_meta(study_dir: Path, space: Space, base: Config, command: str) 
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
     }
     write_json_atomic(study_dir / STUDY_JSON, meta)
-    write_text_atomic(study_dir / SPACE_YAML, dump_space(space))
-    write_text_atomic(study_dir / CONFIG_YAML,
+    atomic_write_text(study_dir / SPACE_YAML, dump_space(space))
+    atomic_write_text(study_dir / CONFIG_YAML,
                       f"# Base trainer config of study '{study_dir.name}' (searched keys and train.seed vary per "
                       f"trial).\n" + yaml.safe_dump(base.to_dict(), sort_keys=False, allow_unicode=True))
     return meta
@@ -183,7 +172,7 @@ def record_epoch(study_dir: Path, trial_id: str, metrics: Mapping[str, Any]) -> 
     kept = [e for e in read_epochs(study_dir, trial_id) if int(e.get("epoch", 0)) < epoch]
     kept.append(_clean(dict(metrics)))
     # Rewritten whole and atomically (a few KB): a killed driver never leaves a torn last line.
-    write_text_atomic(trial_dir(study_dir, trial_id) / EPOCHS_JSONL, "".join(json.dumps(e) + "\n" for e in kept))
+    atomic_write_text(trial_dir(study_dir, trial_id) / EPOCHS_JSONL, "".join(json.dumps(e) + "\n" for e in kept))
     return kept
 
 

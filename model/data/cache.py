@@ -39,7 +39,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
@@ -47,7 +46,7 @@ import torch
 
 from model.data.encode import EncodedDataset, _image_keys
 from model.data.types import Sample
-from model.locked_file import read_or_build
+from model.fileio import atomic_path, cache_dir, file_sha256, read_or_build, sources_sha256
 
 log = logging.getLogger("i2srm")
 
@@ -73,24 +72,7 @@ class CacheError(RuntimeError):
 
 def cache_root() -> Path:
     """``$I2SRM_CACHE/encoded``, else ``~/.cache/i2srm/encoded``."""
-    base = os.environ.get("I2SRM_CACHE")
-    return (Path(base).expanduser() if base else Path.home() / ".cache" / "i2srm") / "encoded"
-
-
-def _sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
-
-
-def _code_digest() -> str:
-    here = Path(__file__).resolve().parent
-    h = hashlib.sha256()
-    for name in _CODE_FILES:
-        h.update(name.encode() + b"\0" + (here / name).read_bytes())
-    return h.hexdigest()
+    return cache_dir("encoded")
 
 
 def tokenizer_identity(tokenizer: Any) -> dict[str, Any]:
@@ -120,9 +102,9 @@ def encoded_key(name: str, files: Sequence[Path], tokenizer: Any, max_len: int, 
     paths = sorted(str(Path(f).expanduser().absolute()) for f in files)
     doc = {
         "format": FORMAT_VERSION,
-        "code": _code_digest(),
+        "code": sources_sha256(Path(__file__).resolve().parent, _CODE_FILES),
         "dataset": name,
-        "files": [[p, _sha256_file(Path(p))] for p in paths],
+        "files": [[p, file_sha256(p)] for p in paths],
         "tokenizer": tokenizer_identity(tokenizer),
         "max_len": int(max_len),
         "max_objects": int(max_objects),
@@ -169,10 +151,9 @@ def write_cache(file: Path, key: str, splits: dict[str, EncodedDataset]) -> None
     from safetensors.torch import save_file
 
     tensors = _flatten(splits)
-    tmp = file.with_name(f"{file.name}.tmp{os.getpid()}")
-    save_file(tensors, str(tmp), metadata={"key": key, "format": str(FORMAT_VERSION),
-                                           "checksum": _checksum(tensors)})
-    os.replace(tmp, file)
+    with atomic_path(file) as tmp:
+        save_file(tensors, str(tmp), metadata={"key": key, "format": str(FORMAT_VERSION),
+                                               "checksum": _checksum(tensors)})
 
 
 # ------------------------------------------------------------------------------------------ reading

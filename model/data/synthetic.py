@@ -46,7 +46,6 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -56,6 +55,7 @@ from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from model.data.types import DataError
+from model.fileio import cache_dir, temp_folder
 
 GENERATOR_VERSION = 1
 KINDS = ("mner", "mre")
@@ -147,8 +147,7 @@ Colour = tuple[int, int, int]
 
 
 def default_root(kind: str, seed: int, size: float) -> Path:
-    cache = Path(os.environ.get("I2SRM_CACHE") or "~/.cache/i2srm").expanduser()
-    return cache / "synthetic" / f"{kind}-seed{seed}-size{size:g}"
+    return cache_dir("synthetic") / f"{kind}-seed{seed}-size{size:g}"
 
 
 def _marker(kind: str, seed: int, size: float) -> dict[str, Any]:
@@ -201,20 +200,14 @@ def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int,
                 what = f"synthetic data {got}" if got else "other files"
                 raise DataError(f"data.dir {root} holds {what}, not the synthetic {kind} data of seed {seed} "
                                 f"and size {size:g}; point data.dir at a new folder or leave it unset.")
-        tmp = Path(tempfile.mkdtemp(prefix=f".{root.name}.tmp-", dir=root.parent))
-        try:
+        with temp_folder(root) as tmp:  # removed unless renamed into place
             counts = (generate_mner if kind == "mner" else generate_mre)(tmp, seed, size)
             (tmp / "COMPLETE").write_text(json.dumps({**want, "samples": counts}, indent=1) + "\n", encoding="utf-8")
-            tmp.chmod(0o755)
             try:
-                os.rename(tmp, root)
+                os.rename(tmp, root)  # not swap_folder: a complete root another process made is kept as it is
             except OSError:
                 if not _is_complete(root, want):  # a lock the file system ignored, and a racer won: fine
                     raise
-                shutil.rmtree(tmp, ignore_errors=True)
-        except BaseException:
-            shutil.rmtree(tmp, ignore_errors=True)
-            raise
     return root
 
 

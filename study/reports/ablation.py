@@ -17,7 +17,8 @@ from typing import Any, Sequence
 
 from scipy import stats
 
-from study.reports.files import write_csv, write_text
+from model.fileio import atomic_write_text
+from study.reports.files import write_csv
 from study.reports.load import Study
 from study.reports.stats import Group, Spread, group_trials
 from study.reports.values import fmt_float, fmt_value
@@ -129,8 +130,8 @@ def write_ablation(study: Study) -> list[Path]:
                                                       for i in range(len(head))) + "|"]
     for r, c in zip(rows, cells):
         md.append("| " + " | ".join(f"**{x}**" if r.best else x for x in c) + " |")
-    md_path = write_text(study.dir / "ablation.md", "\n".join(md) + "\n")
-    tex_path = write_text(study.dir / "ablation.tex", _latex(study, others, rows, cells))
+    md_path = atomic_write_text(study.dir / "ablation.md", "\n".join(md) + "\n")
+    tex_path = atomic_write_text(study.dir / "ablation.tex", _latex(study, others, rows, cells))
     return [csv_path, md_path, tex_path]
 
 

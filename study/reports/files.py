@@ -1,46 +1,20 @@
-"""Atomic writes for every report file: a temp file in the same folder, then ``os.replace``.
-
-A reader (a browser, LaTeX, a second ``report.py``) never sees a half-written file, and
-a crash mid-write leaves the previous version in place.
+"""The report files that need more than ``model.fileio.atomic_write_text``: CSV tables and figures, written
+atomically as well (a temp file in the same folder, then ``os.replace``; see ``model.fileio``).
 """
 
 from __future__ import annotations
 
 import csv
 import io
-import os
-import shutil
-import tempfile
-import uuid
 from pathlib import Path
 from typing import Any, Iterable, Sequence
+
+from model.fileio import atomic_path, atomic_write_text
 
 # Metadata that would otherwise stamp the build time or tool version into the file.
 PDF_METADATA = {"CreationDate": None}
 PNG_METADATA = {"Software": None}
 PNG_DPI = 200
-
-
-def _temp_path(path: Path) -> Path:
-    """A fresh name beside ``path``; created by the writer, so it gets the usual permissions (umask),
-    not ``mkstemp``'s private 0600."""
-    return path.with_name(f".{path.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp{path.suffix}")
-
-
-def write_bytes(path: Path, data: bytes) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = _temp_path(path)
-    try:
-        with open(tmp, "xb") as f:
-            f.write(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path
-
-
-def write_text(path: Path, text: str) -> Path:
-    return write_bytes(path, text.encode("utf-8"))
 
 
 def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) -> Path:
@@ -49,7 +23,7 @@ def write_csv(path: Path, header: Sequence[str], rows: Iterable[Sequence[Any]]) 
     writer = csv.writer(buf, lineterminator="\n")
     writer.writerow(header)
     writer.writerows(rows)
-    return write_text(path, buf.getvalue())
+    return atomic_write_text(path, buf.getvalue())
 
 
 def save_figure(fig: Any, stem: Path) -> list[Path]:
@@ -58,27 +32,7 @@ def save_figure(fig: Any, stem: Path) -> list[Path]:
     for suffix, kwargs in ((".png", {"dpi": PNG_DPI, "metadata": PNG_METADATA}),
                            (".pdf", {"metadata": PDF_METADATA})):
         path = stem.with_name(stem.name + suffix)
-        tmp = _temp_path(path)
-        try:
+        with atomic_path(path) as tmp:
             fig.savefig(tmp, format=suffix[1:], **kwargs)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         out.append(path)
     return out
-
-
-def swap_dir(new: Path, final: Path) -> Path:
-    """Put the freshly written folder ``new`` in place of ``final``; the old one is removed, not merged.
-
-    POSIX cannot ``rename`` onto a non-empty folder, so the old folder is first moved aside;
-    the window in which ``final`` is absent is two renames long.
-    """
-    old = None
-    if final.exists():
-        old = Path(tempfile.mkdtemp(prefix=f".{final.name}.old.", dir=final.parent))
-        os.replace(final, old / final.name)
-    os.replace(new, final)
-    if old is not None:
-        shutil.rmtree(old, ignore_errors=True)
-    return final

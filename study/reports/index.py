@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-from study.reports.files import write_text
+from model.fileio import atomic_write_text
 from study.reports.load import STATUSES, Study
 from study.reports.stats import best_group, group_trials
 from study.reports.values import fmt_value
@@ -96,4 +96,4 @@ def write_index(study: Study, written: Sequence[Path], skipped: dict[str, str]) 
     if failed:
         lines += ["", "## Failed trials", ""] + [f"- `{t.trial_id}`: {t.error or 'no error recorded'}"
                                                  for t in failed]
-    return write_text(study.dir / "REPORT.md", "\n".join(lines) + "\n")
+    return atomic_write_text(study.dir / "REPORT.md", "\n".join(lines) + "\n")

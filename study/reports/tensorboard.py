@@ -17,8 +17,6 @@ swapped in, so a rebuild never appends a second copy of the events.
 
 from __future__ import annotations
 
-import shutil
-import tempfile
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any, Iterable
@@ -28,7 +26,7 @@ from tensorboard.compat.proto import event_pb2, summary_pb2
 from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
-from study.reports.files import swap_dir
+from model.fileio import swap_folder, temp_folder
 from study.reports.load import STATUSES, Study, Trial
 from study.reports.values import is_number, listed_values, spec_kind
 
@@ -164,15 +162,11 @@ def _write_trial(study: Study, trial: Trial, root: Path, base: float) -> None:
 
 def write_tensorboard(study: Study) -> Path:
     base = _base_time(study)
-    tmp = Path(tempfile.mkdtemp(prefix=".tensorboard.new.", dir=study.dir))
-    tmp.chmod(0o755)  # mkdtemp makes it private; the swapped-in folder should read like its siblings
-    try:
+    final = study.dir / "tensorboard"
+    with temp_folder(final) as tmp:
         root = _EventFile(tmp, base)
         root.summary(_plugin_summary(metadata.EXPERIMENT_TAG, _experiment(study)), 0, base)
         root.close()
         for trial in study.trials:
             _write_trial(study, trial, tmp, base)
-        return swap_dir(tmp, study.dir / "tensorboard")
-    finally:
-        if tmp.exists():
-            shutil.rmtree(tmp, ignore_errors=True)
+        return swap_folder(tmp, final)
