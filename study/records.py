@@ -1,8 +1,10 @@
 """The stored layout of a study (``results/<study>/``): writing and reading its JSON records.
 
-Everything a report or a resume needs is in these files; the report side reads only them. Writes are
-atomic (``model.fileio``: a temp file in the same folder, then ``os.replace``) so a killed driver never
-leaves half a file.
+Everything a report or a resume needs is in these files; the report side reads only them, through the
+readers here (``read_json``, ``read_jsonl``, ``trial_folders``, ``read_trial_json``) that the runner and the
+recorder use too. A malformed record raises ``RecordError`` naming the file (and line) and what is expected.
+Writes are atomic (``model.fileio``: a temp file in the same folder, then ``os.replace``) so a killed driver
+never leaves half a file.
 No Ray here: the Ray-side callback that feeds these functions lives in ``study/recorder.py``.
 """
 
@@ -54,8 +56,48 @@ def write_json_atomic(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
 
 
-def read_json(path: Path) -> Any:
-    return json.loads(Path(path).read_text(encoding="utf-8"))
+class RecordError(ValueError):
+    """A stored record that cannot be read; the message names the file (and line) and what is expected."""
+
+
+def read_json(path: Path) -> dict[str, Any]:
+    """A stored JSON object (``study.json``, ``trial.json``)."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise RecordError(f"{path} line {e.lineno}: not valid JSON ({e.msg}).") from None
+    except OSError as e:
+        raise RecordError(f"{path}: cannot be read ({e.strerror}).") from None
+    if not isinstance(data, dict):
+        raise RecordError(f"{path}: expected a JSON object, got {type(data).__name__}.")
+    return data
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """One JSON object a line (``epochs.jsonl``); none when the file is missing.
+
+    A last line without its newline that is not valid JSON is a line still being written, and is left out.
+    """
+    path = Path(path)
+    if not path.is_file():
+        return []
+    lines = path.read_text(encoding="utf-8").split("\n")
+    out = []
+    for i, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            if i == len(lines):  # no final newline: a line still being appended
+                break
+            raise RecordError(f"{path} line {i}: not valid JSON ({e.msg}); expected one metrics object "
+                              f"per line.") from None
+        if not isinstance(row, dict):
+            raise RecordError(f"{path} line {i}: expected a JSON object of metrics.")
+        out.append(row)
+    return out
 
 
 # ---------------------------------------------------------------------------------------------- the study
@@ -137,29 +179,41 @@ def write_trial(study_dir: Path, record: TrialRecord) -> None:
     write_json_atomic(trial_dir(study_dir, record.trial_id) / TRIAL_JSON, record.to_dict())
 
 
+def trial_folders(study_dir: Path) -> list[Path]:
+    """The folders under ``trials/`` that hold a ``trial.json``, sorted by name."""
+    root = Path(study_dir) / TRIALS_DIR
+    if not root.is_dir():
+        return []
+    return [p for p in sorted(root.iterdir()) if (p / TRIAL_JSON).is_file()]
+
+
+def read_trial_json(folder: Path) -> dict[str, Any]:
+    """A trial folder's ``trial.json`` as stored, its status checked against ``STATUSES``."""
+    path = Path(folder) / TRIAL_JSON
+    raw = read_json(path)
+    status = raw.get("status")
+    if status not in STATUSES:
+        raise RecordError(f"{path}: 'status' is {status!r}; allowed: {', '.join(STATUSES)}.")
+    return raw
+
+
 def read_trial(study_dir: Path, trial_id: str) -> TrialRecord | None:
-    path = trial_dir(study_dir, trial_id) / TRIAL_JSON
-    if not path.is_file():
+    folder = trial_dir(study_dir, trial_id)
+    if not (folder / TRIAL_JSON).is_file():
         return None
-    data = read_json(path)
+    data = read_trial_json(folder)
     known = {f for f in TrialRecord.__dataclass_fields__}
     return TrialRecord(**{k: v for k, v in data.items() if k in known})
 
 
 def read_trials(study_dir: Path) -> list[TrialRecord]:
     """Every stored trial, sorted by trial id."""
-    root = Path(study_dir) / TRIALS_DIR
-    if not root.is_dir():
-        return []
-    out = [read_trial(study_dir, p.name) for p in sorted(root.iterdir()) if (p / TRIAL_JSON).is_file()]
+    out = [read_trial(study_dir, p.name) for p in trial_folders(study_dir)]
     return [r for r in out if r is not None]
 
 
 def read_epochs(study_dir: Path, trial_id: str) -> list[dict[str, Any]]:
-    path = trial_dir(study_dir, trial_id) / EPOCHS_JSONL
-    if not path.is_file():
-        return []
-    return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines() if line.strip()]
+    return read_jsonl(trial_dir(study_dir, trial_id) / EPOCHS_JSONL)
 
 
 def record_epoch(study_dir: Path, trial_id: str, metrics: Mapping[str, Any]) -> list[dict[str, Any]]:

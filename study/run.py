@@ -21,7 +21,7 @@ if __package__ in (None, ""):  # run as a plain script: make the repository impo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.config import ConfigError  # noqa: E402
-from study.records import command_line  # noqa: E402
+from study.records import RecordError, command_line  # noqa: E402
 from study.runner import ClusterError, StudyExistsError, resolve_study, run_study  # noqa: E402
 from study.space import REPO_ROOT, SpaceError  # noqa: E402
 
@@ -55,7 +55,8 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_study(space, study_dir, resume=args.resume, address=args.address,
                             command=command_line(sys.argv if argv is None else ["study/run.py", *argv]),
                             storage=args.storage, host=args.host)
-    except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, OSError) as e:  # OSError: missing file
+    except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, RecordError,
+            OSError) as e:  # OSError: missing file; RecordError: a stored record that cannot be read
         # One line: the first of the message (library errors such as a missing PLM run over several).
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
         print(f"error: {first}", file=sys.stderr)

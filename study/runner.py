@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 from model.config import Config
-from study.records import (ORPHANED_DIR, RAY_DIR, STUDY_JSON, TRIALS_DIR, read_study, read_trials,
+from study.records import (ORPHANED_DIR, RAY_DIR, SPACE_YAML, STUDY_JSON, TRIALS_DIR, read_study, read_trials,
                            study_is_started, write_json_atomic, write_study_meta)
 from study.space import REPO_ROOT, Space, SpaceError, load_space
 from study.trainable import TrialSetup
@@ -236,7 +236,7 @@ def resolve_study(space_arg: str | None, sets: list[str], name: str | None, resu
         if name is None:
             name = load_space(space_arg, sets).study
         study_dir = results_dir / name
-        stored = study_dir / "space.yaml"
+        stored = study_dir / SPACE_YAML
         if not stored.is_file():
             raise StudyExistsError(f"--resume: {study_dir} holds no study (no space.yaml); start it without --resume.")
         space = load_space(stored)

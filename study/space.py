@@ -31,7 +31,10 @@ SCHEDULER_OPTIONS: dict[str, dict[str, int]] = {
     "median": {"grace_period": 1, "min_samples_required": 3},
 }
 KINDS = ("grid", "choice", "uniform", "loguniform", "int")
-REPORTS = ("sensitivity", "ablation", "importance", "tensorboard", "summary")
+# The reports a space may ask for, in the order study/reports builds them (all that apply when none are asked for).
+REPORTS = ("summary", "sensitivity", "ablation", "importance", "tensorboard")
+# Drawn for any space; parse_reports adds ablation and importance when the search has them.
+DEFAULT_REPORTS = ("summary", "sensitivity", "tensorboard")
 MODES = ("max", "min")
 # Per-epoch metrics of model.train.train that a study may select on; test_* would be a leak.
 METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_loss", "loss_ce", "loss_mix",
@@ -93,7 +96,7 @@ class Space:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     max_failures: int = 0
-    reports: list[str] = field(default_factory=lambda: ["summary", "sensitivity", "tensorboard"])
+    reports: list[str] = field(default_factory=lambda: list(DEFAULT_REPORTS))
     reference: dict[str, Any] = field(default_factory=dict)
     sampler_seed: int = 0
     progress_interval: float = 5.0
@@ -557,7 +560,7 @@ class _Parser:
     def parse_reports(self, tree: Mapping[str, Any], search: Mapping[str, Param]) -> list[str]:
         value = tree.get("reports")
         if value is None:
-            value = ["summary", "sensitivity", "tensorboard"]
+            value = list(DEFAULT_REPORTS)
             if "i2srm.ablation" in search:
                 value.append("ablation")
             if len(search) > 1:

@@ -14,10 +14,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from study.reports.load import NotAStudy, ReportError, Study, load_study
+from study.space import REPORTS
 
 __all__ = ["REPORTS", "NotAStudy", "ReportError", "build_reports", "load_study"]
 
-REPORTS = ("summary", "sensitivity", "ablation", "importance", "tensorboard")
 ABLATION_KEY = "i2srm.ablation"
 LOCK_FILE = ".report.lock"
 LOCK_TIMEOUT_S = 600

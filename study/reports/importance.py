@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
+from study.records import OPTUNA_DB
 from study.reports.figures import new_figure, paper_style
 from study.reports.files import save_figure, write_csv
 from study.reports.load import Study
@@ -24,7 +25,7 @@ HEADER = ["param", "importance", "note"]
 def _load_optuna_study(study: Study):  # -> optuna.Study | str (the reason it cannot be read)
     import optuna
 
-    db = study.dir / "optuna.db"
+    db = study.dir / OPTUNA_DB
     if not db.is_file():
         return f"no optuna.db in {study.dir}"
     storage = f"sqlite:///{db.resolve()}"

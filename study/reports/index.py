@@ -6,7 +6,8 @@ from pathlib import Path
 from typing import Sequence
 
 from model.fileio import atomic_write_text
-from study.reports.load import STATUSES, Study
+from study.records import STATUSES
+from study.reports.load import Study
 from study.reports.stats import best_group, group_trials
 from study.reports.values import fmt_value
 

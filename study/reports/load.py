@@ -1,28 +1,30 @@
 """Read a stored study (``results/<study>/``) into typed records; the reports read nothing else.
 
 The layout is the platform contract: ``study.json``, ``trials/<trial_id>/trial.json`` and
-``trials/<trial_id>/epochs.jsonl`` (plus ``optuna.db``, read by the importance report).
-A malformed record raises ``ReportError`` naming the file (and line) and what is expected.
+``trials/<trial_id>/epochs.jsonl`` (plus ``optuna.db``, read by the importance report). The files are read
+by ``study/records.py``, the module that writes them and whose readers the runner uses too; this module
+types what they hold for the reports. A malformed record raises ``ReportError`` naming the file (and line)
+and what is expected.
 """
 
 from __future__ import annotations
 
-import json
 import math
 import re
+import shlex
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from model.config import ConfigError, coerce
+from study.records import (EPOCHS_JSONL, STUDY_JSON, TRIAL_JSON, RecordError, read_json, read_jsonl,
+                           read_trial_json, trial_folders)
 
-STATUSES = ("completed", "pruned", "failed", "running")
 # Trials whose results count in the summary and figures (if they reported at least one epoch).
 COUNTED_STATUSES = ("completed", "pruned")
 
-
-class ReportError(ValueError):
-    """A stored study the reports cannot read; the message names the file and what is expected."""
+ReportError = RecordError  # the shared reader's error, under the name the reports have always raised
+"""A stored study the reports cannot read; the message names the file and what is expected."""
 
 
 class NotAStudy(ReportError):
@@ -90,18 +92,6 @@ def natural_key(text: str) -> tuple[Any, ...]:
     return tuple((0, int(p), "") if p.isdigit() else (1, 0, p) for p in re.split(r"(\d+)", text) if p)
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except json.JSONDecodeError as e:
-        raise ReportError(f"{path} line {e.lineno}: not valid JSON ({e.msg}).") from None
-    except OSError as e:
-        raise ReportError(f"{path}: cannot be read ({e.strerror}).") from None
-    if not isinstance(data, dict):
-        raise ReportError(f"{path}: expected a JSON object, got {type(data).__name__}.")
-    return data
-
-
 def _number(value: Any, path: Path, key: str) -> float | None:
     if value is None or value == "":
         return None
@@ -118,27 +108,6 @@ def _typed(key: str, value: Any) -> Any:
         return value
 
 
-def _read_epochs(path: Path) -> tuple[dict[str, float], ...]:
-    if not path.is_file():
-        return ()
-    lines = path.read_text(encoding="utf-8").split("\n")
-    out = []
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            if i == len(lines):  # no final newline: a line still being appended by a running trial
-                break
-            raise ReportError(f"{path} line {i}: not valid JSON ({e.msg}); expected one metrics object "
-                              f"per line.") from None
-        if not isinstance(row, dict):
-            raise ReportError(f"{path} line {i}: expected a JSON object of metrics.")
-        out.append(row)
-    return tuple(out)
-
-
 def _best_from_epochs(epochs: tuple[dict[str, float], ...]) -> tuple[float, int, float] | None:
     """(best dev F1, its epoch, test F1 then), first maximum, for records that lack them (e.g. a pruned trial)."""
     rows = [r for r in epochs if isinstance(r.get("dev_f1"), (int, float)) and r.get("test_f1") is not None]
@@ -149,16 +118,13 @@ def _best_from_epochs(epochs: tuple[dict[str, float], ...]) -> tuple[float, int,
 
 
 def load_trial(folder: Path) -> Trial:
-    path = folder / "trial.json"
-    raw = _read_json(path)
-    status = raw.get("status")
-    if status not in STATUSES:
-        raise ReportError(f"{path}: 'status' is {status!r}; allowed: {', '.join(STATUSES)}.")
+    path = folder / TRIAL_JSON
+    raw = read_trial_json(folder)
     params = raw.get("params") or {}
     config = raw.get("config") or {}
     if not isinstance(params, dict) or not isinstance(config, dict):
         raise ReportError(f"{path}: 'params' and 'config' must be objects of dotted keys.")
-    epochs = _read_epochs(folder / "epochs.jsonl")
+    epochs = tuple(read_jsonl(folder / EPOCHS_JSONL))
     best_dev = _number(raw.get("best_dev_f1"), path, "best_dev_f1")
     best_epoch = raw.get("best_epoch")
     test_at_best = _number(raw.get("test_f1_at_best"), path, "test_f1_at_best")
@@ -173,7 +139,7 @@ def load_trial(folder: Path) -> Trial:
     error = str(raw.get("error") or "").strip()
     return Trial(
         trial_id=str(raw.get("trial_id") or folder.name),
-        status=status,
+        status=raw["status"],
         error=error.splitlines()[0] if error else "",
         params={k: _typed(k, v) for k, v in params.items()},
         seed=int(seed) if isinstance(seed, (int, float)) and not isinstance(seed, bool) else None,
@@ -190,13 +156,13 @@ def load_trial(folder: Path) -> Trial:
 
 def load_study(study_dir: str | Path) -> Study:
     study_dir = Path(study_dir)
-    meta_path = study_dir / "study.json"
+    meta_path = study_dir / STUDY_JSON
     if not study_dir.is_dir():
         raise NotAStudy(f"{study_dir} is not a folder; expected results/<study>/ written by study/run.py.")
     if not meta_path.is_file():
         raise NotAStudy(f"{study_dir} is not a study folder: it has no study.json "
                         f"(expected results/<study>/ written by study/run.py).")
-    meta = _read_json(meta_path)
+    meta = read_json(meta_path)
     for key in ("name", "searched"):
         if key not in meta:
             raise ReportError(f"{meta_path}: missing '{key}'; a study.json holds name, space, base_config, "
@@ -204,12 +170,9 @@ def load_study(study_dir: str | Path) -> Study:
     if not isinstance(meta["searched"], list):
         raise ReportError(f"{meta_path}: 'searched' must be a list of dotted keys.")
     space = meta.get("space") or {}
-    trials_dir = study_dir / "trials"
-    folders = [p for p in trials_dir.iterdir() if (p / "trial.json").is_file()] if trials_dir.is_dir() else []
-    trials = sorted((load_trial(p) for p in folders), key=lambda t: natural_key(t.trial_id))
+    trials = sorted((load_trial(p) for p in trial_folders(study_dir)), key=lambda t: natural_key(t.trial_id))
     command = meta.get("command") or ""
     if isinstance(command, list):
-        import shlex
         command = shlex.join(str(c) for c in command)
     return Study(
         dir=study_dir,

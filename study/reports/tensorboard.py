@@ -27,7 +27,8 @@ from tensorboard.plugins.hparams import api_pb2, metadata, plugin_data_pb2
 from tensorboard.summary.writer.record_writer import RecordWriter
 
 from model.fileio import swap_folder, temp_folder
-from study.reports.load import STATUSES, Study, Trial
+from study.records import STATUSES
+from study.reports.load import Study, Trial
 from study.reports.values import is_number, listed_values, spec_kind
 
 # trainer metric -> scalar tag (grouped by prefix in TensorBoard's scalar dashboard)
