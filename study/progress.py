@@ -5,8 +5,11 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import time
+from datetime import datetime, timezone
+from pathlib import Path
 from typing import Any, TextIO
 
 from ray.tune import Callback
@@ -124,3 +127,38 @@ class ProgressLine(Callback):
             print(text, file=self.stream or sys.stderr, flush=True)
             self.last_print, self.last_key = now, key
 
+
+class TellFailures(logging.Handler):
+    """A result Optuna could not be told (``study.search.tell_log``), as the study's own line on stderr,
+    ``[study NAME] error: ...``, and one line of ``results/<study>/optuna_errors.jsonl``. Attached to that
+    logger for the length of ``tuner.fit`` (``attach``/``detach``), so nothing else prints it twice."""
+
+    def __init__(self, name: str, study_dir: Path, stream: TextIO | None = None):
+        super().__init__(level=logging.ERROR)
+        self.name, self.study_dir, self.stream = name, Path(study_dir), stream
+        self._saved: list[tuple[logging.Logger, bool]] = []
+
+    def emit(self, record: logging.LogRecord) -> None:
+        from study.records import OPTUNA_ERRORS, append_jsonl
+
+        path = self.study_dir / OPTUNA_ERRORS
+        try:
+            append_jsonl(path, {"time": datetime.now(timezone.utc).isoformat(timespec="seconds"),
+                                "message": record.getMessage(), **getattr(record, "tell_failure", {})})
+            where = f" (recorded in {path})"
+        except OSError as e:
+            where = f" (could not be recorded in {path}: {e.strerror or e})"
+        print(f"[study {self.name}] error: {record.getMessage()}{where}", file=self.stream or sys.stderr,
+              flush=True)
+
+    def attach(self, logger: logging.Logger) -> "TellFailures":
+        self._saved.append((logger, logger.propagate))
+        logger.addHandler(self)
+        logger.propagate = False
+        return self
+
+    def detach(self) -> None:
+        while self._saved:
+            logger, propagate = self._saved.pop()
+            logger.removeHandler(self)
+            logger.propagate = propagate

@@ -25,6 +25,7 @@ import yaml
 from model.config import Config
 from model.fileio import atomic_write_text
 from model.provenance import code_revision, package_versions
+from study.optuna_storage import OPTUNA_DB  # noqa: F401  (re-exported: part of the layout)
 from study.space import Space, dump_space
 
 STUDY_JSON = "study.json"
@@ -34,8 +35,8 @@ TRIALS_DIR = "trials"
 ORPHANED_DIR = "orphaned"  # records of trials lost with a killed driver and run again (see runner.set_aside_orphans)
 TRIAL_JSON = "trial.json"
 EPOCHS_JSONL = "epochs.jsonl"
-OPTUNA_DB = "optuna.db"
 RAY_DIR = "ray"
+OPTUNA_ERRORS = "optuna_errors.jsonl"  # results Optuna could not be told (study/progress.py, TellFailures)
 STATUSES = ("completed", "pruned", "failed", "running")
 # Packages named by the study.json contract (python is added by package_versions).
 STUDY_PACKAGES = ("torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy")
@@ -142,6 +143,12 @@ def read_study(study_dir: Path) -> dict[str, Any]:
     if not path.is_file():
         raise FileNotFoundError(f"{path} does not exist: {study_dir} is not a study folder.")
     return read_json(path)
+
+
+def append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
+    """Add one JSON object as a line (rewritten whole and atomically, like ``record_epoch``: small files)."""
+    rows = read_jsonl(path) + [_clean(dict(row))]
+    atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
 
 
 # ---------------------------------------------------------------------------------------------- trials

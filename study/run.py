@@ -6,8 +6,9 @@
 
 A bare name (``mixup.yaml`` or ``mixup``) is looked up in ``search_spaces/``. ``--set`` overrides a trainer
 key (``train.epochs=2``) or a study key (``seeds=[1,2,3]``, ``sampler=random``, ``resources.cpus=2``,
-``search.i2srm.delta={grid: [0, 1]}``). Results go to ``results/<study>/``. Exit status: 0 done,
-1 no trial succeeded, 2 bad input (one line on stderr), 130 interrupted (resume with ``--resume``).
+``search.i2srm.delta={grid: [0, 1]}``, ``optuna_storage=journal:/shared/mixup.log``). Results go to
+``results/<study>/``. Exit status: 0 done, 1 no trial succeeded, 2 bad input (one line on stderr),
+130 interrupted (resume with ``--resume``).
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ if __package__ in (None, ""):  # run as a plain script: make the repository impo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.config import ConfigError  # noqa: E402
+from study.optuna_storage import StorageError  # noqa: E402
 from study.records import RecordError, command_line  # noqa: E402
 from study.runner import ClusterError, StudyExistsError, resolve_study, run_study  # noqa: E402
 from study.space import REPO_ROOT, SpaceError  # noqa: E402
@@ -55,7 +57,7 @@ def main(argv: list[str] | None = None) -> int:
         outcome = run_study(space, study_dir, resume=args.resume, address=args.address,
                             command=command_line(sys.argv if argv is None else ["study/run.py", *argv]),
                             storage=args.storage, host=args.host)
-    except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, RecordError,
+    except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, RecordError, StorageError,
             OSError) as e:  # OSError: missing file; RecordError: a stored record that cannot be read
         # One line: the first of the message (library errors such as a missing PLM run over several).
         first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)

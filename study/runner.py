@@ -1,8 +1,9 @@
 """Runs one study: a search space -> Ray Tune (Optuna searcher, seeds, scheduler) -> ``results/<study>/``.
 
 Everything a resume needs is under ``results/<study>/``: Ray Tune's experiment (``ray/``, checkpoints
-included), the Optuna study (``optuna.db``) and the stored records. A bad space is refused before Ray starts,
-bad data while it starts (the data is read meanwhile); either way nothing is written under ``results/``.
+included), the Optuna study (``optuna.db``, unless the space's ``optuna_storage`` names another) and the
+stored records. A bad space (or an Optuna storage that cannot be opened) is refused before Ray starts, bad
+data while it starts (the data is read meanwhile); either way nothing is written under ``results/``.
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from typing import Any
 from model.config import Config
 from study.records import (ORPHANED_DIR, RAY_DIR, SPACE_YAML, STUDY_JSON, TRIALS_DIR, read_study, read_trials,
                            study_is_started, write_json_atomic, write_study_meta)
+from study.optuna_storage import StorageError, describe, open_storage
 from study.space import REPO_ROOT, Space, SpaceError, load_space
 from study.trainable import TrialSetup
 
@@ -241,8 +243,13 @@ def resolve_study(space_arg: str | None, sets: list[str], name: str | None, resu
             raise StudyExistsError(f"--resume: {study_dir} holds no study (no space.yaml); start it without --resume.")
         space = load_space(stored)
         space.source = read_study(study_dir).get("space_file", space.source)
+        given = load_space(space_arg, sets) if space_arg is not None else load_space(stored, sets) if sets else None
+        if given is not None and given.optuna_storage != space.optuna_storage:
+            raise SpaceError(f"--resume: optuna_storage is {describe(given.optuna_storage, study_dir)}, but study "
+                             f"{space.study} keeps its Optuna study in {describe(space.optuna_storage, study_dir)}; "
+                             f"a study resumes on the storage it started with (drop optuna_storage from --set and "
+                             f"the space, or start a new study with --name).")
         if space_arg is not None:
-            given = load_space(space_arg, sets)
             given.study = space.study
             if given.to_dict() != space.to_dict():
                 raise SpaceError(f"--resume: the space given ({space_arg} with --set) differs from the stored "
@@ -277,9 +284,9 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     from ray import tune
 
     from study.checkpoints import refill_deleted_checkpoints
-    from study.progress import ProgressLine
+    from study.progress import ProgressLine, TellFailures
     from study.recorder import TrialRecorder
-    from study.search import make_scheduler, make_search_alg
+    from study.search import make_scheduler, make_search_alg, tell_log
     from study.trainable import train_trial
 
     base = space.base_config()
@@ -294,6 +301,11 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                        threads=max(1, int(space.resources.cpus)))
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+    # A storage other than the study's own optuna.db is opened (and created) before Ray starts: one that
+    # cannot be opened is refused while nothing is written under results/.
+    ot_storage = open_storage(space.optuna_storage, study_dir) if space.optuna_storage is not None else None
+    if ot_storage is not None and not resume:
+        check_new_in_storage(ot_storage, space.optuna_storage, name)
     started_ray = start_ray_reading_data(base if not resume else None, address, host)
     try:
         check_resources(space)
@@ -301,6 +313,8 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
             study_dir.mkdir(parents=True, exist_ok=True)
             meta = write_study_meta(study_dir, space, base, command)
             write_json_atomic(study_dir / STUDY_JSON, {**meta, "storage": storage})
+        if ot_storage is None:  # results/<study>/optuna.db, put in WAL mode (a study from before is too)
+            ot_storage = open_storage(None, study_dir)
         callbacks = [TrialRecorder(study_dir, setup, keep_checkpoints=space.keep_checkpoints),
                      ProgressLine(name, setup, space.metric, space.mode, space.total_runs, base.train.epochs,
                                   space.progress_interval)]
@@ -313,7 +327,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                 trainable,
                 tune_config=tune.TuneConfig(
                     metric=space.metric, mode=space.mode,
-                    search_alg=make_search_alg(space, study_dir, name, base.train.epochs),
+                    search_alg=make_search_alg(space, study_dir, name, base.train.epochs, ot_storage),
                     scheduler=make_scheduler(space, base.train.epochs), num_samples=space.total_runs,
                     max_concurrent_trials=space.max_concurrent, trial_dirname_creator=trial_dirname,
                     reuse_actors=True),
@@ -323,7 +337,11 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                     checkpoint_config=tune.CheckpointConfig(num_to_keep=1),
                     verbose=0, callbacks=callbacks),
             )
-        tuner.fit()
+        tell_failures = TellFailures(name, study_dir).attach(tell_log)
+        try:
+            tuner.fit()
+        finally:
+            tell_failures.detach()
         counts = count_statuses(study_dir)
         # Ctrl-C makes Tune save its state and return early: fewer finished trials than planned.
         finished = sum(counts.get(s, 0) for s in ("completed", "pruned", "failed"))
@@ -345,6 +363,14 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
         finally:
             reports = building.result()
     return StudyOutcome(study_dir, counts, interrupted, reports)
+
+
+def check_new_in_storage(ot_storage: Any, spec: str, name: str) -> None:
+    """Refuse a new study whose name a shared Optuna storage already holds: Tune's OptunaSearch would load
+    that study and go on with its trials (``load_if_exists``) as if they were this study's."""
+    if any(s.study_name == name for s in ot_storage.get_all_studies()):
+        raise StorageError(f"optuna_storage {describe(spec)} already holds an Optuna study named {name!r}; "
+                           f"start this one under another --name, or continue that one with --resume.")
 
 
 def set_aside_orphans(study_dir: Path) -> list[str]:

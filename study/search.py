@@ -1,8 +1,10 @@
 """How a study searches: the Optuna sampler and study behind Tune's ``OptunaSearch``, seeds, the scheduler.
 
 One Optuna trial per configuration: ``SeedRepeater`` runs each suggestion once per seed (Tune config key
-``__trial_index__`` = the seed's index) and tells Optuna the mean over seeds, so ``optuna.db`` is a
-real Optuna study of configurations that ``optuna.load_study`` opens and the importance report reads.
+``__trial_index__`` = the seed's index) and tells Optuna the mean over seeds, so ``optuna.db`` (or the
+space's ``optuna_storage``) is a real Optuna study of configurations that ``optuna.load_study`` opens and
+the importance report reads. A result Optuna could not be told is an error the user sees
+(``ResumableOptunaSearch.on_trial_complete``), not a warning Ray logs where the study has silenced it.
 """
 
 from __future__ import annotations
@@ -20,6 +22,9 @@ from ray.tune.search.optuna import OptunaSearch
 from study.space import Param, Space
 
 log = logging.getLogger(__name__)
+# A result Optuna could not be told: its own logger, so that the runner can print it as the study's own line
+# and record it (``study/progress.py``, ``TellFailures``) without touching this module's other warnings.
+tell_log = logging.getLogger(f"{__name__}.tell")
 
 
 def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
@@ -62,9 +67,45 @@ class ResumableOptunaSearch(OptunaSearch):
     configuration: the study goes on where it was. (Module level: the searcher is pickled with Tune's experiment state.)
     """
 
+    def __init__(self, *args: Any, **kwargs: Any):
+        super().__init__(*args, **kwargs)
+        self.tell_failures: list[dict[str, Any]] = []  # results Optuna could not be told (on_trial_complete)
+
     def restore(self, checkpoint_path: str) -> None:
         super().restore(checkpoint_path)
         self.requeue_orphans()
+
+    def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        """OptunaSearch's own, but for what a failed ``tell`` does: Ray's logs a warning (which the study
+        silences with Ray's searcher logger) and goes on; here it is logged as an error on ``tell_log`` (the
+        runner prints it as one line on stderr and keeps it in ``optuna_errors.jsonl``) and
+        kept in ``tell_failures``. The Optuna trial stays RUNNING; the Tune trials and their records are
+        unaffected. A trial Optuna already holds as finished (one that ended just before a driver was
+        killed, reported again on ``--resume``) is skipped, as before."""
+        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
+            return super().on_trial_complete(trial_id, result, error)
+        ot_trial = self._ot_trials[trial_id]
+        value = None
+        if result:
+            value = ([result.get(m) for m in self.metric] if isinstance(self.metric, list)
+                     else result.get(self.metric))
+        state = optuna.trial.TrialState.COMPLETE
+        if value is None:
+            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+        try:
+            self._ot_study.tell(ot_trial, value, state=state, skip_if_finished=True)
+        except Exception as exc:  # a storage that fails (locked, unreachable), a value Optuna refuses
+            text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+            failure = {"trial_id": trial_id, "optuna_trial": ot_trial.number, "state": state.name,
+                       "value": value, "params": dict(ot_trial.params),
+                       "error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
+            # setdefault: a searcher unpickled from a state saved before this attribute existed lacks it
+            self.__dict__.setdefault("tell_failures", []).append(failure)
+            tell_log.error("Optuna was not told how trial %s ended (Optuna trial %d, %s%s): %s; that trial "
+                           "stays RUNNING in the Optuna study", trial_id, ot_trial.number, state.name,
+                           f" {value}" if value is not None else "", failure["error"],
+                           extra={"tell_failure": failure})
+        self._completed_trials.add(trial_id)
 
     def requeue_orphans(self) -> list[int]:
         """Fail and re-enqueue the RUNNING Optuna trials this searcher does not own; their numbers."""
@@ -132,11 +173,14 @@ class SeedRepeater(Repeater):
             self.searcher.on_trial_complete(primary, result={metric: sum(scores) / len(scores)}, error=False)
 
 
-def make_search_alg(space: Space, study_dir: Path, name: str, epochs: int) -> Searcher:
-    """OptunaSearch over the searched keys with the space's seeded sampler, stored in ``optuna.db``."""
-    from study.records import OPTUNA_DB
+def make_search_alg(space: Space, study_dir: Path, name: str, epochs: int,
+                    storage: optuna.storages.BaseStorage | None = None) -> Searcher:
+    """OptunaSearch over the searched keys with the space's seeded sampler, stored in ``storage`` (default:
+    the space's ``optuna_storage`` opened here, ``results/<study>/optuna.db`` unless it names another)."""
+    from study.optuna_storage import open_storage
 
-    storage = optuna.storages.RDBStorage(f"sqlite:///{(study_dir / OPTUNA_DB).resolve()}")
+    if storage is None:
+        storage = open_storage(space.optuna_storage, study_dir)
     searcher = ResumableOptunaSearch(space={k: optuna_distribution(p) for k, p in space.search.items()},
                             metric=space.metric, mode=space.mode, sampler=optuna_sampler(space),
                             study_name=name, storage=storage)

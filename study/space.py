@@ -17,6 +17,8 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 import yaml
 
 from model.config import Config, ConfigError, all_keys, build_config, coerce, flatten
+from study.optuna_storage import ACCEPTED as STORAGE_FORMS
+from study.optuna_storage import StorageError, normalize_storage
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACES_DIR = REPO_ROOT / "search_spaces"
@@ -42,7 +44,7 @@ METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_l
 METRICS_MRE = METRICS_MNER + ("dev_accuracy",)
 TOP_KEYS = ("study", "description", "trainer", "search", "sampler", "sampler_seed", "seeds", "trials",
             "scheduler", "scheduler_options", "metric", "mode", "resources", "max_concurrent", "max_failures",
-            "reports", "reference", "progress_interval", "keep_checkpoints")
+            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage")
 RESOURCE_KEYS = ("cpus", "gpus")
 
 
@@ -102,6 +104,8 @@ class Space:
     progress_interval: float = 5.0
     keep_checkpoints: bool = False
     """Keep the last checkpoint of finished trials (only unfinished and failed ones need it to resume)."""
+    optuna_storage: str | None = None
+    """Where the Optuna study lives (``study/optuna_storage.py``): None = ``results/<study>/optuna.db``."""
     source: str = ""
 
     @property
@@ -148,6 +152,7 @@ class Space:
             "reference": dict(self.reference),
             "progress_interval": self.progress_interval,
             "keep_checkpoints": self.keep_checkpoints,
+            "optuna_storage": self.optuna_storage,
         }
 
 
@@ -338,11 +343,16 @@ class _Parser:
         keep = tree.get("keep_checkpoints", False)
         if not isinstance(keep, bool):
             raise self.error(("keep_checkpoints",), f"must be true or false, got {keep!r}.")
+        try:
+            optuna_storage = normalize_storage(tree.get("optuna_storage"))
+        except StorageError as e:
+            raise self.error(("optuna_storage",), f"{e}; accepted: {STORAGE_FORMS}.") from None
         return Space(study=study, description=description, trainer=trainer, search=search, sampler=sampler,
                      seeds=seeds, trials=trials, scheduler=scheduler, scheduler_options=options, metric=metric,
                      mode=mode, resources=resources, max_concurrent=max_concurrent, max_failures=max_failures,
                      reports=reports, reference=reference, sampler_seed=sampler_seed,
-                     progress_interval=interval, keep_checkpoints=keep, source=self.source)
+                     progress_interval=interval, keep_checkpoints=keep, optuna_storage=optuna_storage,
+                     source=self.source)
 
     # -- scalar helpers
     def string(self, tree: Mapping[str, Any], key: str, default: str) -> str:

@@ -1,8 +1,9 @@
 """``importance.csv`` and ``importance.png/.pdf``: which searched key moves the study metric most.
 
 Optuna's fANOVA evaluator (a random forest, seeded so a rebuild gives the same numbers) on
-the completed trials of the study's ``optuna.db``, whose params are named by the dotted
-keys. With too few trials the CSV says so in its ``note`` column instead of failing.
+the completed trials of the study's ``optuna.db`` (or the storage its space's ``optuna_storage`` names),
+whose params are named by the dotted keys. With too few trials the CSV says so in its ``note`` column
+instead of failing.
 """
 
 from __future__ import annotations
@@ -10,7 +11,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from study.records import OPTUNA_DB
+from study.optuna_storage import OPTUNA_DB, describe, open_storage_for_reading, storage_exists
 from study.reports.figures import new_figure, paper_style
 from study.reports.files import save_figure, write_csv
 from study.reports.load import Study
@@ -25,16 +26,22 @@ HEADER = ["param", "importance", "note"]
 def _load_optuna_study(study: Study):  # -> optuna.Study | str (the reason it cannot be read)
     import optuna
 
-    db = study.dir / OPTUNA_DB
-    if not db.is_file():
+    spec = study.space.get("optuna_storage")  # None: the study's own optuna.db
+    if spec is None and not (study.dir / OPTUNA_DB).is_file():
         return f"no optuna.db in {study.dir}"
-    storage = f"sqlite:///{db.resolve()}"
-    names = optuna.get_all_study_names(storage)
+    where = "optuna.db" if spec is None else f"optuna_storage {describe(spec)}"
+    if not storage_exists(spec, study.dir):
+        return f"{where} does not exist"
+    try:
+        storage = open_storage_for_reading(spec, study.dir)
+        names = optuna.get_all_study_names(storage)
+    except Exception as e:  # a server that is gone, a driver not installed: the other reports still get written
+        return f"{where} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
     if study.name in names:
         return optuna.load_study(study_name=study.name, storage=storage)
     if len(names) == 1:  # a study renamed by --name after the database was created
         return optuna.load_study(study_name=names[0], storage=storage)
-    return f"optuna.db holds no study named {study.name!r} (it holds: {', '.join(names) or 'none'})"
+    return f"{where} holds no study named {study.name!r} (it holds: {', '.join(names) or 'none'})"
 
 
 def compute_importance(study: Study) -> tuple[dict[str, float], str]:
