@@ -133,6 +133,8 @@ reports: [summary]
         index = {int(c.name.split("_")[1]): c for c in path.parent.glob("checkpoint_*")}
         for i in [i for i in index if i >= before[tid]["epochs_run"]]:
             shutil.rmtree(index.pop(i))
+        if not path.exists():  # Tune's own race already came about: the named checkpoint is gone
+            continue
         if max(index) > int(path.name.split("_")[1]):
             shutil.rmtree(path)
         else:
