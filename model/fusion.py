@@ -16,6 +16,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from transformers import DynamicCache, PreTrainedModel
 
+from model.config import LAYOUTS
+
 NUM_CANDIDATES = 4  # the method's four candidate key/value blocks per cell (part of the architecture)
 
 Prefix = list[tuple[Tensor, Tensor]]  # per layer (key, value), each [B, heads, T, head_dim]
@@ -34,8 +36,8 @@ class VisualPrefix(nn.Module):
                  num_heads: int, hidden: int, norm: str = "batch", layout: str = "reference",
                  head_split: str = "reference") -> None:
         super().__init__()
-        if layout not in PREFIX_LAYOUTS or head_split not in PREFIX_LAYOUTS:
-            raise ValueError(f"prefix layout {layout!r} / head split {head_split!r}; allowed: {', '.join(PREFIX_LAYOUTS)}.")
+        if layout not in LAYOUTS or head_split not in LAYOUTS:
+            raise ValueError(f"prefix layout {layout!r} / head split {head_split!r}; allowed: {', '.join(LAYOUTS)}.")
         self.layout, self.head_split = layout, head_split
         # model.prefix_norm: per-channel standardisation exposes what tells images apart (a frozen backbone's
         # cells share a large common component) and keeps the MLP's Tanh out of saturation.
@@ -86,9 +88,6 @@ class VisualPrefix(nn.Module):
         else:
             prefix_mask = mask.to(torch.long).repeat_interleave(p, dim=1)  # [B, S * P], 0 for empty slots
         return prefix, prefix_mask
-
-
-PREFIX_LAYOUTS = ("reference", "clean")
 
 
 def arrange_cells(cells: Tensor, layout: str) -> Tensor:

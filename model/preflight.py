@@ -90,13 +90,13 @@ def check_imagenet_weights(backbone: str) -> None:
 def imagenet_weights_file(backbone: str) -> tuple[Path, str]:
     """Where torch hub keeps the downloaded ImageNet weights of ``backbone``, and the URL they come from."""
     import torch
-    from torchvision import models
 
-    from model.visual import _WEIGHTS_ENUM
+    from model.visual import imagenet_weights
 
-    if backbone not in _WEIGHTS_ENUM:
-        raise ConfigError(f"'model.backbone' is {backbone!r}; allowed: {', '.join(_WEIGHTS_ENUM)}.")
-    url = getattr(models, _WEIGHTS_ENUM[backbone]).IMAGENET1K_V1.url
+    try:
+        url = imagenet_weights(backbone).url
+    except ValueError as e:  # an unknown backbone: the config check's words
+        raise ConfigError(str(e)) from None
     # torch.hub.load_state_dict_from_url: <hub dir>/checkpoints/<basename of the URL path>
     return Path(torch.hub.get_dir()) / "checkpoints" / os.path.basename(urlsplit(url).path), url
 

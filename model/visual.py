@@ -70,6 +70,12 @@ def grid_of(prompt_len: int) -> tuple[int, int]:
     return h, prompt_len // h
 
 
+def imagenet_weights(name: str) -> models.WeightsEnum:
+    """torchvision's ImageNet weights of ResNet ``name`` (``IMAGENET1K_V1``, the weights the reference loads)."""
+    _check_name(name)
+    return getattr(models, _WEIGHTS_ENUM[name]).IMAGENET1K_V1
+
+
 def build_resnet(name: str, weights: str = "none") -> ResNet:
     """A torchvision ResNet of depth ``name`` with ``weights``: ``none``, ``imagenet`` or a state-dict file."""
     _check_name(name)
@@ -77,7 +83,7 @@ def build_resnet(name: str, weights: str = "none") -> ResNet:
     if weights == "none":
         return net
     if weights == "imagenet":
-        enum = getattr(models, _WEIGHTS_ENUM[name]).IMAGENET1K_V1
+        enum = imagenet_weights(name)
         try:
             state = enum.get_state_dict(progress=False, check_hash=True)
         except Exception as e:  # no network, proxy, corrupt download: all end the same way for the user
