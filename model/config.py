@@ -58,6 +58,9 @@ class DataConfig:
     synthetic_seed: int = 0
     synthetic_size: float = 1.0
     """Scale of the synthetic benchmark (1.0 = 400/100/100 samples)."""
+    synthetic_unrelated: float = 0.0
+    """Share in [0, 1] of the synthetic samples whose image and crops are replaced by another sample's (seeded):
+    unrelated image-text pairs. 0 (the default) = the benchmark as designed, byte-identical."""
     num_workers: int = 0
 
 
@@ -381,6 +384,12 @@ def validate(cfg: Config, where: str = "") -> None:
         raise bad("model.backbone_weights", w, "none, imagenet or the path of an existing state-dict file")
     if not 0.0 <= cfg.i2srm.delta <= 1.0:
         raise bad("i2srm.delta", cfg.i2srm.delta, "a number in [0, 1]")
+    if not 0.0 <= cfg.data.synthetic_unrelated <= 1.0:
+        raise bad("data.synthetic_unrelated", cfg.data.synthetic_unrelated, "a share in [0, 1] (0 = none)")
+    if cfg.data.synthetic_unrelated > 0 and not cfg.data.name.startswith("synthetic-"):
+        raise ConfigError(f"{where}'data.synthetic_unrelated' is {cfg.data.synthetic_unrelated!r}, but data.name is "
+                          f"{cfg.data.name!r}: unrelated pairs are made by the synthetic generator only; allowed: 0 "
+                          f"with real data, or data.name synthetic-mner / synthetic-mre.")
     if cfg.i2srm.kl_weight < 0:
         raise bad("i2srm.kl_weight", cfg.i2srm.kl_weight, "a number >= 0")
     if cfg.i2srm.mixup_alpha <= 0:

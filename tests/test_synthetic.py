@@ -222,3 +222,85 @@ def test_load_task_data_synthetic(tmp_path):
     assert data.label_names == list(syn.RELATIONS) and data.none_index == 0
     assert data.missing_images["train"] == round(syn.MISSING_IMAGE_SHARE * 40)
     assert max(len(x["input_ids"]) for x in data.train) <= cfg.data.max_len
+
+
+# ----------------------------------------------------------------------------- data.synthetic_unrelated
+
+@pytest.mark.parametrize("kind", ["mner", "mre"])
+def test_unrelated_pairs_swap_images_only(tmp_path, kind):
+    """Share 0.5: half the samples with an image show another sample's image and crops; texts, labels and the
+    other samples' files are those of share 0; the draw is seeded; share 0 is the default data."""
+    plain = ensure_synthetic(kind, tmp_path / "plain", 0, 0.5)
+    assert _digest(ensure_synthetic(kind, tmp_path / "zero", 0, 0.5, unrelated=0.0)) == _digest(plain)
+    mixed = ensure_synthetic(kind, tmp_path / "mixed", 0, 0.5, unrelated=0.5)
+    again = ensure_synthetic(kind, tmp_path / "again", 0, 0.5, unrelated=0.5)
+    other_seed = ensure_synthetic(kind, tmp_path / "other", 1, 0.5, unrelated=0.5)
+    d_plain, d_mixed = _digest(plain), _digest(mixed)
+    assert _digest(again) == d_mixed  # seeded: byte-identical
+    assert json.loads((mixed / "COMPLETE").read_text())["unrelated"] == 0.5
+    assert "unrelated" not in json.loads((plain / "COMPLETE").read_text())
+    jpgs = sorted(k for k in d_plain if k.endswith(".jpg"))
+    assert jpgs == sorted(k for k in d_mixed if k.endswith(".jpg"))  # same images (crops: as many as the donor's)
+    text_files = [k for k in d_plain if k.endswith((".txt", ".json")) and not k.startswith("meta")]
+    assert text_files and all(d_plain[k] == d_mixed[k] for k in text_files)  # texts and labels untouched
+    folders = {"train": "train", "dev": "val", "test": "test"}
+
+    def image(root: Path, m: dict) -> Path:
+        if kind == "mner":
+            return root / "synthetic_images" / f"{m['id']}.jpg"
+        return root / "img_org" / folders[m["id"].split("_")[2]] / m["id"]  # twitter_syn_<split>_<i>.jpg
+    donors_by_split = []
+    for split in syn.SPLIT_SIZES:
+        rows_plain, rows_mixed = _meta(plain, split), _meta(mixed, split)
+        by_id = {m["id"]: m for m in rows_plain}
+        with_image = [m for m in rows_plain if not m["missing_image"]]
+        swapped = [m for m in rows_mixed if "image_from" in m]
+        assert len(swapped) == round(0.5 * len(with_image))
+        for m in rows_mixed:
+            stripped = {k: v for k, v in m.items() if k != "image_from"}
+            assert stripped == by_id[m["id"]]  # kind, labels, crop status: as at share 0
+            if m["missing_image"]:
+                assert "image_from" not in m and not image(mixed, m).exists()
+                continue
+            now = image(mixed, m).read_bytes()
+            if "image_from" in m:
+                donor = by_id[m["image_from"]]
+                assert donor["id"] != m["id"] and not donor["missing_image"]
+                assert now == image(plain, donor).read_bytes() != image(plain, m).read_bytes()
+            else:
+                assert now == image(plain, m).read_bytes()
+        donors_by_split.append({m["id"]: m["image_from"] for m in swapped})
+    other = {m["id"]: m.get("image_from") for m in _meta(other_seed, "train")}
+    assert donors_by_split[0] != {k: v for k, v in other.items() if v}  # another seed, another draw
+    changed = [k for k in jpgs if d_plain[k] != d_mixed[k]]
+    assert 0.45 < len(changed) / len(jpgs) < 0.55  # "about half the pairs"
+
+
+def test_unrelated_images_no_longer_tell_the_hidden_label(tmp_path):
+    """MNER image-only samples whose image was replaced: the image shows the hidden type about as often as
+    chance (1 in 4), not > 95% as their own image does."""
+    root = ensure_synthetic("mner", tmp_path / "m", 0, 1.0, unrelated=1.0)
+    palette = {k: c for k, (c, _) in syn.TYPE_STYLES.items()}
+    rows = [r for r in _meta(root, "train") if r["kind"] == "image_only" and "image_from" in r]
+    assert len(rows) == sum(1 for r in _meta(root, "train") if r["kind"] == "image_only")  # share 1: all of them
+    right = sum(_telling_colour(str(root / "synthetic_images" / f"{r['id']}.jpg"), palette)
+                == next(e["type"] for e in r["entities"] if e["image_only"]) for r in rows)
+    assert right / len(rows) < 0.5
+
+
+def test_unrelated_refusals_and_cache_name(tmp_path, monkeypatch):
+    from model.config import ConfigError, build_config
+
+    monkeypatch.setenv("I2SRM_CACHE", str(tmp_path / "cache"))
+    root = ensure_synthetic("mre", None, 2, 0.05, unrelated=0.25)
+    assert root.name == "mre-seed2-size0.05-unrelated0.25"
+    assert ensure_synthetic("mre", None, 2, 0.05).name == "mre-seed2-size0.05"  # share 0: the old folder name
+    with pytest.raises(DataError, match="unrelated share 0.5"):
+        ensure_synthetic("mre", root, 2, 0.05, unrelated=0.5)  # a folder of another share is not overwritten
+    with pytest.raises(DataError, match="synthetic_unrelated"):
+        ensure_synthetic("mner", tmp_path / "x", 0, 0.05, unrelated=1.5)
+    with pytest.raises(ConfigError, match=r"'data.synthetic_unrelated' is 1.5; allowed: a share in \[0, 1\]"):
+        build_config({"data.synthetic_unrelated": 1.5})
+    with pytest.raises(ConfigError, match="synthetic generator only"):
+        build_config({"data.name": "twitter2015", "data.dir": str(tmp_path), "data.synthetic_unrelated": 0.5})
+    assert build_config({"data.synthetic_unrelated": 0.5}).data.synthetic_unrelated == 0.5

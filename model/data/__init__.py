@@ -80,10 +80,10 @@ def count_missing_images(samples: list[Sample]) -> int:
 def _data_dir(cfg: Config) -> Path:
     if cfg.data.name == "synthetic-mner":
         return ensure_synthetic("mner", Path(cfg.data.dir) if cfg.data.dir else None,
-                                cfg.data.synthetic_seed, cfg.data.synthetic_size)
+                                cfg.data.synthetic_seed, cfg.data.synthetic_size, cfg.data.synthetic_unrelated)
     if cfg.data.name == "synthetic-mre":
         return ensure_synthetic("mre", Path(cfg.data.dir) if cfg.data.dir else None,
-                                cfg.data.synthetic_seed, cfg.data.synthetic_size)
+                                cfg.data.synthetic_seed, cfg.data.synthetic_size, cfg.data.synthetic_unrelated)
     if not cfg.data.dir:
         raise DataError(f"data.dir must name the folder of the {cfg.data.name} data.")
     path = Path(cfg.data.dir).expanduser().absolute()

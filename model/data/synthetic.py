@@ -1,8 +1,8 @@
 """The synthetic benchmark: small MNER and MRE datasets in which the image matters, in the public layouts.
 
-``ensure_synthetic(kind, root, seed, size)`` generates a dataset once and returns its folder: ``root``
-(``data.dir``) or ``$I2SRM_CACHE/synthetic/<kind>-seed<seed>-size<size>`` (``I2SRM_CACHE`` defaults to
-``~/.cache/i2srm``). Files are written in exactly the Twitter layout (MNER, prefix ``synthetic``) or
+``ensure_synthetic(kind, root, seed, size, unrelated)`` generates a dataset once and returns its folder:
+``root`` (``data.dir``) or ``$I2SRM_CACHE/synthetic/<kind>-seed<seed>-size<size>`` (``I2SRM_CACHE`` defaults
+to ``~/.cache/i2srm``; ``-unrelated<share>`` is appended when ``unrelated`` > 0). Files are written in exactly the Twitter layout (MNER, prefix ``synthetic``) or
 the MNRE layout (MRE) of docs/data-formats.md, so the real readers are what reads them. The same seed and
 size give byte-identical files (with the same numpy, Pillow and torch); size 1.0 takes about two
 seconds per kind on two CPU cores.
@@ -37,8 +37,17 @@ Design. Shares are of the samples of every split, exact up to rounding; ``SYNTHE
   guess their type (1 in 4), so entity F1 is capped near 0.78; MRE, half the samples are image-only
   positives spread over six relations (1 in 6 by guessing), so micro F1 is capped near 0.5. A model
   that reads the image can approach 1.0 on both.
+- Unrelated pairs on demand (``data.synthetic_unrelated``, default 0: the design above, unchanged to the
+  byte): that share of the samples that have an image get, in place of their own image and crops, the
+  image and crops drawn for another sample of the same split (drawn uniformly, seeded by the seed, the
+  kind, the split and ``UNRELATED_STREAM``). Text and labels are untouched, so the image no longer tells
+  the text's hidden label (it may still agree by chance, as a random image would): the break condition of
+  the semantic (KL) loss, which pulls the text's distribution towards the image's. Every split is treated
+  alike. The drawing runs after all samples are made, from its own random stream, so the texts, labels and
+  the other samples' files are the same as at share 0.
 ``meta/<split>.jsonl`` records each sample's kind and ground truth (outside the layout, ignored by
-the readers) for per-kind analysis; ``COMPLETE``, written last, records the generation parameters.
+the readers) for per-kind analysis, and ``image_from`` (the donor's id) for a sample whose image was
+replaced; ``COMPLETE``, written last, records the generation parameters.
 """
 
 from __future__ import annotations
@@ -66,6 +75,7 @@ MISSING_IMAGE_SHARE = 0.02
 NO_CROPS_SHARE = 0.04
 NOT_IN_DICT_SHARE = 0.04
 NONE_SHARE = 0.2
+UNRELATED_STREAM = 1  # the extra seed component of the unrelated-pairs draw (samples use none)
 ENTITY_COUNT_WEIGHTS = (0.45, 0.35, 0.20)  # P(1, 2, 3 entities) in an MNER sentence
 TOKENS_RANGE = (8, 20)  # tokens per text, inclusive
 IMAGE_PX = 96
@@ -146,12 +156,23 @@ Box = tuple[int, int, int, int]
 Colour = tuple[int, int, int]
 
 
-def default_root(kind: str, seed: int, size: float) -> Path:
-    return cache_dir("synthetic") / f"{kind}-seed{seed}-size{size:g}"
+def default_root(kind: str, seed: int, size: float, unrelated: float = 0.0) -> Path:
+    extra = f"-unrelated{unrelated:g}" if unrelated > 0 else ""
+    return cache_dir("synthetic") / f"{kind}-seed{seed}-size{size:g}{extra}"
 
 
-def _marker(kind: str, seed: int, size: float) -> dict[str, Any]:
-    return {"kind": kind, "seed": seed, "size": float(size), "version": GENERATOR_VERSION}
+def _marker(kind: str, seed: int, size: float, unrelated: float = 0.0) -> dict[str, Any]:
+    """What ``COMPLETE`` records; ``unrelated`` only when > 0, so that the default data stays byte-identical."""
+    out: dict[str, Any] = {"kind": kind, "seed": seed, "size": float(size), "version": GENERATOR_VERSION}
+    if unrelated > 0:
+        out["unrelated"] = float(unrelated)
+    return out
+
+
+def _identity(marker: dict[str, Any]) -> dict[str, Any]:
+    """The parameters that make a dataset, a missing ``unrelated`` read as 0."""
+    return {"kind": marker.get("kind"), "seed": marker.get("seed"), "size": marker.get("size"),
+            "unrelated": float(marker.get("unrelated", 0.0))}
 
 
 def _read_marker(root: Path) -> dict[str, Any] | None:
@@ -163,10 +184,11 @@ def _read_marker(root: Path) -> dict[str, Any] | None:
 
 def _is_complete(root: Path, want: dict[str, Any]) -> bool:
     got = _read_marker(root)
-    return got is not None and all(got.get(k) == v for k, v in want.items())
+    return got is not None and got.get("version") == want["version"] and _identity(got) == _identity(want)
 
 
-def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int, size: float) -> Path:
+def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int, size: float,
+                     unrelated: float = 0.0) -> Path:
     """The folder of the synthetic ``kind`` dataset, generating it first if it is not complete there.
 
     MNER: the folder holding ``synthetic/`` (read with ``read_mner(folder, "synthetic", split)``);
@@ -180,9 +202,11 @@ def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int,
         raise DataError(f"data.synthetic_seed is {seed!r}; accepted: an integer >= 0.")
     if not size > 0:
         raise DataError(f"data.synthetic_size is {size!r}; accepted: a number > 0 (1.0 = 400/100/100 samples).")
+    if isinstance(unrelated, bool) or not isinstance(unrelated, (int, float)) or not 0.0 <= unrelated <= 1.0:
+        raise DataError(f"data.synthetic_unrelated is {unrelated!r}; accepted: a share in [0, 1] (0 = none).")
     own_cache = root is None
-    root = default_root(kind, seed, size) if root is None else Path(root).expanduser().absolute()
-    want = _marker(kind, seed, size)
+    root = default_root(kind, seed, size, unrelated) if root is None else Path(root).expanduser().absolute()
+    want = _marker(kind, seed, size, unrelated)
     if _is_complete(root, want):
         return root
     root.parent.mkdir(parents=True, exist_ok=True)
@@ -191,17 +215,17 @@ def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int,
             return root
         if root.exists():
             got = _read_marker(root)
-            if got is not None and (own_cache or {k: got.get(k) for k in ("kind", "seed", "size")}
-                                    == {k: want[k] for k in ("kind", "seed", "size")}):
+            if got is not None and (own_cache or _identity(got) == _identity(want)):
                 shutil.rmtree(root)  # ours, from another generator version: regenerate
             elif root.is_dir() and not any(root.iterdir()):
                 root.rmdir()
             else:
                 what = f"synthetic data {got}" if got else "other files"
+                share = f" and unrelated share {unrelated:g}" if unrelated > 0 else ""
                 raise DataError(f"data.dir {root} holds {what}, not the synthetic {kind} data of seed {seed} "
-                                f"and size {size:g}; point data.dir at a new folder or leave it unset.")
+                                f"and size {size:g}{share}; point data.dir at a new folder or leave it unset.")
         with temp_folder(root) as tmp:  # removed unless renamed into place
-            counts = (generate_mner if kind == "mner" else generate_mre)(tmp, seed, size)
+            counts = (generate_mner if kind == "mner" else generate_mre)(tmp, seed, size, unrelated)
             (tmp / "COMPLETE").write_text(json.dumps({**want, "samples": counts}, indent=1) + "\n", encoding="utf-8")
             try:
                 os.rename(tmp, root)  # not swap_folder: a complete root another process made is kept as it is
@@ -388,6 +412,37 @@ def _plan(rng: np.random.Generator, n: int) -> tuple[list[str], list[bool], list
     return kinds, missing, status
 
 
+def _unrelated_donors(seed: int, kind: str, split: str, missing: list[bool], share: float) -> dict[int, int]:
+    """Sample -> the sample whose picture it shows instead of its own: ``round(share * m)`` of the ``m``
+    samples with an image, each given another such sample's picture, drawn uniformly; empty at share 0."""
+    have = [i for i, gone in enumerate(missing) if not gone]
+    if share <= 0 or len(have) < 2:
+        return {}
+    rng = np.random.default_rng(np.random.SeedSequence(
+        [seed, KINDS.index(kind), list(SPLIT_SIZES).index(split), UNRELATED_STREAM]))
+    chosen = sorted(int(k) for k in rng.permutation(len(have))[: round(share * len(have))])
+    donors = {}
+    for pos in chosen:
+        other = int(rng.integers(len(have) - 1))  # uniform over the other samples with an image
+        donors[have[pos]] = have[other if other < pos else other + 1]
+    return donors
+
+
+def _save_pictures(pictures: list[tuple[Image.Image, list[Image.Image]]], donors: dict[int, int],
+                   missing: list[bool], status: list[str], keys: list[Any], image_paths: list[Path],
+                   crop_dir: Path, stems: list[str]) -> dict[Any, list[str]]:
+    """Write each sample's picture (its donor's, if it has one) and return the crop dict, in sample order."""
+    crop_dict: dict[Any, list[str]] = {}
+    for i in range(len(pictures)):
+        img, crops = pictures[donors.get(i, i)]
+        names = [] if missing[i] else _save(img, crops, image_paths[i], crop_dir, stems[i])
+        if status[i] == "listed":
+            crop_dict[keys[i]] = names
+        elif status[i] == "empty":
+            crop_dict[keys[i]] = []
+    return crop_dict
+
+
 def _save(img: Image.Image, crops: list[Image.Image], image_path: Path, crop_dir: Path, stem: str) -> list[str]:
     img.save(image_path, "JPEG", quality=JPEG_QUALITY)
     names = []
@@ -398,7 +453,7 @@ def _save(img: Image.Image, crops: list[Image.Image], image_path: Path, crop_dir
     return names
 
 
-def generate_mner(out: Path, seed: int, size: float) -> dict[str, int]:
+def generate_mner(out: Path, seed: int, size: float, unrelated: float = 0.0) -> dict[str, int]:
     """Write the MNER benchmark (Twitter layout, prefix ``synthetic``) under ``out``; samples per split."""
     counts = _counts(size)
     (out / "synthetic").mkdir(parents=True)
@@ -409,7 +464,7 @@ def generate_mner(out: Path, seed: int, size: float) -> dict[str, int]:
         crop_dir = out / "synthetic_aux_images" / _SPLIT_FOLDERS[split] / "crops"
         crop_dir.mkdir(parents=True)
         kinds, missing, status = _plan(rng, n)
-        lines, meta, crop_dict = [], [], {}
+        lines, meta, pictures, keys, paths, stems = [], [], [], [], [], []
         for i in range(n):
             img_id = str((split_no + 1) * 100000 + i)
             n_ent = 1 + int(rng.choice(3, p=ENTITY_COUNT_WEIGHTS))
@@ -438,18 +493,19 @@ def generate_mner(out: Path, seed: int, size: float) -> dict[str, int]:
             else:
                 objects = [TYPE_STYLES[e["type"]][::-1] for e in ents]
                 img, crops = _picture(rng, objects, main=False, distractors=0)
-            image_path = out / "synthetic_images" / f"{img_id}.jpg"
-            names = [] if missing[i] else _save(img, crops, image_path, crop_dir, img_id)
-            key = img_id if split == "dev" else f"{img_id}.jpg"  # both key styles of the public dicts
-            if status[i] == "listed":
-                crop_dict[key] = names
-            elif status[i] == "empty":
-                crop_dict[key] = []
+            pictures.append((img, crops))
+            paths.append(out / "synthetic_images" / f"{img_id}.jpg")
+            stems.append(img_id)
+            keys.append(img_id if split == "dev" else f"{img_id}.jpg")  # both key styles of the public dicts
             lines.append(f"IMGID:{img_id}")
             lines += [f"{w}\t{lab.replace('MISC', 'OTHER')}" for w, lab in tokens]
             lines.append("")
             meta.append({"id": img_id, "kind": kinds[i], "missing_image": missing[i], "crops": status[i],
                          "entities": ents})
+        donors = _unrelated_donors(seed, "mner", split, missing, unrelated)
+        crop_dict = _save_pictures(pictures, donors, missing, status, keys, paths, crop_dir, stems)
+        for i, j in donors.items():
+            meta[i]["image_from"] = meta[j]["id"]
         text = "\n".join(lines) + "\n"
         if split == "test":  # the final sentence of a public file may lack its blank line
             text = text[:-1]
@@ -484,7 +540,7 @@ def _mre_text(rng: np.random.Generator, kind: str, relation: str) -> tuple[list[
     return [w for w, _ in tokens], (h[0] + offset, h[1] + offset), (t[0] + offset, t[1] + offset)
 
 
-def generate_mre(out: Path, seed: int, size: float) -> dict[str, int]:
+def generate_mre(out: Path, seed: int, size: float, unrelated: float = 0.0) -> dict[str, int]:
     """Write the MRE benchmark (MNRE layout) under ``out``; samples per split."""
     counts = _counts(size)
     (out / "txt").mkdir(parents=True)
@@ -502,7 +558,7 @@ def generate_mre(out: Path, seed: int, size: float) -> dict[str, int]:
         text_idx = [i for i in range(n) if kinds[i] != "image_only"]
         n_none = min(len(text_idx), round(NONE_SHARE * n))
         none_idx = {text_idx[int(j)] for j in rng.permutation(len(text_idx))[:n_none]}
-        lines, meta, crop_dict = [], [], {}
+        lines, meta, pictures, keys, paths, stems = [], [], [], [], [], []
         for i in range(n):
             img_name = f"twitter_syn_{split}_{i:05d}.jpg"
             if kinds[i] == "image_only":
@@ -519,18 +575,20 @@ def generate_mre(out: Path, seed: int, size: float) -> dict[str, int]:
             else:  # a related image with nothing to tell: neutral shapes
                 objects = [(_pick(rng, SHAPES), _pick(rng, NEUTRAL_COLOURS)) for _ in range(int(rng.integers(1, 3)))]
                 img, crops = _picture(rng, objects, main=False, distractors=0)
-            names = [] if missing[i] else _save(img, crops, img_dir / img_name, crop_dir, img_name[:-4])
-            key: str | int = i if split == "dev" else img_name  # dev keyed by line index, as some releases
-            if status[i] == "listed":
-                crop_dict[key] = names
-            elif status[i] == "empty":
-                crop_dict[key] = []
+            pictures.append((img, crops))
+            paths.append(img_dir / img_name)
+            stems.append(img_name[:-4])
+            keys.append(i if split == "dev" else img_name)  # dev keyed by line index, as some releases
             line = {"token": tokens, "h": {"name": " ".join(tokens[h[0]:h[1]]), "pos": [h[0], h[1]]},
                     "t": {"name": " ".join(tokens[t[0]:t[1]]), "pos": [t[0], t[1]]},
                     "img_id": img_name, "relation": relation}
             lines.append(repr(line))  # a Python literal with single quotes, as the public files
             meta.append({"id": img_name, "kind": kinds[i], "missing_image": missing[i], "crops": status[i],
                          "relation": relation})
+        donors = _unrelated_donors(seed, "mre", split, missing, unrelated)
+        crop_dict = _save_pictures(pictures, donors, missing, status, keys, paths, crop_dir, stems)
+        for i, j in donors.items():
+            meta[i]["image_from"] = meta[j]["id"]
         (out / "txt" / f"ours_{folder}.txt").write_text("\n".join(lines) + "\n", encoding="utf-8")
         torch.save(crop_dict, out / "txt" / f"mre_{'dev' if split == 'dev' else split}_dict.pth")
         _write_meta(out / "meta" / f"{split}.jsonl", meta)
