@@ -148,7 +148,10 @@ def test_trials_csv_lists_every_trial_with_failures(joint: Path) -> None:
 def test_summary_matches_hand_computed_statistics(joint: Path) -> None:
     rows = _csv(joint / "summary.csv")
     assert list(rows[0]) == ["i2srm.delta", "model.backbone", "n", "dev_f1_mean", "dev_f1_std", "dev_f1_ci95",
-                             "test_f1_mean", "test_f1_std", "test_f1_ci95"]
+                             "test_f1_mean", "test_f1_std", "test_f1_ci95", "reference", "n_paired", "test_f1_diff",
+                             "diff_ci_low", "diff_ci_high", "effect_size", "p_value", "p_signflip", "p_holm"]
+    # the reference configuration (delta 0.7, resnet50) never ran: no row is compared
+    assert {r["reference"] for r in rows} == {"false"} and {r["p_value"] for r in rows} == {""}
     assert [(r["i2srm.delta"], r["model.backbone"]) for r in rows] == \
         [(repr(d), b) for d in DELTAS for b in BACKBONES]
     # by hand: seeds give dev 60 and 62 -> mean 61, std sqrt(2), ci95 = t(.975, 1) * std / sqrt(2) = 12.7062
@@ -167,18 +170,39 @@ def test_summary_matches_hand_computed_statistics(joint: Path) -> None:
         assert r["n"] == "2"
 
 
-def test_rebuild_is_byte_identical_and_replaces_tensorboard(joint: Path) -> None:
+def _tensorboard_events(folder: Path) -> dict[Path, list[bytes]]:
+    """Each event file under ``folder`` (by its path) and its events as TensorBoard reads them, with the
+    writer's file-version header stamp (the time of writing) cleared and the HParams payloads decoded,
+    so that the order a map's entries were serialized in does not count."""
+    from tensorboard.backend.event_processing.event_file_loader import EventFileLoader
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    files = {}
+    for path in sorted(folder.rglob("events.out.tfevents.*")):
+        events = []
+        for event in EventFileLoader(str(path)).Load():
+            if event.HasField("file_version"):
+                event.ClearField("wall_time")
+            for value in event.summary.value:
+                if value.metadata.plugin_data.plugin_name == "hparams":
+                    data = plugin_data_pb2.HParamsPluginData.FromString(value.metadata.plugin_data.content)
+                    value.metadata.plugin_data.content = data.SerializeToString(deterministic=True)
+            events.append(event.SerializeToString(deterministic=True))
+        files[path.relative_to(folder)] = events
+    return files
+
+
+def test_rebuild_gives_the_same_files_and_replaces_tensorboard(joint: Path) -> None:
     names = ["trials.csv", "summary.csv", "importance.csv", "REPORT.md", "sensitivity_i2srm.delta.png",
              "sensitivity_i2srm.delta.pdf", "importance.pdf"]
     before = {n: (joint / n).read_bytes() for n in names}
-    events_before = sorted((joint / "tensorboard").rglob("events.out.tfevents.*"))
-    event_bytes = {p.relative_to(joint): p.read_bytes() for p in events_before}
+    events_before = _tensorboard_events(joint / "tensorboard")
+    assert len(events_before) == 14 and all(len(events) >= 2 for events in events_before.values())
     (joint / "tensorboard" / "stale_run").mkdir()  # e.g. a trial folder that no longer exists
     proc = run_report(joint)
     assert proc.returncode == 0, proc.stderr
-    assert {n: (joint / n).read_bytes() for n in names} == before
-    events_after = sorted((joint / "tensorboard").rglob("events.out.tfevents.*"))
-    assert {p.relative_to(joint): p.read_bytes() for p in events_after} == event_bytes  # no duplicate events
+    assert {n: (joint / n).read_bytes() for n in names} == before  # byte-identical
+    assert _tensorboard_events(joint / "tensorboard") == events_before  # same file names, same events, once
     assert not (joint / "tensorboard" / "stale_run").exists()  # swapped in, not merged
     assert not [p for p in joint.iterdir() if p.name.startswith(".") and p.name != ".report.lock"]  # no temp left
 
@@ -294,6 +318,75 @@ def test_tensorboard_scalars_and_hparams(joint: Path) -> None:
         sorted(f"trial_{i}" for i in range(1, 14))
 
 
+def _session_groups(logdir: Path) -> dict[str, Any]:
+    """The HParams table as TensorBoard's hparams plugin serves it: its ListSessionGroups handler over
+    a data provider of ``logdir``."""
+    from tensorboard import context
+    from tensorboard.backend.event_processing import data_provider, plugin_event_multiplexer
+    from tensorboard.plugins import base_plugin
+    from tensorboard.plugins.hparams import api_pb2, backend_context, list_session_groups
+
+    mux = plugin_event_multiplexer.EventMultiplexer()
+    mux.AddRunsFromDirectory(str(logdir))
+    mux.Reload()
+    tb = base_plugin.TBContext(logdir=str(logdir), multiplexer=mux,
+                               data_provider=data_provider.MultiplexerDataProvider(mux, str(logdir)))
+    request = api_pb2.ListSessionGroupsRequest(allowed_statuses=list(api_pb2.Status.values()), slice_size=100)
+    response = list_session_groups.Handler(context.RequestContext(), backend_context.Context(tb), "", request).run()
+    return {g.name: g for g in response.session_groups}
+
+
+def test_tensorboard_hparams_table_links_each_trial_to_its_run(joint: Path) -> None:
+    from tensorboard.plugins.hparams import api_pb2
+
+    groups = _session_groups(joint / "tensorboard")
+    assert sorted(groups) == sorted(f"trial_{i}" for i in range(1, 14))
+    trial = groups["trial_2"]
+    assert [s.name for s in trial.sessions] == ["trial_2"]  # the session is the run holding the curves
+    assert trial.sessions[0].status == api_pb2.STATUS_SUCCESS
+    d = joint_dev(0.0, "resnet18", 2)
+    metrics = {m.name.tag: m.value for m in trial.metric_values}
+    assert metrics == pytest.approx({"best_dev_f1": d, "test_f1_at_best": d - 3, "dev/f1": d - 5,
+                                     "test/f1": d - 1, "train/loss": 2.0 / 3})
+    assert trial.hparams["model.backbone"].string_value == "resnet18" and trial.hparams["seed"].number_value == 2
+    assert groups["trial_13"].sessions[0].status == api_pb2.STATUS_FAILURE and not groups["trial_13"].metric_values
+
+
+def test_tensorboard_range_domains(tmp_path: Path) -> None:
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import api_pb2, metadata
+
+    from study.reports.load import load_study
+    from study.reports.tensorboard import write_tensorboard
+
+    space = {"study": "ranges", "search": {"i2srm.kl_weight": {"loguniform": [0.01, 2.0]},
+                                           "i2srm.attn_heads": {"int": [1, 16]},
+                                           "model.finetune_backbone": {"choice": [True, False]}},
+             "sampler": "tpe", "seeds": [7], "reports": ["tensorboard"]}
+    trials = [{"trial_id": f"t{i}", "status": "running" if i == 2 else "completed", "seed": 7, "dev": [50.0 + i],
+               "test": [40.0], "params": {"i2srm.kl_weight": 0.05 * i, "i2srm.attn_heads": 2 * i,
+                                          "model.finetune_backbone": i % 2 == 0}}
+              for i in (1, 2)]
+    folder = write_study(tmp_path / "ranges", "ranges", space, trials)
+    assert write_tensorboard(load_study(folder)) == folder / "tensorboard"
+    root = EventAccumulator(str(folder / "tensorboard"))
+    root.Reload()
+    exp = metadata.parse_experiment_plugin_data(root.PluginTagToContent(metadata.PLUGIN_NAME)[metadata.EXPERIMENT_TAG])
+    infos = {h.name: h for h in exp.hparam_infos}
+    assert list(infos) == ["i2srm.kl_weight", "i2srm.attn_heads", "model.finetune_backbone", "seed", "status"]
+    kl, heads, freeze = infos["i2srm.kl_weight"], infos["i2srm.attn_heads"], infos["model.finetune_backbone"]
+    assert kl.type == api_pb2.DATA_TYPE_FLOAT64
+    assert (kl.domain_interval.min_value, kl.domain_interval.max_value) == (0.01, 2.0)
+    assert (heads.domain_interval.min_value, heads.domain_interval.max_value) == (1, 16)
+    assert freeze.type == api_pb2.DATA_TYPE_BOOL
+    assert {v.bool_value for v in freeze.domain_discrete.values} == {True, False}
+    assert [v.number_value for v in infos["seed"].domain_discrete.values] == [7]
+    groups = _session_groups(folder / "tensorboard")
+    assert groups["t2"].sessions[0].status == api_pb2.STATUS_RUNNING
+    assert groups["t2"].hparams["i2srm.kl_weight"].number_value == pytest.approx(0.1)
+    assert groups["t2"].hparams["model.finetune_backbone"].bool_value is True
+
+
 # ----------------------------------------------------------------------------- ablation
 
 ABLATION_TEST = {  # test F1 per seed 1..6; no_attnmixup ran 3 seeds, no_objects only one
@@ -333,13 +426,23 @@ def test_ablation_csv_rows_statistics_and_tests(ablation: Path) -> None:
     for name in ("no_kl", "text_only"):
         xs = ABLATION_TEST[name]
         assert by[name]["n_paired"] == "6"
-        assert by[name]["p_ttest"] == f"{stats.ttest_rel(xs, full).pvalue:.3f}"
-        assert by[name]["p_wilcoxon"] == f"{stats.wilcoxon(xs, full).pvalue:.3f}"
-    assert by["no_attnmixup"]["p_ttest"] == f"{stats.ttest_rel(ABLATION_TEST['no_attnmixup'], full[:3]).pvalue:.3f}"
-    assert by["no_attnmixup"]["p_wilcoxon"] == "n/a"  # 3 pairs < 6
-    assert (by["no_objects"]["n_paired"], by["no_objects"]["p_ttest"], by["no_objects"]["p_wilcoxon"]) == \
-        ("1", "n/a", "n/a")
-    assert (by["full"]["p_ttest"], by["full"]["delta_test_f1"]) == ("n/a", "0.0000")
+        assert float(by[name]["p_value"]) == pytest.approx(stats.ttest_rel(xs, full).pvalue, rel=1e-5)
+        assert float(by[name]["p_wilcoxon"]) == pytest.approx(stats.wilcoxon(xs, full).pvalue, rel=1e-5)
+        d = [a - b for a, b in zip(xs, full)]
+        assert float(by[name]["effect_size"]) == pytest.approx(statistics.fmean(d) / statistics.stdev(d), rel=1e-5)
+    p_mix = stats.ttest_rel(ABLATION_TEST["no_attnmixup"], full[:3]).pvalue
+    assert float(by["no_attnmixup"]["p_value"]) == pytest.approx(p_mix, rel=1e-5)
+    assert by["no_attnmixup"]["p_wilcoxon"] == ""  # 3 pairs < 6
+    # Holm over the block's three tested rows (no_objects has one pair: no test)
+    ps = sorted(float(by[n]["p_value"]) for n in ("no_kl", "text_only", "no_attnmixup"))
+    holm = [min(1.0, 3 * ps[0])]
+    holm += [max(holm[-1], min(1.0, 2 * ps[1]))]
+    holm += [max(holm[-1], min(1.0, ps[2]))]
+    assert sorted(float(by[n]["p_holm"]) for n in ("no_kl", "text_only", "no_attnmixup")) == \
+        pytest.approx(holm, rel=1e-5)
+    assert (by["no_objects"]["n_paired"], by["no_objects"]["p_value"], by["no_objects"]["p_wilcoxon"],
+            by["no_objects"]["test_f1_std"]) == ("1", "", "", "")
+    assert (by["full"]["p_value"], by["full"]["delta_test_f1"]) == ("", "0.0000")
 
 
 def test_ablation_markdown_and_latex(ablation: Path) -> None:
@@ -347,10 +450,12 @@ def test_ablation_markdown_and_latex(ablation: Path) -> None:
     table = [line for line in md if line.startswith("|")]
     assert len(table) == 2 + 5
     assert table[2].startswith("| **full** | **6** | **81.00 ± 1.41**")  # the best test F1, in bold
-    assert "| no_kl | 6 | 79.33 ± 1.21 |" in table[3] and "| -1.67 |" in table[3]
+    # Holm p of no_kl is 0.008: two stars, escaped so that Markdown does not read them as emphasis
+    assert "| no_kl | 6 | 79.33 ± 1.21 |" in table[3] and r"| -1.67\*\* |" in table[3]
+    assert "| no_objects | 1 | 77.00 ± n/a |" in table[5]  # one seed: no std, never ± 0.00
     tex = (ablation / "ablation.tex").read_text(encoding="utf-8")
     for needle in (r"\toprule", r"\midrule", r"\bottomrule", r"\caption{", r"\label{tab:ablation-ablation}",
-                   r"\textbf{full}", r"no\_kl", r"\begin{tabular}", r"$\pm$"):
+                   r"\textbf{full}", r"no\_kl", r"\begin{tabular}", r"$\pm$", "-1.67**"):
         assert needle in tex
     assert tex.index(r"\toprule") < tex.index(r"\midrule") < tex.index(r"\bottomrule")
     p = stats.ttest_rel(ABLATION_TEST["text_only"], ABLATION_TEST["full"]).pvalue

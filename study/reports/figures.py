@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from contextlib import contextmanager
-from typing import Iterator
+from typing import Any, Iterator, Sequence
 
 import matplotlib
 
@@ -40,3 +40,14 @@ def paper_style() -> Iterator[None]:
 def new_figure(height_in: float = FIGURE_HEIGHT_IN) -> Figure:
     """A pyplot-free figure (no global state, safe to build many in one process), tight layout."""
     return Figure(figsize=(COLUMN_WIDTH_IN, height_in), layout="tight")
+
+
+def mark_significance(ax: Any, points: Sequence[tuple[float, float, str]], color: str = "C0") -> None:
+    """Significance stars (``study.reports.significance.STARS``) just above each (x, y) point that has one."""
+    for x, y, mark in points:
+        if mark:
+            ax.annotate(mark, (x, y), xytext=(0, 2.5), textcoords="offset points", ha="center", va="bottom",
+                        fontsize=SMALL_FONT_PT, color=color, zorder=4)
+
+
+STARS_NOTE = "*: p(Holm) < 0.05 vs reference"

@@ -16,9 +16,10 @@ from typing import Any, Sequence
 import numpy as np
 from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
-from study.reports.figures import SMALL_FONT_PT, new_figure, paper_style
+from study.reports.figures import SMALL_FONT_PT, STARS_NOTE, mark_significance, new_figure, paper_style
 from study.reports.files import save_figure
 from study.reports.load import Study, Trial
+from study.reports.significance import key_tests
 from study.reports.stats import group_trials, spread
 from study.reports.values import fmt_value, is_number, reference_value, spec_kind
 
@@ -101,6 +102,7 @@ def plot_sensitivity(study: Study, key: str) -> list[Path]:
         fig = new_figure()
         ax = fig.add_subplot()
         per = "per bin" if binned else "over seeds"
+        starred = False
         for attr, label, color, marker, style in (("test_f1_at_best", "test F1", "C0", "o", "-"),
                                                   ("best_dev_f1", "dev F1", "C1", "s", "--")):
             xs = np.array([p.x for p in points])
@@ -112,6 +114,13 @@ def plot_sensitivity(study: Study, key: str) -> list[Path]:
                        linewidths=0, zorder=1)  # every single run, at its own value
             ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.18, linewidth=0, zorder=2)
             ax.plot(xs, mean, color=color, marker=marker, linestyle=style, zorder=3, label=label)
+            if attr == "test_f1_at_best" and not binned:  # test F1 against the reference value, paired by seed
+                groups, tests, _ = key_tests(study, key)
+                top = {fmt_value(g.values[0]): max(t.test_f1_at_best for t in g.trials) for g in groups}
+                marks = [(x_of(g.values[0]), top[fmt_value(g.values[0])], p.stars if p else "")
+                         for g, p in zip(groups, tests)]
+                mark_significance(ax, [m for m in marks if m[0] is not None], color)
+                starred = any(m[2] for m in marks)
         ref = reference_value(key, study.space)
         x_ref = x_of(ref) if ref is not None else None
         if x_ref is not None and (kind not in ("log", "log2") or x_ref > 0):
@@ -123,7 +132,8 @@ def plot_sensitivity(study: Study, key: str) -> list[Path]:
         # above the axes: inside, it would hide points whatever the data
         ax.legend(frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, handlelength=1.6,
                   columnspacing=1.0, borderaxespad=0.2, alignment="left",
-                  title=f"line: mean; band: ± std {per}; dots: runs", title_fontsize=SMALL_FONT_PT)
+                  title=f"line: mean; band: ± std {per}; dots: runs" + (f"\n{STARS_NOTE}" if starred else ""),
+                  title_fontsize=SMALL_FONT_PT)
         ax.grid(True, linewidth=0.3, alpha=0.5)
         return save_figure(fig, study.dir / f"sensitivity_{key}")
 

@@ -20,9 +20,9 @@ class Spread:
     n: int
     mean: float
     std: float
-    """Sample standard deviation (ddof=1); 0 for a single value."""
+    """Sample standard deviation (ddof=1); nan for a single value (there is none: shown as n/a, never 0)."""
     ci95: float
-    """Half-width of the t interval, t(0.975, n-1) * std / sqrt(n); 0 for a single value."""
+    """Half-width of the t interval, t(0.975, n-1) * std / sqrt(n); nan for a single value."""
 
 
 def spread(xs: Sequence[float]) -> Spread:
@@ -32,7 +32,7 @@ def spread(xs: Sequence[float]) -> Spread:
     arr = np.asarray(xs, dtype=float)
     mean = float(arr.mean())
     if n == 1:
-        return Spread(1, mean, 0.0, 0.0)
+        return Spread(1, mean, math.nan, math.nan)
     std = float(arr.std(ddof=1))
     ci = float(stdtrit(n - 1, 0.5 + CI_LEVEL / 2)) * std / math.sqrt(n)
     return Spread(n, mean, std, ci)

@@ -1,4 +1,10 @@
-"""``trials.csv`` (one row per trial, failures included) and ``summary.csv`` (one row per configuration)."""
+"""``trials.csv`` (one row per trial, failures included) and ``summary.csv`` (one row per configuration).
+
+``summary.csv`` compares every configuration with the reference configuration (each searched key at the
+space's ``reference`` value, else the trainer's default) on the seeds both ran, with the statistics of
+``study.reports.significance``: ``reference`` is ``true`` on that row, whose comparison columns stay empty,
+as they do where fewer than 2 seeds pair up or no reference configuration ran.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +12,15 @@ from pathlib import Path
 
 from study.reports.files import write_csv
 from study.reports.load import Study
-from study.reports.stats import group_trials
-from study.reports.values import fmt_float, fmt_value
+from study.reports.significance import Paired, configuration_tests
+from study.reports.values import fmt_float, fmt_number, fmt_value
 
 F1_DIGITS = 4
 SECONDS_DIGITS = 1
+SUMMARY_STATS = ["n", "dev_f1_mean", "dev_f1_std", "dev_f1_ci95", "test_f1_mean", "test_f1_std", "test_f1_ci95",
+                 "reference", "n_paired", "test_f1_diff", "diff_ci_low", "diff_ci_high", "effect_size", "p_value",
+                 "p_signflip", "p_holm"]
+"""The columns of ``summary.csv`` after the searched keys (and of the combined summary)."""
 
 
 def _int(value: int | None) -> str:
@@ -27,12 +37,27 @@ def write_trials_csv(study: Study) -> Path:
     return write_csv(study.dir / "trials.csv", header, rows)
 
 
-def write_summary_csv(study: Study) -> Path:
-    header = [*study.searched, "n", "dev_f1_mean", "dev_f1_std", "dev_f1_ci95",
-              "test_f1_mean", "test_f1_std", "test_f1_ci95"]
+def paired_cells(paired: Paired | None) -> list[str]:
+    """``n_paired`` .. ``p_holm`` of ``SUMMARY_STATS``; all empty for the reference (None)."""
+    if paired is None:
+        return [""] * 8
+    return [str(paired.n_paired), fmt_float(paired.diff, F1_DIGITS), fmt_float(paired.diff_ci_low, F1_DIGITS),
+            fmt_float(paired.diff_ci_high, F1_DIGITS), fmt_number(paired.effect_size), fmt_number(paired.p_value),
+            fmt_number(paired.p_signflip), fmt_number(paired.p_holm)]
+
+
+def summary_rows(study: Study) -> list[list[str]]:
+    """One row per configuration: the searched values (exact), then ``SUMMARY_STATS``."""
+    groups, tests, reference = configuration_tests(study)
     rows = []
-    for g in group_trials(study, study.searched):
+    for g, paired in zip(groups, tests):
         dev, test = g.dev, g.test
         rows.append([*(fmt_value(v) for v in g.values), str(dev.n),
-                     *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std, test.ci95))])
-    return write_csv(study.dir / "summary.csv", header, rows)
+                     *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std, test.ci95)),
+                     "true" if g is reference else "false",
+                     *(paired_cells(paired) if reference is not None and g is not reference else [""] * 8)])
+    return rows
+
+
+def write_summary_csv(study: Study) -> Path:
+    return write_csv(study.dir / "summary.csv", [*study.searched, *SUMMARY_STATS], summary_rows(study))

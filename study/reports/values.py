@@ -6,9 +6,9 @@ F1 values are used as the trainer stores them: percent (77.12, not 0.7712; see `
 from __future__ import annotations
 
 import math
-from typing import Any, Sequence
+from typing import Any, Iterable, Sequence
 
-from model.config import ABLATIONS, BACKBONES, Config
+from model.config import ABLATIONS, BACKBONES, Config, ConfigError, coerce
 
 # Keys whose values have a meaningful order that string sorting would break (resnet101 < resnet18).
 KNOWN_ORDERS: dict[str, tuple[str, ...]] = {"i2srm.ablation": ABLATIONS, "model.backbone": BACKBONES}
@@ -27,6 +27,62 @@ def fmt_value(value: Any) -> str:
 
 def fmt_float(value: float | None, digits: int = 4) -> str:
     return "" if value is None or math.isnan(value) else f"{value:.{digits}f}"
+
+
+DISPLAY_DIGITS = 4
+"""Significant digits of a searched float where people read it (REPORT.md, tables, figure labels); CSV cells
+and the retrain command keep the exact value (``fmt_value``)."""
+NA = "n/a"
+
+
+def display_values(values: Iterable[Any], digits: int = DISPLAY_DIGITS) -> dict[str, str]:
+    """Exact text (``fmt_value``) -> shown text of each value: floats to ``digits`` significant digits, more
+    where two different values would otherwise print alike (0.5488 and 0.5489 stay apart)."""
+    exact = list(dict.fromkeys(fmt_value(v) for v in values))
+    floats = {text: float(text) for text in exact if _is_float_text(text)}
+    for d in range(digits, 18):
+        shown = {text: _short(x, d) for text, x in floats.items()}
+        if len(set(shown.values())) == len(shown):
+            break
+    return {text: shown.get(text, text) for text in exact}
+
+
+def fmt_display(value: Any, digits: int = DISPLAY_DIGITS) -> str:
+    """One searched value as shown to a reader (see ``display_values``)."""
+    return display_values([value], digits)[fmt_value(value)]
+
+
+def _is_float_text(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return any(c in text for c in ".eE") and text.lower() not in ("nan", "inf", "-inf")
+
+
+def _short(x: float, digits: int) -> str:
+    return f"{x:.{digits}g}"
+
+
+def fmt_mean_std(mean: float, std: float, digits: int = 2) -> str:
+    """``mean ± std``; a std that does not exist (one seed) is ``n/a``, never ``± 0.00``."""
+    if math.isnan(mean):
+        return NA
+    return f"{mean:.{digits}f} ± " + (NA if math.isnan(std) else f"{std:.{digits}f}")
+
+
+def fmt_p(p: float | None, digits: int = 3) -> str:
+    """A p-value for a table: ``n/a`` when there is none, ``<0.001`` below what ``digits`` can show."""
+    if p is None or math.isnan(p):
+        return NA
+    if p < 0.5 * 10 ** -digits:
+        return f"<{10 ** -digits:.{digits}f}"
+    return f"{p:.{digits}f}"
+
+
+def fmt_number(value: float | None, digits: int = 6) -> str:
+    """A statistic in a CSV cell: ``digits`` significant digits (p-values span many orders), empty for none."""
+    return "" if value is None or math.isnan(value) else f"{value:.{digits}g}"
 
 
 def is_number(value: Any) -> bool:
@@ -71,3 +127,11 @@ def reference_value(key: str, space: dict[str, Any]) -> Any:
     if isinstance(ref, dict) and key in ref:
         return ref[key]
     return Config().flat().get(key)
+
+
+def typed_value(key: str, value: Any) -> Any:
+    """``value`` in the trainer's declared type for ``key`` (YAML's 0 and a record's 0.0 are one value)."""
+    try:
+        return coerce(key, value)
+    except ConfigError:
+        return value
