@@ -252,14 +252,25 @@ def test_continuous_search_is_binned_on_a_log_axis(tmp_path: Path) -> None:
 
 # ----------------------------------------------------------------------------- importance
 
-def test_importance_is_fanova_on_the_optuna_study(joint: Path) -> None:
+def test_importance_is_fanova_on_the_records_with_pruned_trials(joint: Path) -> None:
     rows = _csv(joint / "importance.csv")
     assert [r["param"] for r in rows] == ["i2srm.delta", "model.backbone"]  # delta moves dev F1 most
-    ostudy = optuna.load_study(study_name="joint", storage=f"sqlite:///{joint / 'optuna.db'}")
-    expect = get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=0))
+    # by hand: one point per configuration, the mean over seeds of each trial's best dev F1; the pruned trial
+    # (delta 1.0, resnet50, seed 2) counts at the one epoch it ran, where its dev F1 is joint_dev(...)
+    ostudy = optuna.create_study(direction="maximize")
+    dists = {"i2srm.delta": CategoricalDistribution(DELTAS), "model.backbone": CategoricalDistribution(BACKBONES)}
+    for d in DELTAS:
+        for b in BACKBONES:
+            ostudy.add_trial(optuna.trial.create_trial(
+                params={"i2srm.delta": d, "model.backbone": b}, distributions=dists,
+                value=statistics.fmean(joint_dev(d, b, s) for s in (1, 2))))
+    runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=s)) for s in range(5)]
     for r in rows:
-        assert r["importance"] == f"{expect[r['param']]:.4f}"
-    assert "fANOVA" in rows[0]["note"]
+        xs = [run[r["param"]] for run in runs]
+        assert r["importance"] == f"{statistics.fmean(xs):.4f}"
+        assert r["importance_std"] == f"{statistics.stdev(xs):.4f}"
+        assert (r["n_configurations"], r["n_trials"], r["n_pruned"]) == ("6", "12", "1")  # the failed one is out
+    assert "fANOVA" in rows[0]["note"] and "6 configurations (12 trials, 1 of them stopped early" in rows[0]["note"]
 
 
 def test_importance_with_too_few_trials_writes_a_note(tmp_path: Path) -> None:
@@ -274,7 +285,8 @@ def test_importance_with_too_few_trials_writes_a_note(tmp_path: Path) -> None:
                           "model.backbone": CategoricalDistribution(BACKBONES)})
     build_reports(folder)
     rows = _csv(folder / "importance.csv")
-    assert len(rows) == 1 and rows[0]["param"] == "" and "too few completed Optuna trials" in rows[0]["note"]
+    assert len(rows) == 1 and rows[0]["param"] == "" and rows[0]["n_configurations"] == "1"
+    assert "too few configurations for an importance estimate: 1 " in rows[0]["note"]
     assert not (folder / "importance.png").exists()
 
 

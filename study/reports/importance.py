@@ -1,89 +1,144 @@
 """``importance.csv`` and ``importance.png/.pdf``: which searched key moves the study metric most.
 
-Optuna's fANOVA evaluator (a random forest, seeded so a rebuild gives the same numbers) on
-the completed trials of the study's ``optuna.db`` (or the storage its space's ``optuna_storage`` names),
-whose params are named by the dotted keys. With too few trials the CSV says so in its ``note`` column
-instead of failing.
+Optuna's fANOVA evaluator (a random forest) on the configurations of the stored records: each configuration's
+value is the mean over its seeds of the study metric at each trial's best epoch. Trials stopped early by the
+scheduler (``pruned``) are included at the budget they reached (their best epoch among those they ran), so an
+ASHA study is not judged on its survivors alone; the CSV counts them. The forest is fitted with
+``FANOVA_SEEDS`` seeds and each key's importance is the mean over them, with their standard deviation as its
+spread. The estimate rests on ``n_configurations`` points: below ``MIN_CONFIGURATIONS`` none is made (the
+CSV's ``note`` says why), below ``FEW_CONFIGURATIONS`` REPORT.md warns that it is fragile.
+
+Why the records and not ``optuna.db``: the Optuna study holds a configuration with any seed stopped early as
+PRUNED without a value (``study/search.py``), so an importance over it would silently drop those.
 """
 
 from __future__ import annotations
 
 import logging
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from study.optuna_storage import OPTUNA_DB, describe, open_storage_for_reading, storage_exists
+import numpy as np
+
 from study.reports.figures import new_figure, paper_style
 from study.reports.files import save_figure, write_csv
 from study.reports.load import Study
-from study.reports.values import fmt_float
+from study.reports.stats import group_trials, trial_score
+from study.reports.values import fmt_float, typed_value
 
-MIN_TRIALS = 4
-"""Fewer completed Optuna trials than this give no meaningful forest; the CSV says so instead."""
-FANOVA_SEED = 0
-HEADER = ["param", "importance", "note"]
-
-
-def _load_optuna_study(study: Study):  # -> optuna.Study | str (the reason it cannot be read)
-    import optuna
-
-    spec = study.space.get("optuna_storage")  # None: the study's own optuna.db
-    if spec is None and not (study.dir / OPTUNA_DB).is_file():
-        return f"no optuna.db in {study.dir}"
-    where = "optuna.db" if spec is None else f"optuna_storage {describe(spec)}"
-    if not storage_exists(spec, study.dir):
-        return f"{where} does not exist"
-    try:
-        storage = open_storage_for_reading(spec, study.dir)
-        names = optuna.get_all_study_names(storage)
-    except Exception as e:  # a server that is gone, a driver not installed: the other reports still get written
-        return f"{where} cannot be read: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    if study.name in names:
-        return optuna.load_study(study_name=study.name, storage=storage)
-    if len(names) == 1:  # a study renamed by --name after the database was created
-        return optuna.load_study(study_name=names[0], storage=storage)
-    return f"{where} holds no study named {study.name!r} (it holds: {', '.join(names) or 'none'})"
+MIN_CONFIGURATIONS = 4
+"""Fewer configurations than this give no meaningful forest; the CSV says so instead."""
+FEW_CONFIGURATIONS = 10
+"""Below this many configurations REPORT.md warns that the importance is fragile."""
+FANOVA_SEEDS = (0, 1, 2, 3, 4)
+HEADER = ["param", "importance", "importance_std", "n_configurations", "n_trials", "n_pruned", "note"]
 
 
-def compute_importance(study: Study) -> tuple[dict[str, float], str]:
-    """(importance per dotted key, best first) and a note; empty with the reason when not computable."""
+@dataclass(frozen=True)
+class Importance:
+    mean: dict[str, float] = field(default_factory=dict)
+    """Importance per dotted key (mean over the forest seeds), most important first; empty when not computed."""
+    std: dict[str, float] = field(default_factory=dict)
+    n_configurations: int = 0
+    n_trials: int = 0
+    n_pruned: int = 0
+    note: str = ""
+
+
+def distribution(key: str, spec: dict[str, Any]):  # -> optuna.distributions.BaseDistribution | None
+    """The Optuna distribution of a searched key's spec (as ``study.search.optuna_distribution`` builds it)."""
+    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+    for kind in ("grid", "choice"):
+        if isinstance(spec.get(kind), list):
+            return CategoricalDistribution([typed_value(key, v) for v in spec[kind]])
+    if isinstance(spec.get("int"), list):
+        low, high = spec["int"]
+        return IntDistribution(int(low), int(high), step=int(spec.get("step") or 1))
+    for kind, log in (("uniform", False), ("loguniform", True)):
+        if isinstance(spec.get(kind), list):
+            low, high = spec[kind]
+            return FloatDistribution(float(low), float(high), log=log, step=None if log else spec.get("step"))
+    return None
+
+
+def compute_importance(study: Study) -> Importance:
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
-    from optuna.trial import TrialState
 
     optuna.logging.set_verbosity(logging.WARNING)
-    ostudy = _load_optuna_study(study)
-    if isinstance(ostudy, str):
-        return {}, ostudy
-    done = ostudy.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))
-    keys = [k for k in study.searched if any(k in t.params for t in done)]
-    if len(done) < MIN_TRIALS or len(keys) < 2:
-        return {}, (f"too few completed Optuna trials for an importance estimate: {len(done)} completed over "
-                    f"{len(keys)} searched parameter(s); at least {MIN_TRIALS} trials and 2 parameters needed")
-    fixed = [k for k in keys if len({repr(t.params[k]) for t in done if k in t.params}) < 2]
+    keys = list(study.searched)
+    dists = {k: distribution(k, study.search_spec(k)) for k in keys}
+    groups = group_trials(study, keys)
+    points = []
+    for g in groups:
+        scores = [s for s in (trial_score(t, study.metric, study.mode) for t in g.trials) if s is not None]
+        if scores:
+            points.append((g, float(np.mean(scores))))
+    n_trials = sum(len(g.trials) for g, _ in points)
+    n_pruned = sum(t.status == "pruned" for g, _ in points for t in g.trials)
+    counts = dict(n_configurations=len(points), n_trials=n_trials, n_pruned=n_pruned)
+    if len(keys) < 2 or len(points) < MIN_CONFIGURATIONS:
+        return Importance(**counts, note=f"too few configurations for an importance estimate: {len(points)} with a "
+                          f"result over {len(keys)} searched key(s); at least {MIN_CONFIGURATIONS} configurations "
+                          f"and 2 keys needed")
+    missing = [k for k, d in dists.items() if d is None]
+    if missing:
+        return Importance(**counts, note=f"no search range stored for {', '.join(missing)} in study.json")
+    fixed = [k for i, k in enumerate(keys) if len({repr(g.values[i]) for g, _ in points}) < 2]
     if fixed:
-        return {}, f"parameter(s) {', '.join(fixed)} took a single value in the completed trials"
+        return Importance(**counts, note=f"parameter(s) {', '.join(fixed)} took a single value in the trials")
+    ostudy = optuna.create_study(direction="maximize" if study.mode == "max" else "minimize")
     try:
-        scores = get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=FANOVA_SEED), params=keys)
-    except (ValueError, RuntimeError) as e:  # e.g. a degenerate forest; the other reports still get written
-        return {}, f"fANOVA failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}"
-    ordered = dict(sorted(((k, float(v)) for k, v in scores.items()), key=lambda kv: (-kv[1], kv[0])))
-    return ordered, f"fANOVA (seed {FANOVA_SEED}) over {len(done)} completed Optuna trials, target {study.metric}"
+        for g, value in points:
+            ostudy.add_trial(optuna.trial.create_trial(params=dict(zip(keys, g.values)), distributions=dists,
+                                                       value=value))
+        runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=s), params=keys)
+                for s in FANOVA_SEEDS]
+    except (ValueError, RuntimeError) as e:  # a value outside its stored range, a degenerate forest
+        return Importance(**counts, note=f"fANOVA failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+    mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
+    std = {k: float(np.std([r[k] for r in runs], ddof=1)) for k in keys}
+    ordered = dict(sorted(mean.items(), key=lambda kv: (-kv[1], kv[0])))
+    pruned = (f", {n_pruned} of them stopped early and counted at the epoch they reached" if n_pruned
+              else "")
+    note = (f"fANOVA, mean ± std over forest seeds {FANOVA_SEEDS[0]}-{FANOVA_SEEDS[-1]}, on {len(points)} "
+            f"configurations ({n_trials} trials{pruned}); target: mean {study.metric} over seeds")
+    return Importance(ordered, {k: std[k] for k in ordered}, note=note, **counts)
 
 
 def write_importance(study: Study) -> list[Path]:
-    scores, note = compute_importance(study)
-    if not scores:
+    imp = compute_importance(study)
+    counts = [str(imp.n_configurations), str(imp.n_trials), str(imp.n_pruned)]
+    if not imp.mean:
         for stale in ("importance.png", "importance.pdf"):  # from an earlier build with more trials
             (study.dir / stale).unlink(missing_ok=True)
-        return [write_csv(study.dir / "importance.csv", HEADER, [["", "", note]])]
-    out = [write_csv(study.dir / "importance.csv", HEADER, [[k, fmt_float(v), note] for k, v in scores.items()])]
+        return [write_csv(study.dir / "importance.csv", HEADER, [["", "", "", *counts, imp.note]])]
+    out = [write_csv(study.dir / "importance.csv", HEADER,
+                     [[k, fmt_float(v), fmt_float(imp.std[k]), *counts, imp.note] for k, v in imp.mean.items()])]
     with paper_style():
-        fig = new_figure(height_in=max(1.2, 0.6 + 0.28 * len(scores)))
+        fig = new_figure(height_in=max(1.2, 0.6 + 0.28 * len(imp.mean)))
         ax = fig.add_subplot()
-        keys = list(scores)[::-1]  # most important on top
-        ax.barh(keys, [scores[k] for k in keys], color="C0", height=0.6)
-        ax.set_xlabel(f"importance for {study.metric} (fANOVA)")
+        keys = list(imp.mean)[::-1]  # most important on top
+        ax.barh(keys, [imp.mean[k] for k in keys], xerr=[imp.std[k] for k in keys], color="C0", height=0.6,
+                error_kw={"elinewidth": 0.8, "capsize": 2})
+        ax.set_xlabel(f"importance for {study.metric} (fANOVA, {imp.n_configurations} configurations)")
         ax.set_xlim(0, 1)
         ax.grid(True, axis="x", linewidth=0.3, alpha=0.5)
         out += save_figure(fig, study.dir / "importance")
     return out
+
+
+def read_importance_counts(study_dir: Path) -> tuple[int, str] | None:
+    """(configurations, note) of the ``importance.csv`` a build just wrote, for REPORT.md; None without one."""
+    import csv
+
+    path = study_dir / "importance.csv"
+    if not path.is_file():
+        return None
+    with path.open(newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f))
+    if not rows or not rows[0].get("n_configurations", "").isdigit():
+        return None
+    return int(rows[0]["n_configurations"]), rows[0].get("note", "")
