@@ -37,10 +37,14 @@ class ProgressLine(Callback):
     plus a heartbeat line every ``heartbeat`` intervals."""
 
     def __init__(self, name: str, setup: TrialSetup, metric: str, mode: str, total_runs: int, epochs: int,
-                 interval: float, heartbeat: int = 6, stream: TextIO | None = None):
+                 interval: float, heartbeat: int = 6, stream: TextIO | None = None,
+                 done_before: dict[str, str] | None = None):
         self.name, self.setup_, self.metric, self.mode = name, setup, metric, mode
         self.total_runs, self.epochs, self.interval, self.heartbeat = total_runs, epochs, interval, heartbeat
         self.stream = stream
+        # Runs that had ended before this session ({run id: status}, from the records of a resumed study):
+        # counted as done, and not counted again when a new trial replays one of them.
+        self.done_before = dict(done_before or {})
         self._reset()
 
     def _reset(self) -> None:
@@ -72,7 +76,7 @@ class ProgressLine(Callback):
         from study.recorder import error_line
 
         params = ", ".join(f"{k}={format_value(v)}" for k, v in self.setup_.params_of(trial.config).items())
-        print(f"[study {self.name}] trial {trial.trial_id} ({params}, seed {self.setup_.seed_of(trial.config)}) "
+        print(f"[study {self.name}] run {self.setup_.run_id_of(trial.config)} ({params}, seed {self.setup_.seed_of(trial.config)}) "
               f"{what}: {error_line(trial)}" + (f" (traceback: {trial.error_file})" if trial.error_file else ""),
               file=self.stream or sys.stderr, flush=True)
 
@@ -89,10 +93,15 @@ class ProgressLine(Callback):
         self.maybe_print(trials, force=True)
 
     def line(self, trials: list) -> tuple[str, tuple]:
-        status = [t.status for t in trials]
-        done = sum(s == "TERMINATED" for s in status)
-        failed = sum(s == "ERROR" for s in status)
-        running = sum(s == "RUNNING" for s in status)
+        ended = dict(self.done_before)  # run id -> "done" / "failed", the latest trial of a run winning
+        running = 0
+        for t in trials:
+            if t.status == "RUNNING":
+                running += 1
+            elif t.status in ("TERMINATED", "ERROR"):
+                ended[self.setup_.run_id_of(t.config)] = "failed" if t.status == "ERROR" else "done"
+        failed = sum(s == "failed" for s in ended.values())
+        done = len(ended) - failed
         by_id = {t.trial_id: t for t in trials}
         best_text = f"best {self.metric} -"
         if self.best:
@@ -103,8 +112,8 @@ class ProgressLine(Callback):
                 best_text = (f"best {self.metric} {self.best[best_id]:.4g} ({params}, "
                              f"seed {self.setup_.seed_of(t.config)})")
         # Progress in epochs: finished trials count whole (pruned and failed ones will run no more).
-        epochs_done = sum(self.epochs if t.status in ("TERMINATED", "ERROR")
-                          else int((t.last_result or {}).get("epoch", 0)) for t in trials)
+        epochs_done = self.epochs * len(ended) + sum(int((t.last_result or {}).get("epoch", 0)) for t in trials
+                                                     if t.status == "RUNNING")
         if self.epochs_at_start is None:
             self.epochs_at_start = epochs_done
         elapsed = time.monotonic() - self.started

@@ -1,7 +1,9 @@
 """Driver-side Tune callback that keeps ``trials/<id>/trial.json`` and ``epochs.jsonl`` current.
 
 It runs in the driver as results arrive, so the stored records follow the study live and survive a
-driver crash; records are keyed by epoch, so replays after a resume do not duplicate them.
+driver crash. A record belongs to a run (``trials/c<config>-s<seed>/``), not to the Tune trial that executed
+it: a run continued by a new trial (a resumed study) goes on in the same record, and its epochs are keyed
+by epoch, so the epochs a continued run reports again are not stored twice.
 """
 
 from __future__ import annotations
@@ -14,16 +16,17 @@ from typing import Any, Mapping
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from study.checkpoints import drop_checkpoints
-from study.records import TrialRecord, read_epochs, read_trial, record_epoch, summarize_epochs, write_trial
-from study.trainable import REPLAYED_KEY, RESUMED_KEY, TrialSetup
+from study.records import (TrialRecord, read_epochs, read_trial, read_trials, record_epoch, summarize_epochs,
+                           write_trial)
+from study.resume_state import ResumeState
+from study.trainable import CONFIG_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, TrialSetup
 
 log = logging.getLogger("study")
 
 # Keys Ray adds to every reported result; what remains (minus our "node") is the trainer's metrics dict.
 RAY_RESULT_KEYS = frozenset(AUTO_RESULT_KEYS) | {
     "trial_id", "done", "experiment_tag", "should_checkpoint", "timesteps_this_iter", "episodes_this_iter",
-    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY,
+    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY, CONFIG_KEY, SEED_KEY,
 }
 
 
@@ -79,18 +82,21 @@ class TrialRecorder(Callback):
         self.setup_ = setup
         self.keep_checkpoints = keep_checkpoints
 
+    def _run(self, trial: Any) -> str:
+        return self.setup_.run_id_of(trial.config)
+
     def _record(self, trial: Any) -> TrialRecord:
-        record = read_trial(self.study_dir, trial.trial_id)
+        record = read_trial(self.study_dir, self._run(trial))
         if record is None:
             cfg = self.setup_.config(trial.config)
-            record = TrialRecord(trial_id=trial.trial_id, params=self.setup_.params_of(trial.config),
+            record = TrialRecord(trial_id=self._run(trial), params=self.setup_.params_of(trial.config),
                                  seed=self.setup_.seed_of(trial.config), config=cfg.flat())
         return record
 
     def _update(self, trial: Any, status: str, error: str = "", result: Mapping[str, Any] | None = None) -> None:
         record = self._record(trial)
         record.status, record.error = status, error
-        summarize_epochs(record, read_epochs(self.study_dir, trial.trial_id))
+        summarize_epochs(record, read_epochs(self.study_dir, record.trial_id))
         last = result or trial.last_result or {}
         if last.get("node"):
             record.node = str(last["node"])
@@ -108,20 +114,24 @@ class TrialRecorder(Callback):
             return
         metrics = trainer_metrics(result)
         if "epoch" in metrics:
-            record_epoch(self.study_dir, trial.trial_id, metrics)
+            record_epoch(self.study_dir, self._run(trial), metrics)
         self._update(trial, "running", result=result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self._record(trial)
-        epochs = read_epochs(self.study_dir, trial.trial_id)
+        epochs = read_epochs(self.study_dir, record.trial_id)
         last = int(epochs[-1]["epoch"]) if epochs else 0
         # A trial that ends before train.epochs was stopped by the scheduler (ASHA / median rule).
         status = "completed" if last >= int(record.config["train.epochs"]) else "pruned"
         self._update(trial, status)
-        if not self.keep_checkpoints:
-            final = dict(epochs[-1]) if epochs else {}
-            final.update({k: v for k, v in (trial.last_result or {}).items() if k in ("node", RESUMED_KEY)})
-            drop_checkpoints(trial, final)
+        # The run's state is marked ended (a completed run marked itself already), so that a new trial
+        # handed the run again replays its end instead of training; its checkpoints go unless kept.
+        final = dict(epochs[-1]) if epochs else {}
+        final.update({k: v for k, v in (trial.last_result or {}).items() if k in ("node", RESUMED_KEY)})
+        try:
+            ResumeState(self.setup_.state_root, record.trial_id).finish(status, final, self.keep_checkpoints)
+        except Exception as e:  # disk space only: never fail the study over it
+            log.warning("could not mark the stored state of run %s ended: %s", record.trial_id, e)
 
     def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, "failed", error=error_line(trial))
@@ -129,3 +139,23 @@ class TrialRecorder(Callback):
     def on_trial_recover(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         # Retried from its last checkpoint (max_failures): still running; the error is kept for the record.
         self._update(trial, "running", error=f"retrying after: {error_line(trial)}")
+
+
+def close_lost_runs(study_dir: Path) -> list[str]:
+    """Records still ``running`` once every configuration of the study has ended: runs whose end the driver
+    never recorded (it was killed between telling Optuna and writing the record, or a configuration was
+    replaced by a new one). Each is closed as ``failed`` with the reason; their ids."""
+    lost = []
+    for record in read_trials(study_dir):
+        if record.status != "running":
+            continue
+        if record.epochs_run >= int(record.config.get("train.epochs", 0) or 0) > 0:
+            record.status = "completed"  # every epoch is recorded: only its end was not
+        else:
+            record.status = "failed"
+            record.error = "lost: the driver stopped before this run's end was recorded"
+        write_trial(study_dir, record)
+        lost.append(record.trial_id)
+        log.warning("run %s was still recorded as running after the study ended; closed as %s", record.trial_id,
+                    record.status)
+    return lost

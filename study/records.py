@@ -32,7 +32,6 @@ STUDY_JSON = "study.json"
 SPACE_YAML = "space.yaml"
 CONFIG_YAML = "config.yaml"
 TRIALS_DIR = "trials"
-ORPHANED_DIR = "orphaned"  # records of trials lost with a killed driver and run again (see runner.set_aside_orphans)
 TRIAL_JSON = "trial.json"
 EPOCHS_JSONL = "epochs.jsonl"
 RAY_DIR = "ray"

@@ -24,7 +24,9 @@ if __package__ in (None, ""):  # run as a plain script: make the repository impo
 from model.config import ConfigError  # noqa: E402
 from study.optuna_storage import StorageError  # noqa: E402
 from study.records import RecordError, command_line  # noqa: E402
-from study.runner import ClusterError, StudyExistsError, resolve_study, run_study  # noqa: E402
+from study.local_ray import ClusterError  # noqa: E402
+from study.resolve import StudyExistsError, resolve_study  # noqa: E402
+from study.runner import run_study  # noqa: E402
 from study.space import REPO_ROOT, SpaceError  # noqa: E402
 
 
@@ -32,8 +34,8 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python study/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--space", help="search space YAML file, or a name in search_spaces/ (e.g. mixup.yaml)")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
-    parser.add_argument("--storage", help="where Ray Tune keeps trial checkpoints: a folder every node can reach, "
-                        "or a URI such as s3://bucket/path (default: results/<study>/ray; a resume reuses the "
+    parser.add_argument("--storage", help="where Ray Tune keeps its trial folders and the runs their resume states: a folder "
+                        "every node can reach, or a URI such as s3://bucket/path (default: results/<study>/ray; a resume reuses the "
                         "study's own)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address a local Ray instance binds to (default 127.0.0.1: not reachable from "

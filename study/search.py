@@ -1,30 +1,51 @@
-"""How a study searches: the Optuna sampler and study behind Tune's ``OptunaSearch``, seeds, the scheduler.
+"""How a study searches: its Optuna study decides, Ray Tune executes.
 
-One Optuna trial per configuration: ``SeedRepeater`` runs each suggestion once per seed (Tune config key
-``__trial_index__`` = the seed's index) and tells Optuna the mean over seeds, so ``optuna.db`` (or the
-space's ``optuna_storage``) is a real Optuna study of configurations that ``optuna.load_study`` opens and
-the importance report reads. A result Optuna could not be told is an error the user sees
-(``ResumableOptunaSearch.on_trial_complete``), not a warning Ray logs where the study has silenced it.
+The Optuna study (``results/<study>/optuna.db``, or the space's ``optuna_storage``) is the one record of which
+configurations exist and how each ended. One Optuna trial is one configuration; its seeds are the Tune trials
+that run it (``runs``, named ``c<config>-s<seed>``, see ``study/trainable.py``). ``StudySearcher`` is a Tune
+``Searcher`` on Tune's public interface (``suggest`` / ``on_trial_complete``) over Optuna's public ask/tell:
+
+* ``suggest`` asks Optuna for a configuration (a grid point is fixed with ``enqueue_trial`` first; the space's
+  grid is enumerated here, in its listed order) and hands out one Tune trial per seed;
+* when every seed of a configuration has ended it tells Optuna: COMPLETE with the mean over seeds of the
+  metric, PRUNED if the scheduler stopped a seed (an early epoch's value is not comparable), FAIL if no seed
+  reported the metric. The per-seed values go into the Optuna trial's user attribute ``seed_values``.
+  A result Optuna could not be told is an error the user sees (``tell_log``), never lost.
+* it returns ``Searcher.FINISHED`` once the study's budget of configurations is handed out.
+
+``open_study`` prepares the Optuna study before Tune starts. On ``--resume`` every Optuna trial left RUNNING
+is by definition an orphan (its driver is gone): its number is added to the study's user attribute
+``orphans``, it is told FAIL, and its configuration is handed out again first (user attributes
+``requeued_from`` and ``config``), so the runs continue under their own names from their stored state.
 """
 
 from __future__ import annotations
 
+import itertools
 import logging
 import math
-from pathlib import Path
+from collections import deque
+from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
-from ray.tune.search import Repeater, Searcher
-from ray.tune.search.optuna import OptunaSearch
+from ray.tune.search import Searcher
 
 from study.space import Param, Space
+from study.trainable import CONFIG_KEY, SEED_KEY
 
 log = logging.getLogger(__name__)
 # A result Optuna could not be told: its own logger, so that the runner can print it as the study's own line
 # and record it (``study/progress.py``, ``TellFailures``) without touching this module's other warnings.
 tell_log = logging.getLogger(f"{__name__}.tell")
+
+ORPHANS_ATTR = "orphans"  # study user attribute: numbers of the trials closed as orphans on --resume
+REQUEUED_ATTR = "requeued_from"  # trial user attribute: the orphan whose configuration this trial runs again
+CONFIG_ATTR = "config"  # trial user attribute: the configuration's number (its runs' names), when not its own
+OPTUNA_KEY = "__optuna_trial__"  # Tune config key: the Optuna trial a run reports to
+SEEDS_ATTR = "seed_values"  # trial user attribute: {seed: the metric, or null} once every seed has ended
 
 
 def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
@@ -37,154 +58,171 @@ def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(param.low, param.high, step=param.step)
 
 
-class AskTellGridSampler(optuna.samplers.GridSampler):
-    """GridSampler for ask/tell use: its after_trial calls study.stop() once the grid is covered, which only
-    works inside study.optimize() and raises under Tune's ask/tell; Tune stops after num_samples anyway.
-    (Module level, because the searcher is pickled with Tune's experiment state.)"""
-
-    def after_trial(self, study: Any, trial: Any, state: Any, values: Any) -> None:
-        return None
-
-    def grid_point(self, trial: optuna.trial.FrozenTrial) -> dict[str, Any] | None:
-        """The parameters of the grid point ``trial`` was given (None if it was given none), read the way
-        GridSampler itself reads them: a trial asked just before a kill may hold its grid id but no params."""
-        grid_id = trial.system_attrs.get("grid_id")
-        if grid_id is None or not 0 <= int(grid_id) < len(self._all_grids):
-            return None
-        point = self._all_grids[int(grid_id)]
-        return {name: point[i] for i, name in enumerate(self._param_names)}
+def optuna_sampler(space: Space) -> optuna.samplers.BaseSampler:
+    """The sampler for configurations that are not fixed. A grid study fixes every configuration itself
+    (``grid_points``), so its sampler is never consulted for a value."""
+    if space.sampler == "tpe":
+        return optuna.samplers.TPESampler(seed=space.sampler_seed)
+    return optuna.samplers.RandomSampler(seed=space.sampler_seed)
 
 
-class ResumableOptunaSearch(OptunaSearch):
-    """OptunaSearch that, when Tune restores it after the driver was killed, hands back the configurations
-    Optuna gave out after Tune's last experiment checkpoint.
+def grid_points(space: Space) -> list[dict[str, Any]]:
+    """Every configuration of a grid space, in the order its values are listed (last key fastest)."""
+    keys = list(space.search)
+    return [dict(zip(keys, values)) for values in itertools.product(*(space.search[k].values for k in keys))]
 
-    A kill between Optuna's ``ask`` and Tune's next checkpoint leaves a RUNNING trial in ``optuna.db`` that
-    the restored searcher does not know (an orphan): no Tune trial will ever report it. Left alone, it
-    blocks its configuration for good (the GridSampler counts RUNNING grid points as taken, so the resumed
-    study repeats one point and never runs the orphan's). On restore, each orphan is told FAIL and its parameters are
-    enqueued (user attr ``requeued_from`` = the orphan's number), so the next ``ask`` runs exactly that
-    configuration: the study goes on where it was. (Module level: the searcher is pickled with Tune's experiment state.)
-    """
 
-    def __init__(self, *args: Any, **kwargs: Any):
-        super().__init__(*args, **kwargs)
-        self.tell_failures: list[dict[str, Any]] = []  # results Optuna could not be told (on_trial_complete)
+def config_number(trial: optuna.trial.FrozenTrial | optuna.trial.Trial) -> int:
+    """The configuration a trial runs: its own number, or the one it runs again after an orphan."""
+    return int(trial.user_attrs.get(CONFIG_ATTR, trial.number))
 
-    def restore(self, checkpoint_path: str) -> None:
-        super().restore(checkpoint_path)
-        self.requeue_orphans()
+
+@dataclass
+class OpenStudy:
+    """The Optuna study, ready for a session: what is left of its budget and what to hand out first."""
+
+    study: optuna.Study
+    budget: int  # configurations still to hand out (re-queued ones included)
+    requeue: deque = field(default_factory=deque)  # (params or None, orphan number, configuration number)
+    taken: set = field(default_factory=set)  # grid points handed out (as sorted tuples) by finished trials
+    orphans: list[int] = field(default_factory=list)  # closed in this session
+
+
+def _point_key(params: dict[str, Any]) -> tuple:
+    return tuple(sorted(params.items()))
+
+
+def open_study(space: Space, name: str, storage: Any, configs: int) -> OpenStudy:
+    """Create or load the Optuna study ``name`` in ``storage`` and close the orphans of a killed driver."""
+    study = optuna.create_study(study_name=name, storage=storage, sampler=optuna_sampler(space),
+                                direction="maximize" if space.mode == "max" else "minimize", load_if_exists=True)
+    distributions = {k: optuna_distribution(p) for k, p in space.search.items()}
+    # A trial enqueued just before a kill was never asked: ask it now, so that it is closed like the others.
+    while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
+        study.ask(distributions)
+    trials = study.get_trials(deepcopy=False)
+    running = [t for t in trials if t.state == TrialState.RUNNING]
+    orphans = sorted(set(study.user_attrs.get(ORPHANS_ATTR, [])) | {t.number for t in running})
+    if running:  # recorded before they are closed, so that a kill in between loses nothing
+        study.set_user_attr(ORPHANS_ATTR, orphans)
+        for t in running:
+            study.tell(t.number, state=TrialState.FAIL)
+    requeued = {int(t.user_attrs[REQUEUED_ATTR]) for t in trials if REQUEUED_ATTR in t.user_attrs}
+    by_number = {t.number: t for t in trials}
+    opened = OpenStudy(study, budget=max(0, configs - (len(trials) - len(orphans))), orphans=[t.number for t in running])
+    for number in orphans:
+        if number in requeued or number not in by_number:
+            continue
+        t = by_number[number]
+        params = dict(t.params) if set(t.params) == set(distributions) else None  # killed inside ask: not all drawn
+        opened.requeue.append((params, number, config_number(t) if params else None))
+        log.warning("Optuna trial %d was running when the driver stopped; %s", number,
+                    f"its configuration {params} runs again" if params else "a new configuration replaces it")
+    opened.taken = {_point_key(dict(t.params)) for t in trials if t.number not in orphans}
+    opened.taken |= {_point_key(p) for p, _, _ in opened.requeue if p}
+    return opened
+
+
+@dataclass
+class _Configuration:
+    trial: optuna.trial.Trial
+    number: int  # its runs' configuration number
+    seeds: tuple[int, ...]
+    values: dict[int, float | None] = field(default_factory=dict)
+    stopped: bool = False
+
+
+class StudySearcher(Searcher):
+    """Hands Tune one trial per seed of each configuration Optuna gives, and tells Optuna how it ended."""
+
+    def __init__(self, space: Space, opened: OpenStudy, epochs: int):
+        super().__init__(metric=space.metric, mode=space.mode)
+        self.study = opened.study
+        self.distributions = {k: optuna_distribution(p) for k, p in space.search.items()}
+        self.seeds = tuple(space.seeds)
+        self.epochs = epochs
+        self.budget = opened.budget
+        self.requeue = opened.requeue
+        self.grid = [p for p in grid_points(space) if _point_key(p) not in opened.taken] \
+            if space.sampler == "grid" else None
+        self.pending: deque[dict[str, Any]] = deque()  # Tune configs of asked configurations, not handed out
+        self.open: dict[int, _Configuration] = {}  # Optuna trial number -> configuration in flight
+        self.trial_of: dict[str, tuple[int, int]] = {}  # Tune trial id -> (Optuna trial number, seed)
+        self.tell_failures: list[dict[str, Any]] = []
+
+    def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
+        return True  # metric and mode come from the space, the same ones Tune is given
+
+    def _ask(self) -> None:
+        params, orphan, number = self.requeue.popleft() if self.requeue else (None, None, None)
+        if params is None and self.grid is not None:
+            if not self.grid:
+                self.budget = 0  # the grid is covered
+                return
+            params = self.grid.pop(0)
+        attrs: dict[str, int] = {}
+        if orphan is not None:  # the runs keep their names (and stored states) unless the configuration is new
+            attrs = {REQUEUED_ATTR: orphan, **({CONFIG_ATTR: number} if number is not None else {})}
+        if params is not None or attrs:
+            self.study.enqueue_trial(params or {}, user_attrs=attrs)
+        trial = self.study.ask(self.distributions)
+        self.budget -= 1
+        conf = _Configuration(trial, config_number(trial), self.seeds)
+        self.open[trial.number] = conf
+        for seed in self.seeds:
+            self.pending.append({**trial.params, CONFIG_KEY: conf.number, SEED_KEY: seed, OPTUNA_KEY: trial.number})
+
+    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+        if not self.pending and self.budget > 0:
+            self._ask()
+        if not self.pending:
+            return Searcher.FINISHED
+        config = self.pending.popleft()
+        self.trial_of[trial_id] = (int(config[OPTUNA_KEY]), int(config[SEED_KEY]))
+        return config
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
-        """OptunaSearch's own, but for what a failed ``tell`` does: Ray's logs a warning (which the study
-        silences with Ray's searcher logger) and goes on; here it is logged as an error on ``tell_log`` (the
-        runner prints it as one line on stderr and keeps it in ``optuna_errors.jsonl``) and
-        kept in ``tell_failures``. The Optuna trial stays RUNNING; the Tune trials and their records are
-        unaffected. A trial Optuna already holds as finished (one that ended just before a driver was
-        killed, reported again on ``--resume``) is skipped, as before."""
-        if trial_id in self._completed_trials or trial_id not in self._ot_trials:
-            return super().on_trial_complete(trial_id, result, error)
-        ot_trial = self._ot_trials[trial_id]
-        value = None
-        if result:
-            value = ([result.get(m) for m in self.metric] if isinstance(self.metric, list)
-                     else result.get(self.metric))
-        state = optuna.trial.TrialState.COMPLETE
-        if value is None:
-            state = optuna.trial.TrialState.FAIL if error else optuna.trial.TrialState.PRUNED
+        number, seed = self.trial_of.pop(trial_id, (None, 0))
+        conf = self.open.get(number) if number is not None else None
+        if conf is None:
+            return
+        value = result.get(self.metric) if result and not error else None
+        if result and not error and float(result.get("epoch", self.epochs)) < self.epochs:
+            conf.stopped = True
+        conf.values[seed] = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        if len(conf.values) == len(conf.seeds):
+            del self.open[number]
+            self._tell(conf)
+
+    def _tell(self, conf: _Configuration) -> None:
+        scores = [v for v in conf.values.values() if v is not None]
+        value: float | None = None
+        if not scores:
+            state = TrialState.FAIL
+        elif conf.stopped:
+            state = TrialState.PRUNED
+        else:
+            state, value = TrialState.COMPLETE, sum(scores) / len(scores)
         try:
-            self._ot_study.tell(ot_trial, value, state=state, skip_if_finished=True)
+            conf.trial.set_user_attr(SEEDS_ATTR, {str(k): v for k, v in conf.values.items()})
+            self.study.tell(conf.trial, value, state=state)
         except Exception as exc:  # a storage that fails (locked, unreachable), a value Optuna refuses
             text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
-            failure = {"trial_id": trial_id, "optuna_trial": ot_trial.number, "state": state.name,
-                       "value": value, "params": dict(ot_trial.params),
+            failure = {"optuna_trial": conf.trial.number, "state": state.name, "value": value,
+                       "params": dict(conf.trial.params),
                        "error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
-            # setdefault: a searcher unpickled from a state saved before this attribute existed lacks it
-            self.__dict__.setdefault("tell_failures", []).append(failure)
-            tell_log.error("Optuna was not told how trial %s ended (Optuna trial %d, %s%s): %s; that trial "
-                           "stays RUNNING in the Optuna study", trial_id, ot_trial.number, state.name,
-                           f" {value}" if value is not None else "", failure["error"],
-                           extra={"tell_failure": failure})
-        self._completed_trials.add(trial_id)
+            self.tell_failures.append(failure)
+            tell_log.error("Optuna was not told how configuration %d ended (Optuna trial %d, %s%s): %s; that "
+                           "trial stays RUNNING in the Optuna study and runs again on --resume", conf.number,
+                           conf.trial.number, state.name, f" {value}" if value is not None else "",
+                           failure["error"], extra={"tell_failure": failure})
 
-    def requeue_orphans(self) -> list[int]:
-        """Fail and re-enqueue the RUNNING Optuna trials this searcher does not own; their numbers."""
-        study = self._ot_study
-        if study is None:
-            return []
-        owned = {t.number for t in self._ot_trials.values()}
-        orphans = [t for t in study.get_trials(deepcopy=False, states=(optuna.trial.TrialState.RUNNING,))
-                   if t.number not in owned]
-        for t in orphans:
-            params: dict[str, Any] | None = dict(t.params)
-            if isinstance(self._space, dict) and set(params) != set(self._space):
-                # Killed inside ask: not every parameter drawn yet. A grid point is known from its grid id;
-                # otherwise the sampler simply proposes a new configuration in its place.
-                sampler = study.sampler
-                params = sampler.grid_point(t) if isinstance(sampler, AskTellGridSampler) else None
-            study.tell(t.number, state=optuna.trial.TrialState.FAIL)
-            if params:
-                study.enqueue_trial(params, user_attrs={"requeued_from": t.number})
-            log.warning("optuna trial %d was given out just before the driver stopped and never reached a Tune "
-                        "trial; %s", t.number,
-                        f"its configuration {params} is queued again" if params else "it is closed as failed")
-        return [t.number for t in orphans]
+    def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
+        """Nothing to save: the Optuna study is the searcher's state, and a resumed study starts a new Tune
+        experiment from it (``open_study``)."""
 
-
-def optuna_sampler(space: Space) -> optuna.samplers.BaseSampler:
-    if space.sampler == "grid":
-        return AskTellGridSampler({k: list(p.values) for k, p in space.search.items()}, seed=space.sampler_seed)
-    if space.sampler == "random":
-        return optuna.samplers.RandomSampler(seed=space.sampler_seed)
-    return optuna.samplers.TPESampler(seed=space.sampler_seed)
-
-
-class SeedRepeater(Repeater):
-    """Ray's Repeater, telling Optuna what happened to a configuration over all its seeds:
-
-    * every seed finished all epochs: COMPLETE with the mean of the seeds' last ``metric``;
-    * a seed was stopped early by the scheduler: PRUNED (an early epoch's value is not comparable);
-    * no seed reported the metric (all failed): FAIL.
-    """
-
-    def __init__(self, searcher: Searcher, repeat: int, epochs: int):
-        super().__init__(searcher, repeat=repeat, set_index=True)
-        self.epochs = epochs
-        self._stopped_groups: set[str] = set()  # primary trial ids of configurations with a pruned seed
-
-    def on_trial_complete(self, trial_id: str, result: dict | None = None, **kwargs: Any) -> None:
-        group = self._trial_id_to_group.get(trial_id)
-        if group is None:
-            return super().on_trial_complete(trial_id, result, **kwargs)  # logs Ray's own error
-        metric = self.searcher.metric
-        score = float(result[metric]) if result and metric in result else math.nan
-        if result and not kwargs.get("error") and float(result.get("epoch", self.epochs)) < self.epochs:
-            self._stopped_groups.add(group.primary_trial_id)
-        group.report(trial_id, score)
-        if not group.finished_reporting():
-            return
-        scores = [s for s in group.scores() if s is not None and not math.isnan(s)]
-        primary = group.primary_trial_id
-        if not scores:
-            self.searcher.on_trial_complete(primary, result=None, error=True)
-        elif primary in self._stopped_groups:
-            self.searcher.on_trial_complete(primary, result=None, error=False)
-        else:
-            self.searcher.on_trial_complete(primary, result={metric: sum(scores) / len(scores)}, error=False)
-
-
-def make_search_alg(space: Space, study_dir: Path, name: str, epochs: int,
-                    storage: optuna.storages.BaseStorage | None = None) -> Searcher:
-    """OptunaSearch over the searched keys with the space's seeded sampler, stored in ``storage`` (default:
-    the space's ``optuna_storage`` opened here, ``results/<study>/optuna.db`` unless it names another)."""
-    from study.optuna_storage import open_storage
-
-    if storage is None:
-        storage = open_storage(space.optuna_storage, study_dir)
-    searcher = ResumableOptunaSearch(space={k: optuna_distribution(p) for k, p in space.search.items()},
-                            metric=space.metric, mode=space.mode, sampler=optuna_sampler(space),
-                            study_name=name, storage=storage)
-    return SeedRepeater(searcher, repeat=len(space.seeds), epochs=epochs)
+    def restore_from_dir(self, checkpoint_dir: str) -> None:
+        """Nothing to restore (see ``save_to_dir``)."""
 
 
 def make_scheduler(space: Space, epochs: int) -> TrialScheduler | None:

@@ -1,9 +1,11 @@
-"""The Ray Tune trainable: a thin adapter from one trial's config to ``model.train.train``.
+"""The Ray Tune trainable: a thin adapter from one run's Tune config to ``model.train.train``.
 
-Tune's config carries only the searched values and ``__trial_index__`` (the seed's index, set by
-``ray.tune.search.Repeater``); the fixed trainer settings arrive through ``tune.with_parameters`` as a
-``TrialSetup``. Each epoch is reported with the trainer's resume state as a Tune checkpoint, so a trial
-that is restarted (``max_failures``, node loss, ``--resume``) continues from its last epoch.
+A run is one configuration with one seed. Tune's config carries the searched values and the run's identity
+(``CONFIG_KEY``: the configuration's number, the Optuna trial that first ran it; ``SEED_KEY``: the seed), set
+by the study's searcher (``study/search.py``); the fixed trainer settings arrive through ``tune.with_parameters``
+as a ``TrialSetup``. After every epoch the trainer's resume state is stored at the run's fixed place
+(``study/resume_state.py``) and then the epoch is reported, so whichever Tune trial runs the run next (a retry,
+a node loss, ``--resume`` after a driver kill) continues from its last epoch.
 """
 
 from __future__ import annotations
@@ -19,10 +21,15 @@ from typing import Any, Mapping
 from model.config import Config, build_config
 
 SCRATCH_NAME = "i2srm-trials"  # per-node folder (under the system temp dir) of the trials' scratch output
-TRIAL_INDEX = "__trial_index__"  # ray.tune.search.repeater.TRIAL_INDEX, written out so this module stays light
-FINISHED_MARKER = "finished.json"  # what the recorder leaves in a finished trial's emptied checkpoint
+CONFIG_KEY = "__config__"  # Tune config key: the configuration's number (the Optuna trial that first ran it)
+SEED_KEY = "__seed__"  # Tune config key: the run's seed
 RESUMED_KEY = "resumed_from_epoch"  # reported beside the trainer's metrics; kept in trial.json, not epochs.jsonl
-REPLAYED_KEY = "replayed_final"  # marks the final result a finished trial reports again after a driver loss
+REPLAYED_KEY = "replayed_final"  # marks the final result of a run that had ended, reported again by a new trial
+
+
+def run_id(config_number: int, seed: int) -> str:
+    """The name of a run: its folder under ``trials/`` and under the resume states, e.g. ``c0003-s1``."""
+    return f"c{int(config_number):04d}-s{int(seed)}"
 
 
 @dataclass(frozen=True)
@@ -33,9 +40,15 @@ class TrialSetup:
     seeds: tuple[int, ...]
     searched: tuple[str, ...]
     threads: int
+    state_root: str = ""
+    """Where the runs keep their resume states (``resume_state.state_root``); "" in a direct call in a test."""
+    keep_checkpoints: bool = False
 
     def seed_of(self, config: Mapping[str, Any]) -> int:
-        return self.seeds[int(config.get(TRIAL_INDEX, 0)) % len(self.seeds)]
+        return int(config[SEED_KEY]) if SEED_KEY in config else self.seeds[0]
+
+    def run_id_of(self, config: Mapping[str, Any]) -> str:
+        return run_id(int(config.get(CONFIG_KEY, 0)), self.seed_of(config))
 
     def params_of(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {key: config[key] for key in self.searched}
@@ -90,58 +103,42 @@ def scratch_dir(trial_id: str, root: Path | None = None) -> Path:
     return Path(tempfile.mkdtemp(prefix=f"{trial_id}-pid{os.getpid()}-", dir=root))
 
 
-def finished_result(marker: Path) -> dict[str, Any]:
-    """The final result stored in a finished trial's marker ({} for an old or unreadable marker)."""
-    import json
-
-    try:
-        doc = json.loads(marker.read_text(encoding="utf-8"))
-    except (OSError, ValueError):
-        return {}
-    result = doc.get("result") if isinstance(doc, dict) else None
-    return dict(result) if isinstance(result, dict) else {}
-
-
 def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
-    """Tune function trainable: train one configuration with one seed, reporting every epoch."""
+    """Tune function trainable: train one run (a configuration with one seed), reporting every epoch."""
     from ray import tune
 
     from model.train import train
+    from study.resume_state import ResumeState
 
+    state = ResumeState(setup.state_root, setup.run_id_of(config))
+    ended = state.finished()
+    if ended is not None:
+        # The run ended before (its records are stored): hand Tune its final result again, so the searcher
+        # and the scheduler see how it ended, and train nothing.
+        tune.report({**ended.get("result", {}), REPLAYED_KEY: True})
+        return
     cfg = setup.config(config)
     node = node_label()
     out_dir = scratch_dir(tune.get_context().get_trial_id())
-
-    checkpoint = tune.get_checkpoint()
-    # The epoch this run of the trial starts after: 0 when fresh, else the restored checkpoint's epoch
-    # (node loss, max_failures retry, --resume). Set from the first epoch reported below.
-    resumed: list[int] = []
-
-    def on_epoch(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
-        if not resumed:
-            resumed.append(int(metrics["epoch"]) - 1 if checkpoint is not None else 0)
-        saved = tune.Checkpoint.from_directory(str(checkpoint_dir)) if checkpoint_dir is not None else None
-        tune.report({**metrics, "node": node, RESUMED_KEY: resumed[0]}, checkpoint=saved)
     try:
-        if checkpoint is None:
-            train(cfg, out_dir, on_epoch)
-        else:
-            with checkpoint.as_directory() as resume_dir:
-                marker = Path(resume_dir) / FINISHED_MARKER
-                if marker.is_file():
-                    # Finished before the driver died (its records are stored): hand Tune the final result
-                    # again, so the restored searcher and scheduler see how it ended, and train nothing.
-                    final = finished_result(marker)
-                    if final:
-                        tune.report({**final, REPLAYED_KEY: True})
-                    return
-                done = train(cfg, out_dir, on_epoch, resume_from=resume_dir)
-                history = done.get("history") or []
-                if not resumed and history:
-                    # Restored from the last epoch's checkpoint (node or driver lost after the final report,
-                    # before the trial ended): nothing left to train. Report the final result again, with
-                    # this restart, so the searcher sees how the trial ended and its record names the resume.
-                    final = dict(history[-1])
-                    tune.report({**final, "node": node, RESUMED_KEY: int(final["epoch"]), REPLAYED_KEY: True})
+        latest = state.latest() or {}
+        resume_dir = state.fetch(out_dir / "resume") if latest else None
+        resumed = int(latest.get("epoch", 0)) if resume_dir is not None else 0
+        history: list[dict[str, Any]] = list(latest.get("history", [])) if resume_dir is not None else []
+        # A new trial continuing the run: report the epochs it already has (the records keep them by epoch,
+        # and a scheduler sees this trial's whole curve), then train the rest.
+        for metrics in history:
+            tune.report({**metrics, "node": node, RESUMED_KEY: resumed})
+
+        def on_epoch(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
+            history.append(dict(metrics))
+            if checkpoint_dir is not None:
+                state.save(checkpoint_dir, int(metrics["epoch"]), history)
+            tune.report({**metrics, "node": node, RESUMED_KEY: resumed})
+
+        train(cfg, out_dir / "run", on_epoch, resume_from=resume_dir)
+        if history:
+            state.finish("completed", {**history[-1], "node": node, RESUMED_KEY: resumed},
+                         keep_checkpoint=setup.keep_checkpoints)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

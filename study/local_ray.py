@@ -1,0 +1,160 @@
+"""Ray for a study: join a cluster (``--address``) or start a private local instance, check it can run a
+trial, and keep Tune's console quiet. Ray Tune itself is used by ``study/runner.py``.
+
+The local instance listens on 127.0.0.1 only (``keep_on_loopback``): the one place the study reaches into a
+private Ray module, because Ray 2.60 offers no public setting that keeps a Linux node's gRPC servers off the
+machine's other interfaces (the environment variable it reads is read once, when ray is imported).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+
+from study.space import REPO_ROOT, Space
+
+
+class ClusterError(RuntimeError):
+    """The Ray cluster cannot run the study: unreachable address, or fewer resources than one trial asks."""
+
+# How long the driver waits for a TCP connection to ``--address`` before refusing it (seconds).
+ADDRESS_TIMEOUT_S = 5.0
+
+
+def check_address(address: str) -> None:
+    """Refuse an unreachable ``host:port`` at once: ``ray.init`` would otherwise retry for about a minute."""
+    if "://" in address or address == "auto":  # ray://, or auto-discovery: left to ray.init
+        return
+    host, _, port = address.rpartition(":")
+    if not host or not port.isdigit():
+        raise ClusterError(f"--address {address!r}: expected HOST:PORT of a Ray head (e.g. 10.0.0.5:6379), "
+                           f"ray://HOST:PORT, or auto.")
+    try:
+        socket.create_connection((host, int(port)), timeout=ADDRESS_TIMEOUT_S).close()
+    except OSError as e:
+        raise ClusterError(f"--address {address}: no Ray head answers there ({e.strerror or e}); start one with "
+                           f"`ray start --head --port={port}` or fix the address.") from None
+
+
+def worker_env() -> dict[str, str]:
+    """Environment every trial worker needs: the repository on ``PYTHONPATH`` (workers import model.* and
+    study.*; on a cluster the repository must sit at the same path on every node, or be installed there),
+    no usage stats, no tokenizer thread pools (each trial already has its own CPUs)."""
+    pythonpath = os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH", "")) if p)
+    return {"PYTHONPATH": pythonpath, "RAY_USAGE_STATS_ENABLED": "0", "TOKENIZERS_PARALLELISM": "false"}
+
+
+def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
+    """Join ``address`` (or ``RAY_ADDRESS``), else start a private local instance; True if we started it
+    (``stop_ray`` ends it). ``worker_env`` is the job's runtime environment either way.
+
+    The local instance binds to ``host`` (127.0.0.1 unless ``--host`` says otherwise) and runs no
+    dashboard. A joined cluster keeps its own settings: token authentication (``RAY_AUTH_MODE=token``) and
+    the addresses its nodes were started with.
+    """
+    import ray
+
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
+    runtime_env = {"env_vars": worker_env()}
+    address = address or os.environ.get("RAY_ADDRESS") or None
+    if ray.is_initialized():
+        return False
+    if address:
+        # A driver joining a cluster started with token authentication (the default of Ray 2.60's
+        # `ray start --head`) must say so; a cluster started without it needs RAY_AUTH_MODE=disabled.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
+        check_address(address)
+        try:
+            ray.init(address=address, runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False)
+        except (ConnectionError, RuntimeError, ValueError) as e:
+            first = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            raise ClusterError(f"--address {address}: could not join the Ray cluster: {first} (a cluster started "
+                               f"with token auth needs RAY_AUTH_MODE=token and its token).") from None
+        return False
+    # A new local instance turns token authentication on by itself and says so in a warning: expected here.
+    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
+    if host in LOOPBACK:
+        keep_on_loopback(True)
+    try:
+        # No idle workers started ahead of time (one per CPU by default): Tune gives its trial actors their own
+        # runtime env, so those workers would never host a trial; skipping them frees the CPUs while the
+        # study starts (measured ~0.7 s less per study on 2 cores).
+        ray.init(num_cpus=os.cpu_count(), include_dashboard=False, _node_ip_address=host,
+                 runtime_env=runtime_env, logging_level=logging.WARNING, log_to_driver=False,
+                 _system_config={"prestart_worker_first_driver": False})
+    except BaseException:
+        stop_ray()
+        raise
+    return True
+
+
+def stop_ray() -> None:
+    """End the local instance ``init_ray`` started and undo what it set for it in this process."""
+    import ray
+
+    ray.shutdown()
+    keep_on_loopback(False)
+
+
+LOOPBACK = ("127.0.0.1", "localhost", "::1")
+_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+_saved_loopback: list[tuple[str | None, bool]] = []
+
+
+def keep_on_loopback(on: bool) -> None:
+    """Make a local Ray instance listen on 127.0.0.1 only (``on``), or undo that after ``ray.shutdown``.
+
+    On Linux, Ray 2.60 replaces a 127.0.0.1 node address by the machine's own IP (``ray_constants.
+    ENABLE_RAY_CLUSTER``, from the environment variable above, read when ray is imported) and its gRPC
+    servers (GCS, raylet, workers) listen on all interfaces unless the node address is 127.0.0.1. Setting
+    the variable to 0 keeps the node on 127.0.0.1, and with it every port; the raylet passes it on to the
+    processes it starts. Only for a private single-node instance: a node started this way cannot be joined
+    by others, so a cluster (``--address``) keeps its own settings.
+    """
+    from ray._private import ray_constants
+
+    if on:
+        saved = (os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
+        _saved_loopback.append(saved)
+        os.environ[_LOOPBACK_ENV] = "0"
+        ray_constants.ENABLE_RAY_CLUSTER = False
+    elif _saved_loopback:
+        env, constant = _saved_loopback.pop()
+        if env is None:
+            os.environ.pop(_LOOPBACK_ENV, None)
+        else:
+            os.environ[_LOOPBACK_ENV] = env
+        ray_constants.ENABLE_RAY_CLUSTER = constant
+
+
+def check_resources(space: Space) -> None:
+    """Refuse a study whose single trial asks more CPUs or GPUs than the whole cluster has."""
+    import ray
+
+    total = ray.cluster_resources()
+    for kind, key, want in (("GPU", "resources.gpus", space.resources.gpus),
+                            ("CPU", "resources.cpus", space.resources.cpus)):
+        have = float(total.get(kind, 0.0))
+        if want > have:
+            raise ClusterError(f"{key}: {want:g} per trial, but the Ray cluster has {have:g} {kind} in all; "
+                               f"lower {key} (--set {key}=0 for no {kind}) or add nodes with {kind}s.")
+
+
+def quiet_tune() -> None:
+    """Tune's own console output off: the study prints its progress line and one line per failed trial."""
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 for trial errors
+    # Tune warns when its driver loop stalls over 0.5 s, which happens whenever the trials hold every core;
+    # with epochs of seconds to minutes a stall of a few seconds costs nothing.
+    os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
+    # Every epoch checkpoints (num_to_keep=1 forces a state snapshot): intended, so not worth a warning.
+    os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
+    # "Trial task failed" (a traceback per failure) and "Trials did not complete": the study prints one line
+    # per failed trial, naming its error.txt, and a summary at the end.
+    # "Cannot tell a COMPLETE trial": a trial that finished just before a driver crash is restored and ends
+    # at once on --resume; Optuna already holds its result.
+    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller", "ray.tune.search.optuna.optuna_search"):
+        logging.getLogger(name).setLevel(logging.CRITICAL)
+    import optuna
+
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
