@@ -15,6 +15,7 @@ import copy
 import dataclasses
 import difflib
 import json
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
@@ -155,6 +156,10 @@ class TrainConfig:
     """Write the resume state (``OUT/checkpoint/state.pt``) after every epoch."""
     save_best: bool = True
     """Write the best epoch's weights (``OUT/best/model.pt``); a study turns it off (it keeps the metrics)."""
+    simulate_seconds: float | None = None
+    """Benchmarks only: replace each epoch's model compute by a stand-in that sleeps this many seconds and
+    reports seeded pseudo-metrics (``model/simulate.py``; no model or data is loaded). null (the default) = off.
+    Refused unless the environment sets ``I2SRM_ALLOW_SIMULATE=1`` (``ALLOW_SIMULATE_ENV``)."""
 
 
 @dataclass
@@ -434,6 +439,8 @@ def validate(cfg: Config, where: str = "") -> None:
             raise bad(f"train.{key}", getattr(cfg.train, key), "a number > 0")
     if not 0.0 <= cfg.train.warmup < 1.0:
         raise bad("train.warmup", cfg.train.warmup, "a fraction of the steps in [0, 1)")
+    if cfg.train.simulate_seconds is not None:
+        check_simulate(cfg.train.simulate_seconds, where)
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
         raise bad("train.device", dev, "auto, cpu, cuda or cuda:N")
@@ -443,6 +450,22 @@ def validate(cfg: Config, where: str = "") -> None:
     if cfg.data.dir and cfg.data.name in ("twitter2015", "twitter2017", "mnre") \
             and not Path(cfg.data.dir).expanduser().is_dir():
         raise ConfigError(f"{where}'data.dir' is {cfg.data.dir!r}, which is not a folder.")
+
+
+ALLOW_SIMULATE_ENV = "I2SRM_ALLOW_SIMULATE"
+"""Environment variable that permits ``train.simulate_seconds`` (value ``1``); benchmarks/scale.py sets it."""
+
+
+def check_simulate(seconds: float, where: str = "") -> None:
+    """``train.simulate_seconds`` is for measuring the platform: refused unless explicitly allowed."""
+    if os.environ.get(ALLOW_SIMULATE_ENV) != "1":
+        raise ConfigError(f"{where}'train.simulate_seconds' is {seconds!r}: it replaces every epoch's training by "
+                          f"a timed stand-in with pseudo-metrics (benchmarks only) and is refused unless "
+                          f"{ALLOW_SIMULATE_ENV}=1 is set in the environment (of the driver and of every Ray "
+                          f"node); leave it unset (null) to train.")
+    if not seconds >= 0:
+        raise ConfigError(f"{where}'train.simulate_seconds' is {seconds!r}; allowed: null (off) or a number of "
+                          f"seconds >= 0.")
 
 
 def load_config(config_file: str | Path | None = None, sets: list[str] | None = None) -> Config:

@@ -3,7 +3,8 @@
     python -m model.train [--config FILE] [--set key=value ...] [--out DIR] [--resume CHECKPOINT_DIR]
 
 A study calls ``train()`` many times through its per-epoch ``callback`` (report, checkpoint, early stop);
-nothing here knows about Ray.
+nothing here knows about Ray. torch is imported inside the functions that use it, so that a run with
+``train.simulate_seconds`` set (``model/simulate.py``, benchmarks of the platform) never loads it.
 """
 
 from __future__ import annotations
@@ -18,14 +19,16 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
-import torch
-from torch.utils.data import DataLoader
 
 from model.config import Config, ConfigError, config_from_flat, load_config
 from model.fileio import atomic_torch_save, atomic_write_text
+
+if TYPE_CHECKING:
+    import torch
+    from torch.utils.data import DataLoader
 
 log = logging.getLogger("i2srm")
 
@@ -49,6 +52,8 @@ class RunState:
 
 
 def seed_everything(seed: int) -> None:
+    import torch
+
     random.seed(seed)
     np.random.seed(seed % 2**32)
     torch.manual_seed(seed)
@@ -57,6 +62,8 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    import torch
+
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
@@ -77,10 +84,14 @@ def load_tokenizer(name_or_path: str) -> Any:
 
 
 def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
+    import torch
+
     return {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
 
 
 def _rng_state() -> dict[str, Any]:
+    import torch
+
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
                              "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
                                        *np.random.get_state()[2:]]}
@@ -90,6 +101,8 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
+    import torch
+
     torch.set_rng_state(state["torch"])
     py = state["python"]
     random.setstate((py[0], tuple(py[1]), py[2]))
@@ -105,9 +118,15 @@ class Evaluator:
     def __init__(self, task: str, label_names: list[str], none_index: int | None) -> None:
         self.task, self.label_names, self.none_index = task, label_names, none_index
 
-    @torch.no_grad()
     def __call__(self, net: torch.nn.Module, loader: DataLoader, visual_fn: Callable, device: torch.device,
                  amp: bool) -> dict[str, float]:
+        import torch
+
+        with torch.no_grad():
+            return self._score(net, loader, visual_fn, device, amp)
+
+    def _score(self, net: torch.nn.Module, loader: DataLoader, visual_fn: Callable, device: torch.device,
+               amp: bool) -> dict[str, float]:
         from model.metrics import mner_scores, mre_scores
 
         net.eval()
@@ -133,12 +152,17 @@ class Evaluator:
 
 
 def _autocast(device: torch.device, amp: bool) -> Any:
+    import torch
+
     if device.type == "cuda" and amp:
         return torch.autocast("cuda", dtype=torch.bfloat16)
     return torch.autocast("cpu", enabled=False)
 
 
 def make_loaders(cfg: Config, data: Any) -> tuple[DataLoader, DataLoader, DataLoader]:
+    import torch
+    from torch.utils.data import DataLoader
+
     g = torch.Generator()
     g.manual_seed(cfg.train.seed)
     nw = cfg.data.num_workers
@@ -156,6 +180,8 @@ def make_optimizer(net: Any, cfg: Config, backbone: torch.nn.Module | None,
                    device: torch.device) -> torch.optim.Optimizer:
     """AdamW over the network's parameter groups, fused into one kernel per step on CPU and CUDA: the
     default per-tensor loop costs ~0.2 s per step on 2 CPU cores for MiniLM (8x the fused step)."""
+    import torch
+
     return torch.optim.AdamW(net.param_groups(cfg, backbone=backbone), fused=device.type in ("cpu", "cuda"))
 
 
@@ -173,7 +199,15 @@ def make_visual(cfg: Config, data: Any, device: torch.device) -> tuple[Callable[
 
 def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
           resume_from: str | Path | None = None) -> dict[str, Any]:
-    """Train one run; see the module docstring. Returns what it writes to ``out_dir/metrics.json``."""
+    """Train one run; see the module docstring. Returns what it writes to ``out_dir/metrics.json``.
+
+    With ``train.simulate_seconds`` set, the stand-in of ``model/simulate.py`` runs instead (no model, no data)."""
+    if cfg.train.simulate_seconds is not None:
+        from model.simulate import simulate
+
+        return simulate(cfg, out_dir, callback, resume_from)
+    import torch
+
     from model.preflight import check_resources
 
     check_resources(cfg)  # an unreachable hub or weights download: one line, in seconds, before anything is loaded
@@ -326,6 +360,8 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+    import torch
+
     from model.data.types import DataError
 
     try:
