@@ -1,4 +1,5 @@
-"""Test session set-up: offline, no telemetry, and a private cache so tests never touch ~/.cache."""
+"""Test session set-up: offline, no telemetry, and a private cache so tests never touch ~/.cache; the
+fixtures several test modules share (their plain helpers are in ``tests/helpers.py``)."""
 
 from __future__ import annotations
 
@@ -6,6 +7,8 @@ import os
 import sys
 import tempfile
 from pathlib import Path
+
+import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
@@ -16,3 +19,12 @@ os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("I2SRM_CACHE", tempfile.mkdtemp(prefix="i2srm-test-cache-"))
+
+
+@pytest.fixture(scope="session")
+def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A random 2-layer, 32-wide BERT with the offline MiniLM tokenizer, saved once per session: the
+    ``model.text_encoder`` of tests where the shipped MiniLM is not the point."""
+    from tests.helpers import save_tiny_encoder
+
+    return save_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))

@@ -15,7 +15,7 @@ from model.heads import entity_pool
 from model.i2srm import reference_rows, sample_lambda
 from model.network import I2SRMNetwork
 from model.train import seed_everything
-from tests.test_i2srm import B, NUM_RELATIONS, NUM_TAGS, _batch, _cfg, _encoder, _visual
+from tests.helpers import B, NUM_RELATIONS, NUM_TAGS, sample_batch, sample_visual, small_cfg, tiny_bert
 
 N = 16  # a doubled stack of 2B rows, B = 8
 
@@ -40,9 +40,9 @@ def test_reference_loss_rows_are_the_authors_layout(delta: float) -> None:
 
 
 def _net(task: str, variant: str, delta: float, **sets: object) -> I2SRMNetwork:
-    cfg = _cfg(task, **{"i2srm.variant": variant, "i2srm.delta": delta, **sets})
+    cfg = small_cfg(task, **{"i2srm.variant": variant, "i2srm.delta": delta, **sets})
     torch.manual_seed(0)
-    return I2SRMNetwork(cfg, NUM_TAGS if task == "mner" else NUM_RELATIONS, _encoder(0.0), 960).train()
+    return I2SRMNetwork(cfg, NUM_TAGS if task == "mner" else NUM_RELATIONS, tiny_bert(0.0), 960).train()
 
 
 @pytest.mark.parametrize("delta", [0.0, 0.5, 0.7, 1.0])
@@ -70,7 +70,7 @@ def test_plain_model_scores_every_row_in_both_variants() -> None:
 def test_reference_loss_replayed_by_hand(task: str) -> None:
     """The network's clean and mixed losses equal CE / CRF NLL on the rows of the reference layout."""
     net = _net(task, "reference", 0.7, **{"i2srm.kl_weight": 0.0})
-    batch, visual = _batch(task), _visual()
+    batch, visual = sample_batch(task), sample_visual()
     torch.manual_seed(11)
     out = net(batch, visual)
     n = 2 * B
@@ -141,7 +141,7 @@ def test_reference_optimizer_groups() -> None:
     assert build_config({"data.name": "twitter2015", "data.dir": "."}).train.prefix_lr is None
     assert build_config({"data.name": "synthetic-mner"}).train.prefix_lr == 1e-3
     sets = {"train.lr": 2e-5, "train.head_lr": 5e-4, "train.prefix_lr": None}
-    cfg = _cfg("mner", **sets)
+    cfg = small_cfg("mner", **sets)
     assert cfg.train.max_grad_norm == 0 and cfg.train.decay_norm_bias and cfg.train.prefix_lr is None
     net = _net("mner", "reference", 0.7, **sets)
     by_id = {id(p): g for g in net.param_groups(cfg) for p in g["params"]}
@@ -153,7 +153,7 @@ def test_reference_optimizer_groups() -> None:
         assert by_id[id(p)]["lr"] == 5e-2
     for p in (net.kl_proj.weight, net.transfer.layer.linear1.weight):         # trained (the reference's MRE is not)
         assert by_id[id(p)]["lr"] == 5e-4
-    clean = _cfg("mner", **{"i2srm.variant": "clean"})
+    clean = small_cfg("mner", **{"i2srm.variant": "clean"})
     assert (clean.train.max_grad_norm, clean.train.prefix_lr, clean.train.crf_lr) == (1.0, 1e-3, 1e-3)
     assert build_config({"data.name": "synthetic-mner", "i2srm.variant": "clean",
                          "train.crf_lr": 0.02}).train.crf_lr == 0.02             # a given key beats the variant
@@ -164,9 +164,9 @@ def test_reference_optimizer_groups() -> None:
 def test_same_seed_same_initial_weights_in_every_ablation_row(task: str) -> None:
     states = {}
     for ablation in ABLATIONS:
-        cfg = _cfg(task, **{"i2srm.ablation": ablation})
+        cfg = small_cfg(task, **{"i2srm.ablation": ablation})
         seed_everything(cfg.train.seed)
-        net = I2SRMNetwork(cfg, NUM_TAGS if task == "mner" else NUM_RELATIONS, _encoder(0.0), 960)
+        net = I2SRMNetwork(cfg, NUM_TAGS if task == "mner" else NUM_RELATIONS, tiny_bert(0.0), 960)
         states[ablation] = {k: v for k, v in net.state_dict().items() if not k.startswith("encoder.")}
     full = states["full"]
     assert any(k.startswith(("emission", "classifier")) for k in full) and any(k.startswith("prefix") for k in full)

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
-from transformers import AutoTokenizer, BertConfig, BertModel
+from transformers import AutoTokenizer
 
 from model.config import ABLATIONS, Config, build_config
 from model.encoders import resolve_text_encoder
@@ -16,9 +16,7 @@ from model.i2srm import (CrossSampleTransfer, mixed_ce, mixed_count, mixup, samp
                          semantic_kl)
 from model.network import I2SRMNetwork, build_network
 from model.visual import ResNetFeatures, VisualFeatures, build_resnet
-
-B, L, W, K, P, C = 4, 12, 6, 3, 4, 960
-NUM_TAGS, NUM_RELATIONS = 9, 5
+from tests.helpers import B, C, NUM_RELATIONS, NUM_TAGS, sample_batch, sample_visual, small_cfg, tiny_bert
 
 
 # ---- the pieces -------------------------------------------------------------------------------
@@ -108,55 +106,18 @@ def test_lambda_follows_the_global_seed() -> None:
 
 
 # ---- the network ------------------------------------------------------------------------------
-def _encoder(dropout: float = 0.1) -> BertModel:
-    torch.manual_seed(0)
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                     vocab_size=50, hidden_dropout_prob=dropout, attention_probs_dropout_prob=dropout)
-    return BertModel(cfg, add_pooling_layer=False)
-
-
-def _cfg(task: str, **sets: object) -> Config:
-    return build_config({"data.name": f"synthetic-{task}", "model.backbone": "resnet18", "model.prompt_hidden": 16,
-                         "i2srm.transfer_ff": 32, **sets})
-
-
 def _net(cfg: Config, dropout: float = 0.1) -> I2SRMNetwork:
     torch.manual_seed(1)
-    return I2SRMNetwork(cfg, NUM_TAGS if cfg.task == "mner" else NUM_RELATIONS, _encoder(dropout), C)
-
-
-def _visual() -> VisualFeatures:
-    g = torch.Generator().manual_seed(2)
-    mask = torch.tensor([[1, 1, 1, 0], [1, 0, 0, 0], [1, 1, 1, 1], [1, 1, 0, 0]], dtype=torch.bool)
-    return VisualFeatures(torch.randn(B, 1 + K, P, C, generator=g), torch.randn(B, 1000, generator=g), mask)
-
-
-def _batch(task: str) -> dict[str, torch.Tensor]:
-    g = torch.Generator().manual_seed(3)
-    am = torch.ones(B, L, dtype=torch.long)
-    am[1, 8:] = 0
-    batch = {"input_ids": torch.randint(1, 50, (B, L), generator=g) * am, "attention_mask": am,
-             "index": torch.arange(B)}
-    if task == "mner":
-        wm = torch.ones(B, W, dtype=torch.bool)
-        wm[1, 4:] = False
-        wm[3, 2:] = False
-        batch.update(word_index=torch.arange(1, W + 1).repeat(B, 1) * wm, word_mask=wm,
-                     labels=torch.randint(0, NUM_TAGS, (B, W), generator=g) * wm)
-    else:
-        hm, tm = torch.zeros(B, L), torch.zeros(B, L)
-        hm[:, 2:4], tm[:, 5:7] = 1.0, 1.0
-        batch.update(head_mask=hm, tail_mask=tm, label=torch.tensor([0, 3, 1, 3]))
-    return batch
+    return I2SRMNetwork(cfg, NUM_TAGS if cfg.task == "mner" else NUM_RELATIONS, tiny_bert(dropout), C)
 
 
 @pytest.mark.parametrize("task", ["mner", "mre"])
 @pytest.mark.parametrize("ablation", ABLATIONS)
 def test_forward_backward_for_every_ablation(task: str, ablation: str) -> None:
-    cfg = _cfg(task, **{"i2srm.ablation": ablation})
+    cfg = small_cfg(task, **{"i2srm.ablation": ablation})
     net = _net(cfg).train()
-    batch = _batch(task)
-    visual = _visual() if cfg.model.use_image else None
+    batch = sample_batch(task)
+    visual = sample_visual() if cfg.model.use_image else None
     out = net(batch, visual)
     assert torch.isfinite(out.loss) and set(out.parts) == {"ce", "mix", "kl"}
     expect = out.parts["ce"] + out.parts["mix"] + cfg.i2srm.kl_weight * out.parts["kl"]
@@ -190,22 +151,23 @@ def test_forward_backward_for_every_ablation(task: str, ablation: str) -> None:
 
 
 def test_no_objects_uses_only_the_whole_image() -> None:
-    net = _net(_cfg("mre", **{"i2srm.ablation": "no_objects"})).eval()
-    visual = _visual()
+    net = _net(small_cfg("mre", **{"i2srm.ablation": "no_objects"})).eval()
+    visual = sample_visual()
     crops_changed = VisualFeatures(visual.cells.clone(), visual.logits, visual.mask)
     crops_changed.cells[:, 1:] += 3.0
-    assert net(_batch("mre"), visual).loss.item() == net(_batch("mre"), crops_changed).loss.item()
-    full = _net(_cfg("mre")).eval()
-    assert full(_batch("mre"), visual).loss.item() != full(_batch("mre"), crops_changed).loss.item()
+    assert net(sample_batch("mre"), visual).loss.item() == net(sample_batch("mre"), crops_changed).loss.item()
+    full = _net(small_cfg("mre")).eval()
+    assert full(sample_batch("mre"), visual).loss.item() != full(sample_batch("mre"), crops_changed).loss.item()
 
 
 @pytest.mark.parametrize("task", ["mner", "mre"])
 @pytest.mark.parametrize("transfer", [False, True])
 def test_delta_zero_is_exactly_the_unmixed_loss(task: str, transfer: bool) -> None:
     sets = {"i2srm.transfer": transfer, "i2srm.delta": 0.0}
-    on, off = _net(_cfg(task, **sets, **{"i2srm.mixup": True})), _net(_cfg(task, **sets, **{"i2srm.mixup": False}))
+    on = _net(small_cfg(task, **sets, **{"i2srm.mixup": True}))
+    off = _net(small_cfg(task, **sets, **{"i2srm.mixup": False}))
     off.load_state_dict(on.state_dict())
-    batch, visual = _batch(task), _visual()
+    batch, visual = sample_batch(task), sample_visual()
     torch.manual_seed(5)
     a = on.train()(batch, visual)
     torch.manual_seed(5)
@@ -214,21 +176,21 @@ def test_delta_zero_is_exactly_the_unmixed_loss(task: str, transfer: bool) -> No
 
 
 def test_delta_one_mixes_every_sample() -> None:
-    net = _net(_cfg("mre", **{"i2srm.delta": 1.0, "i2srm.variant": "clean"})).train()
-    out = net(_batch("mre"), _visual())
+    net = _net(small_cfg("mre", **{"i2srm.delta": 1.0, "i2srm.variant": "clean"})).train()
+    out = net(sample_batch("mre"), sample_visual())
     assert out.parts["ce"] == 0 and out.parts["mix"] > 0
-    net = _net(_cfg("mre", **{"i2srm.delta": 1.0})).train()  # the reference keeps its clean loss at delta 1
-    out = net(_batch("mre"), _visual())
+    net = _net(small_cfg("mre", **{"i2srm.delta": 1.0})).train()  # the reference keeps its clean loss at delta 1
+    out = net(sample_batch("mre"), sample_visual())
     assert out.parts["ce"] > 0 and out.parts["mix"] > 0
 
 
 @pytest.mark.parametrize("task", ["mner", "mre"])
 def test_network_mixed_loss_is_lam_weighted(task: str) -> None:
     """Replay the network's draws (selection, lam, partners) and recompute the loss by hand."""
-    cfg = _cfg(task, **{"i2srm.transfer": False, "i2srm.delta": 0.5, "i2srm.kl_weight": 0.0,
+    cfg = small_cfg(task, **{"i2srm.transfer": False, "i2srm.delta": 0.5, "i2srm.kl_weight": 0.0,
                         "i2srm.variant": "clean"})  # the reference layout is replayed in test_fidelity.py
     net = _net(cfg, dropout=0.0).train()  # no dropout: the mixup draws are the only randomness
-    batch, visual = _batch(task), _visual()
+    batch, visual = sample_batch(task), sample_visual()
     y = batch["label"] if task == "mre" else batch["labels"]
 
     def draws(seed: int) -> tuple[torch.Tensor, torch.Tensor, float, torch.Tensor]:
@@ -267,8 +229,8 @@ def test_network_mixed_loss_is_lam_weighted(task: str) -> None:
 
 @pytest.mark.parametrize("task", ["mner", "mre"])
 def test_network_kl_is_the_semantic_loss_of_the_text_and_image(task: str) -> None:
-    net = _net(_cfg(task, **{"i2srm.kl_weight": 0.7})).eval()
-    batch, visual = _batch(task), _visual()
+    net = _net(small_cfg(task, **{"i2srm.kl_weight": 0.7})).eval()
+    batch, visual = sample_batch(task), sample_visual()
     out = net(batch, visual)
     with torch.no_grad():
         hidden = net._encode(batch, visual)
@@ -284,13 +246,13 @@ def test_network_kl_is_the_semantic_loss_of_the_text_and_image(task: str) -> Non
 
 
 def test_image_switched_on_needs_visual_features() -> None:
-    net = _net(_cfg("mre")).train()
+    net = _net(small_cfg("mre")).train()
     with pytest.raises(ValueError, match="model.use_image"):
-        net(_batch("mre"), None)
+        net(sample_batch("mre"), None)
 
 
 def test_param_groups_rates_decay_and_backbone() -> None:
-    cfg = _cfg("mner", **{"train.lr": 2e-5, "train.head_lr": 5e-4, "train.prefix_lr": 7e-4, "train.crf_lr": 5e-4,
+    cfg = small_cfg("mner", **{"train.lr": 2e-5, "train.head_lr": 5e-4, "train.prefix_lr": 7e-4, "train.crf_lr": 5e-4,
                           "train.weight_decay": 0.03, "i2srm.variant": "clean"})
     net = _net(cfg)
     frozen = ResNetFeatures(build_resnet("resnet18", "none"), prompt_len=4)
