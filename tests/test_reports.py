@@ -484,7 +484,8 @@ def test_report_md_names_the_best_configuration(joint: Path) -> None:
     assert "# Study `joint`" in text and "python study/run.py --space joint.yaml" in text
     assert "c771943-dirty" in text and "11 completed, 1 pruned, 1 failed" in text
     # best mean dev F1: delta 1.0 with resnet50 (seeds 72 and 74)
-    assert "`i2srm.delta` = 1.0, `model.backbone` = resnet50" in text
+    assert "`i2srm.delta` = 1, `model.backbone` = resnet50" in text  # shown to 4 significant digits
+    assert "--set i2srm.delta=1.0 --set model.backbone=resnet50" in text  # the command keeps the exact value
     assert "test F1 (%): 70.00 ± 1.41" in text
     for name in ("trials.csv", "summary.csv", "sensitivity_i2srm.delta.png", "sensitivity_model.backbone.pdf",
                  "importance.csv", "tensorboard/"):

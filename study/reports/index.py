@@ -1,24 +1,42 @@
-"""``REPORT.md``: a short index of a study: what ran, how it went, the best configuration, the files."""
+"""``REPORT.md`` and ``REPORT.html``: what ran, how it went, the best configuration and the command to train it
+again, every configuration against the reference, the significance of each searched key, the importance, the
+figures and the files. One list of blocks (``document.py``), written as Markdown and as a self-contained page.
+
+Searched values are shown to ``DISPLAY_DIGITS`` significant digits (0.5488, not 0.5488135039273248); the
+retrain command keeps the exact values.
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from model.fileio import atomic_write_text
 from study.records import STATUSES
+from study.reports.document import Block, Bullets, Code, Heading, Image, Para, TableBlock, to_markdown
+from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
+from study.reports.markup import Table, best_in_column
+from study.reports.significance import MIN_PAIRS, Paired, configuration_tests, key_tests
 from study.reports.stats import best_group, group_trials
-from study.reports.values import fmt_value
+from study.reports.values import (NA, display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
+                                  reference_value)
+
+HTML_NAME = "REPORT.html"
+MAX_TABLE_ROWS = 40
+"""Configurations listed in the report's results table; all of them are in summary.csv."""
+DIGITS = 2
 
 DESCRIPTIONS = {
     "trials.csv": "one row per trial: status (with the error of a failed one), searched values, seed, "
                   "best dev F1, its epoch, test F1 there, epochs run, wall seconds, node",
-    "summary.csv": "one row per configuration, seeds pooled: n, mean, std and 95% CI of dev and test F1",
+    "summary.csv": "one row per configuration, seeds pooled: n, mean, std and 95% CI of dev and test F1, and the "
+                   "paired comparison with the reference configuration (difference, bootstrap CI, d_z, p-values)",
     "ablation.csv": "the ablation table, machine-readable",
     "ablation.md": "the ablation table (Markdown)",
     "ablation.tex": "the ablation table (LaTeX, booktabs)",
-    "importance.csv": "importance of each searched key for the study metric (fANOVA)",
+    "importance.csv": "importance of each searched key for the study metric (fANOVA, mean and std over forest "
+                      "seeds, with the number of configurations it rests on)",
     "importance.png": "importance, bar chart",
     "importance.pdf": "importance, bar chart",
     "tensorboard": "per-trial learning curves and the HParams view",
@@ -35,66 +53,176 @@ def _describe(study: Study, name: str) -> str:
     if name.startswith("sensitivity_"):
         key = name.removeprefix("sensitivity_").rsplit(".", 1)[0]
         pooled = " (other searched keys pooled)" if len(study.searched) > 1 else ""
-        return f"F1 against `{key}`, mean ± std over seeds{pooled}"
+        return f"F1 against `{key}`, mean ± std over seeds{pooled}, * where p(Holm) < 0.05 against the reference"
     return DESCRIPTIONS.get(name, "")
 
 
 def _spec_text(spec: dict) -> str:
-    return "; ".join(f"{kind}: " + (", ".join(fmt_value(v) for v in vals) if isinstance(vals, list) else fmt_value(vals))
-                     for kind, vals in spec.items())
+    def vals(v: Any) -> str:
+        if isinstance(v, list):
+            shown = display_values(v)
+            return ", ".join(shown[fmt_value(x)] for x in v)
+        return fmt_display(v)
+
+    return "; ".join(f"{kind}: {vals(v)}" for kind, v in spec.items())
 
 
-def write_index(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> Path:
+def retrain_command(study: Study, values: Sequence[Any]) -> str:
+    """The trainer command of one configuration, exact values (what ``config.yaml`` and ``--set`` need)."""
+    sets = " ".join(f"--set {k}={fmt_value(v)}" for k, v in zip(study.searched, values))
+    return f"python -m model.train --config {_study_path(study)}/config.yaml {sets}".rstrip()
+
+
+def _overview(study: Study) -> list[Block]:
     counts = ", ".join(f"{study.count(s)} {s}" for s in STATUSES if study.count(s) or s != "running")
     searched = ", ".join(f"`{k}` ({_spec_text(study.search_spec(k))})" for k in study.searched) or "nothing"
-    lines = [f"# Study `{study.name}`", ""]
+    blocks: list[Block] = [Heading(1, f"Study `{study.name}`")]
     if study.description:
-        lines += [study.description.strip(), ""]
-    lines += [
-        f"- command: `{study.command or 'unknown'}`",
-        f"- code revision: `{study.code_revision}`",
-        f"- created: {study.created or 'unknown'}",
-        f"- dataset: `{study.base_config.get('data.name', 'unknown')}`, text encoder "
+        blocks.append(Para(study.description.strip()))
+    blocks.append(Bullets([
+        f"command: `{study.command or 'unknown'}`",
+        f"code revision: `{study.code_revision}`",
+        f"created: {study.created or 'unknown'}",
+        f"dataset: `{study.base_config.get('data.name', 'unknown')}`, text encoder "
         f"`{study.base_config.get('model.text_encoder', 'unknown')}`",
-        f"- searched: {searched}; sampler `{study.space.get('sampler', 'unknown')}`, "
+        f"searched: {searched}; sampler `{study.space.get('sampler', 'unknown')}`, "
         f"seeds {list(study.seeds) or 'unknown'}",
-        f"- study metric: `{study.metric}` ({study.mode})",
-        f"- trials: {len(study.trials)} ({counts})",
-        "",
-        "## Best configuration",
-        "",
-    ]
+        f"study metric: `{study.metric}` ({study.mode})",
+        f"trials: {len(study.trials)} ({counts})",
+    ]))
+    return blocks
+
+
+def _best(study: Study) -> list[Block]:
+    blocks: list[Block] = [Heading(2, "Best configuration")]
     best = best_group(study, group_trials(study, study.searched))
     if best is None:
-        lines.append("No trial reported a result yet.")
-    else:
-        g, score = best
-        values = ", ".join(f"`{k}` = {fmt_value(v)}" for k, v in zip(study.searched, g.values)) or "the base config"
-        sets = " ".join(f"--set {k}={fmt_value(v)}" for k, v in zip(study.searched, g.values))
-        lines += [
-            f"By mean `{study.metric}` over {g.dev.n} seed(s): {values}.",
-            "",
-            f"- mean `{study.metric}`: {score:.2f}",
-            f"- dev F1 (%): {g.dev.mean:.2f} ± {g.dev.std:.2f}",
-            f"- test F1 (%): {g.test.mean:.2f} ± {g.test.std:.2f} (at each seed's best dev epoch)",
-            "",
-            "Train it again (from the repository root):",
-            "",
-            f"    python -m model.train --config {_study_path(study)}/config.yaml {sets}".rstrip(),
-        ]
-    lines += ["", "## Files", ""]
+        return blocks + [Para("No trial reported a result yet.")]
+    g, score = best
+    values = ", ".join(f"`{k}` = {fmt_display(v)}" for k, v in zip(study.searched, g.values)) or "the base config"
+    return blocks + [
+        Para(f"By mean `{study.metric}` over {g.dev.n} seed(s): {values}."),
+        Bullets([f"mean `{study.metric}`: {score:.{DIGITS}f}",
+                 f"dev F1 (%): {fmt_mean_std(g.dev.mean, g.dev.std, DIGITS)}",
+                 f"test F1 (%): {fmt_mean_std(g.test.mean, g.test.std, DIGITS)} (at each seed's best dev epoch)"]),
+        Para("Train it again (from the repository root):"),
+        Code(retrain_command(study, g.values)),
+    ]
+
+
+def _diff_cells(p: Paired | None, is_reference: bool) -> list[str]:
+    """Δ test F1 (with stars), 95% CI, d_z, p (t-test), p (sign-flip), p (Holm)."""
+    if is_reference:
+        return ["reference", "", "", "", "", ""]
+    if p is None or p.diff is None:
+        return [NA] * 6
+    ci = NA if p.diff_ci_low is None else f"[{p.diff_ci_low:+.{DIGITS}f}, {p.diff_ci_high:+.{DIGITS}f}]"
+    dz = NA if p.effect_size is None else f"{p.effect_size:+.2f}"
+    return [f"{p.diff:+.{DIGITS}f}{p.stars}", ci, dz, fmt_p(p.p_value), fmt_p(p.p_signflip), fmt_p(p.p_holm)]
+
+
+def _results(study: Study) -> list[Block]:
+    groups, tests, reference = configuration_tests(study)
+    if not groups:
+        return []
+    shown = {k: display_values(g.values[i] for g in groups) for i, k in enumerate(study.searched)}
+    rows = [[*(shown[k][fmt_value(v)] for k, v in zip(study.searched, g.values)), str(g.test.n),
+             fmt_mean_std(g.test.mean, g.test.std, DIGITS), fmt_mean_std(g.dev.mean, g.dev.std, DIGITS),
+             *_diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else ""]
+            for g, p in zip(groups, tests)][:MAX_TABLE_ROWS]
+    best = best_in_column([g.test.mean for g in groups[:MAX_TABLE_ROWS]])
+    head = [*study.searched, "n", "test F1 (%)", "dev F1 (%)", "Δ test vs reference", "p (Holm)"]
+    k = len(study.searched)
+    table = Table(head, rows, "l" * k + "rccrr", frozenset() if best is None else frozenset({(best, k + 1)}))
+    ref_text = ", ".join(f"`{key}` = {fmt_display(v)}" for key, v in
+                         zip(study.searched, (reference_value(key, study.space) for key in study.searched)))
+    note = (f"Mean ± std over seeds (n/a for one seed); best test F1 in bold. Δ: test F1 minus the reference "
+            f"configuration's ({ref_text}) over the seeds both ran, paired t-test with Holm's adjustment over the "
+            f"configurations; * p(Holm) < 0.05, ** < 0.01, *** < 0.001.")
+    if reference is None:
+        note += " The reference configuration did not run, so no configuration is compared with it."
+    if len(groups) > MAX_TABLE_ROWS:
+        note += f" The first {MAX_TABLE_ROWS} of {len(groups)} configurations; all are in summary.csv."
+    return [Heading(2, "Results"), Para(note), TableBlock(table)]
+
+
+def _significance(study: Study) -> list[Block]:
+    """Each searched key's values against its reference value (pooled over the other keys, paired)."""
+    blocks: list[Block] = []
+    for key in study.searched:
+        groups, tests, reference = key_tests(study, key)
+        ref = reference_value(key, study.space)
+        blocks.append(Heading(3, f"`{key}` (reference {fmt_display(ref)})"))
+        if reference is None:
+            blocks.append(Para(f"The reference value {fmt_display(ref)} of `{key}` did not run: nothing to compare "
+                               f"with (set the space's `reference`)."))
+            continue
+        shown = display_values(g.values[0] for g in groups)
+        rows = [[shown[fmt_value(g.values[0])], "" if g is reference else str(p.n_paired if p else 0),
+                 *_diff_cells(p, g is reference)] for g, p in zip(groups, tests)]
+        head = [key, "pairs", "Δ test F1", "95% CI of Δ", "d_z", "p (t-test)", "p (sign-flip)", "p (Holm)"]
+        blocks.append(TableBlock(Table(head, rows, "lrrcrrrr")))
+    if not blocks:
+        return []
+    others = " and the other searched keys" if len(study.searched) > 1 else ""
+    intro = (f"Test F1 of each value minus the reference value's, over the runs both made with the same seed{others} "
+             f"(pairs; none below {MIN_PAIRS}). Paired t-test, Holm-adjusted over the values of the key (the stars); "
+             f"the exact sign-flip test assumes no normality but cannot go below 2/2^n (0.0625 at 5 pairs); "
+             f"95% CI of Δ: BCa bootstrap, too narrow with few seeds; d_z: mean Δ / std of Δ.")
+    return [Heading(2, "Significance against the reference"), Para(intro), *blocks]
+
+
+def _importance(study: Study, written: Sequence[Path]) -> list[Block]:
+    if not any(p.name == "importance.csv" for p in written):
+        return []
+    found = read_importance_counts(study.dir)
+    if found is None:
+        return []
+    n, note = found
+    blocks: list[Block] = [Heading(2, "Parameter importance"), Para(f"{note}.")]
+    if n < FEW_CONFIGURATIONS:
+        blocks.append(Para(f"**Warning:** the importance rests on {n} configuration(s), fewer than "
+                           f"{FEW_CONFIGURATIONS}: a forest over so few points is fragile; read it as a hint."))
+    return blocks
+
+
+def _figures(study: Study, written: Sequence[Path]) -> list[Block]:
+    pngs = [p for p in written if p.suffix == ".png"]
+    if not pngs:
+        return []
+    return [Heading(2, "Figures"), *(Image(p, _describe(study, p.name) or p.stem) for p in pngs)]
+
+
+def _files(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> list[Block]:
+    items = []
     for path in written:
         name = path.name + ("/" if path.is_dir() else "")
         desc = _describe(study, path.name)
-        lines.append(f"- [{name}]({name})" + (f": {desc}" if desc else ""))
+        item = f"[{name}]({name})" + (f": {desc}" if desc else "")
         if path.name == "tensorboard":
-            lines.append(f"  (`tensorboard --logdir {_study_path(study)}/tensorboard`)")
-    lines.append("- [REPORT.md](REPORT.md): this index, rebuilt by `python study/report.py "
-                 f"{_study_path(study)}`")
+            item += f" (`tensorboard --logdir {_study_path(study)}/tensorboard`)"
+        items.append(item)
+    items.append(f"[REPORT.md](REPORT.md), [{HTML_NAME}]({HTML_NAME}): this report (the page embeds the "
+                 f"figures), rebuilt by `python study/report.py {_study_path(study)}`")
+    blocks: list[Block] = [Heading(2, "Files"), Bullets(items)]
     if skipped:
-        lines += ["", "Not drawn:", ""] + [f"- {name}: {why}" for name, why in skipped.items()]
+        blocks += [Para("Not drawn:"), Bullets([f"{name}: {why}" for name, why in skipped.items()])]
     failed = [t for t in study.trials if t.status == "failed"]
     if failed:
-        lines += ["", "## Failed trials", ""] + [f"- `{t.trial_id}`: {t.error or 'no error recorded'}"
-                                                 for t in failed]
-    return atomic_write_text(study.dir / "REPORT.md", "\n".join(lines) + "\n")
+        blocks += [Heading(2, "Failed trials"),
+                   Bullets([f"`{t.trial_id}`: {t.error or 'no error recorded'}" for t in failed])]
+    return blocks
+
+
+def report_blocks(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> list[Block]:
+    return [*_overview(study), *_best(study), *_results(study), *_significance(study),
+            *_importance(study, written), *_figures(study, written), *_files(study, written, skipped)]
+
+
+def write_index(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> Path:
+    """``REPORT.html`` and ``REPORT.md`` (returned: the index ``report.py`` names)."""
+    from study.reports.html import write_html
+
+    blocks = report_blocks(study, written, skipped)
+    write_html(study.dir / HTML_NAME, f"Study {study.name}", blocks)
+    return atomic_write_text(study.dir / "REPORT.md", to_markdown(blocks))
