@@ -147,11 +147,12 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 verbose=0, callbacks=callbacks),
         )
-        tell_failures = TellFailures(name, study_dir).attach(tell_log)
-        try:
-            tuner.fit()
-        finally:
-            tell_failures.detach()
+        if opened.budget > 0:  # else every configuration has ended: nothing for Tune to run
+            tell_failures = TellFailures(name, study_dir).attach(tell_log)
+            try:
+                tuner.fit()
+            finally:
+                tell_failures.detach()
         finished = _configurations_ended(opened.study)
         # Ctrl-C makes Tune return early: fewer configurations ended than planned.
         interrupted = finished < min(space.trials, space.grid_size if space.sampler == "grid" else space.trials)

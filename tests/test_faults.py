@@ -3,15 +3,14 @@
 - A trial that raises (the backbone weights file is not a state dict) and one whose loss turns NaN (a real
   bad config: train.lr 1e6 with clipping off goes NaN within two epochs) are recorded as failed with their error's
   first line, retried once (max_failures: 1), and the study finishes with the others completed.
-- The driver killed with SIGKILL after some trials finished: ``--resume`` completes the study with the
-  requested number of trials, and no finished trial is run again.
+- The driver killed with SIGKILL after some runs finished: ``--resume`` completes the study with the
+  requested number of runs, continues the unfinished ones from their stored state, and runs no finished one again.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,7 +19,6 @@ from pathlib import Path
 
 import optuna
 import pytest
-from ray.tune import ExperimentAnalysis
 
 from ray_cluster import (kill_group, start_study, study_env, tiny_encoder, trial_records,  # noqa: I001
                          wait_until, write_space)
@@ -97,49 +95,35 @@ reports: [summary]
 """, epochs=EPOCHS)
     results = tmp_path / "results"
     d = results / "drv"
-    store = tmp_path / "shared-store"  # --storage: Tune's experiment and checkpoints outside results/
+    store = tmp_path / "shared-store"  # --storage: Tune's trial folders and the runs' states outside results/
     proc = start_study(["--space", str(space), "--results-dir", str(results), "--storage", str(store)], tmp_path,
                        tmp_path / "run1.log")
     try:
-        def one_done_one_checkpointed() -> dict[str, str]:
-            """Trials not finished whose checkpoint Tune's saved state names, once one trial has completed."""
+        def one_done_one_saved_midway() -> list[str]:
+            """Unfinished runs with a stored resume state, once one run has completed."""
             records = trial_records(d)
             if not any(t["status"] == "completed" for t in records.values()):
-                return {}
-            try:
-                trials = ExperimentAnalysis(str(store / "drv")).trials
-            except Exception:  # no saved state yet, or being replaced
-                return {}
-            return {t.trial_id: t.checkpoint.path for t in trials if t.checkpoint is not None
-                    and records.get(t.trial_id, {}).get("status") == "running"
-                    and records[t.trial_id]["epochs_run"] < EPOCHS - 1}
-        named = wait_until(one_done_one_checkpointed, 400, "a completed trial and one checkpointed midway", proc,
-                           poll=0.5)
+                return []
+            return [rid for rid, t in records.items() if t["status"] == "running" and 1 <= t["epochs_run"] < EPOCHS - 1
+                    and (store / "drv" / "state" / rid / "latest.json").is_file()]
+        midway = wait_until(one_done_one_saved_midway, 400, "a completed run and one saved midway", proc, poll=0.5)
     finally:
         kill_group(proc, signal.SIGKILL)  # the driver and the local Ray instance it started
     before = trial_records(d)
     finished = {tid: (d / "trials" / tid / "epochs.jsonl").read_bytes()
                 for tid, t in before.items() if t["status"] == "completed"}
     assert 1 <= len(finished) < 4
-    assert (store / "drv").is_dir() and not (d / "ray").exists()
-    # Tune's race (num_to_keep=1): a processed report registers checkpoint_<k+1> and deletes checkpoint_<k>
-    # before Tune saves a state naming the new one. Make it happen to every trial that was midway: the
-    # checkpoint the saved state names is gone and a newer one is there. --resume must restore from that
-    # newer one, not fail the trial. First drop what the driver never saw: checkpoint_<e-1> holds epoch e,
-    # and one the worker wrote after the driver's last processed report is as if the kill came before it.
-    moved = [tid for tid in named if tid not in finished]
+    assert (store / "drv" / "state").is_dir() and not (d / "ray").exists()
+    # The kill's worst moment for a run: its state of epoch k stored, the report of epoch k never processed.
+    # Make it so for every run that was midway (drop its last recorded epoch): --resume must continue each
+    # from its stored state and still record every epoch once.
+    moved = [tid for tid in midway if tid not in finished]
     for tid in moved:
-        path = Path(named[tid])
-        index = {int(c.name.split("_")[1]): c for c in path.parent.glob("checkpoint_*")}
-        for i in [i for i in index if i >= before[tid]["epochs_run"]]:
-            shutil.rmtree(index.pop(i))
-        if not path.exists():  # Tune's own race already came about: the named checkpoint is gone
-            continue
-        if max(index) > int(path.name.split("_")[1]):
-            shutil.rmtree(path)
-        else:
-            path.rename(path.with_name(f"checkpoint_{max(index) + 1:06d}"))
-    assert moved, (named, before)
+        path = d / "trials" / tid / "epochs.jsonl"
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        if len(lines) > 1:
+            path.write_text("".join(lines[:-1]), encoding="utf-8")
+    assert moved, (midway, before)
 
     start = time.monotonic()
     resumed = start_study(["--name", "drv", "--results-dir", str(results), "--resume"], tmp_path,
@@ -161,8 +145,7 @@ reports: [summary]
     after = trial_records(d)
     assert len(after) == 4 and all(t["status"] == "completed" for t in after.values()), \
         {tid: (t["status"], t["error"]) for tid, t in after.items()}
-    assert all(after[tid]["resumed_from_epoch"] >= 1 and f"trial {tid}: checkpoint_" in log for tid in moved), \
-        ({tid: after[tid] for tid in moved}, log[-3000:])
+    assert all(after[tid]["resumed_from_epoch"] >= 1 for tid in moved), ({tid: after[tid] for tid in moved}, log[-3000:])
     for tid, content in finished.items():  # no finished trial ran again
         assert (d / "trials" / tid / "epochs.jsonl").read_bytes() == content
     deltas = sorted(t["params"]["i2srm.delta"] for t in after.values())

@@ -22,7 +22,7 @@ PROBE = textwrap.dedent("""
     from pathlib import Path
 
     import ray
-    from study.runner import init_ray, stop_ray
+    from study.local_ray import init_ray, stop_ray
 
     def listening():
         '''inode -> "ip:port" of every listening TCP socket (IPv4 and IPv6) of the machine.'''

@@ -1,136 +1,115 @@
-"""What a resumed study does with the traces of a driver killed mid-study: finished trials' checkpoints
-(markers with the final result, also in the older checkpoint folders Tune's saved state may name) and
-the records of trials Tune never saved; checkpoints Tune deleted after its state was last saved; a trial
-restored from its final epoch; the one line a failed trial is recorded with."""
+"""What a run leaves for its next trial: the trainer's resume state at the run's fixed place
+(``study/resume_state.py``), a run continued or replayed by a new trial (``train_trial``), records a killed
+driver left ``running`` (``close_lost_runs``), and the one line a failed run is recorded with."""
 
 from __future__ import annotations
 
 import json
-import os
-import shutil
-import subprocess
-import sys
 from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
-from pyarrow.fs import LocalFileSystem
-from ray.tune import ExperimentAnalysis
 
-from study.checkpoints import drop_checkpoints, refill_deleted_checkpoints
-from study.recorder import exception_line
-from study.records import ORPHANED_DIR, TrialRecord, read_trials, write_trial
-from study.runner import set_aside_orphans
-from study.trainable import FINISHED_MARKER, finished_result
+from study.recorder import close_lost_runs, exception_line
+from study.records import TrialRecord, read_trials, write_trial
+from study.resume_state import FINISHED_JSON, LATEST_JSON, ResumeState, state_root
+from study.trainable import CONFIG_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, TrialSetup, run_id
 
-ROOT = Path(__file__).resolve().parent.parent
+TINY = {"data.name": "synthetic-mner", "data.synthetic_size": 0.05, "data.max_len": 24, "model.backbone": "resnet18",
+        "model.image_size": 32}
 
 
-def test_finished_trial_leaves_markers_with_its_final_result_in_every_checkpoint_folder(tmp_path: Path) -> None:
-    root = tmp_path / "trial"
-    (root / "checkpoint_000002").mkdir(parents=True)
-    (root / "checkpoint_000002" / "state.pt").write_bytes(b"x" * 1000)
-    (root / "other").mkdir()
-    trial = SimpleNamespace(trial_id="t", storage=SimpleNamespace(storage_filesystem=LocalFileSystem(),
-                                                                  trial_fs_path=str(root)))
-    final = {"epoch": 3.0, "dev_f1": 51.5, "node": "127.0.0.1/abc"}
-    drop_checkpoints(trial, final)
-    # Tune deleted checkpoint_000000/1 itself (num_to_keep=1), but its saved state may still name them.
-    for i in range(3):
-        folder = root / f"checkpoint_{i:06d}"
-        assert sorted(p.name for p in folder.iterdir()) == [FINISHED_MARKER]
-        assert finished_result(folder / FINISHED_MARKER) == final
-    assert sorted(p.name for p in (root / "other").iterdir()) == []  # only checkpoint folders are touched
+def checkpoint(folder: Path, text: str) -> Path:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "state.pt").write_text(text, encoding="utf-8")
+    return folder
 
 
-def test_old_or_unreadable_marker_gives_no_result(tmp_path: Path) -> None:
-    (tmp_path / "a").write_text('{"finished": true}\n')
-    (tmp_path / "b").write_text("{torn")
-    assert finished_result(tmp_path / "a") == {} and finished_result(tmp_path / "b") == {}
+def test_the_newest_whole_checkpoint_is_named_last_and_the_older_one_deleted(tmp_path: Path) -> None:
+    state = ResumeState(state_root(str(tmp_path / "store"), "s"), "c0001-s2")
+    assert state.latest() is None and state.finished() is None and state.fetch(tmp_path / "none") is None
+    state.save(checkpoint(tmp_path / "e1", "epoch 1"), 1, [{"epoch": 1.0, "dev_f1": 10.0}])
+    state.save(checkpoint(tmp_path / "e2", "epoch 2"), 2, [{"epoch": 1.0, "dev_f1": 10.0}, {"epoch": 2.0, "dev_f1": 20.0}])
+    root = tmp_path / "store" / "s" / "state" / "c0001-s2"
+    assert sorted(p.name for p in root.iterdir()) == ["epoch_0002", LATEST_JSON]
+    latest = state.latest()
+    assert latest["epoch"] == 2 and latest["folder"] == "epoch_0002" and [h["epoch"] for h in latest["history"]] == [1, 2]
+    got = state.fetch(tmp_path / "local")
+    assert (got / "state.pt").read_text() == "epoch 2"
 
 
-def test_records_of_trials_tune_never_saved_are_set_aside(tmp_path: Path) -> None:
-    for tid, status in (("a", "completed"), ("b", "running"), ("c", "failed")):
-        write_trial(tmp_path, TrialRecord(trial_id=tid, params={}, seed=1, config={}, status=status))
-    assert set_aside_orphans(tmp_path) == ["b"]
-    assert [r.trial_id for r in read_trials(tmp_path)] == ["a", "c"]
-    assert json.loads((tmp_path / ORPHANED_DIR / "b" / "trial.json").read_text())["status"] == "running"
+def test_a_finished_run_keeps_its_result_and_drops_its_checkpoint_unless_kept(tmp_path: Path) -> None:
+    root = state_root(str(tmp_path), "s")
+    for keep in (False, True):
+        state = ResumeState(root, f"c0000-s{int(keep)}")
+        state.save(checkpoint(tmp_path / f"e{keep}", "epoch 3"), 3, [{"epoch": 3.0}])
+        state.finish("pruned", {"epoch": 3.0, "dev_f1": 7.0}, keep_checkpoint=keep)
+        state.finish("completed", {"epoch": 9.0}, keep_checkpoint=keep)  # idempotent: the first end stays
+        assert state.finished() == {"status": "pruned", "result": {"epoch": 3.0, "dev_f1": 7.0}}
+        names = sorted(p.name for p in (tmp_path / "s" / "state" / state.run_id).iterdir())
+        assert names == (["epoch_0003", FINISHED_JSON, LATEST_JSON] if keep else [FINISHED_JSON, LATEST_JSON])
 
 
-# A real Tune experiment: one trial of three iterations, a checkpoint each, Tune keeping one (as studies do).
-EXPERIMENT = """
-import sys, tempfile
-from pathlib import Path
-from ray import tune
-from study.runner import init_ray, stop_ray
-
-def trainable(config):
-    for i in range(3):
-        with tempfile.TemporaryDirectory() as d:
-            (Path(d) / "state.pt").write_text(f"epoch {i + 1}")
-            tune.report({"epoch": i + 1}, checkpoint=tune.Checkpoint.from_directory(d))
-
-init_ray(None)
-try:
-    tune.Tuner(trainable, run_config=tune.RunConfig(name="exp", storage_path=sys.argv[1], verbose=0,
-               checkpoint_config=tune.CheckpointConfig(num_to_keep=1))).fit()
-finally:
-    stop_ray()
-"""
+def test_an_unreadable_state_file_counts_as_absent(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    state = ResumeState(state_root(str(tmp_path), "s"), "c0000-s1")
+    folder = tmp_path / "s" / "state" / "c0000-s1"
+    folder.mkdir(parents=True)
+    (folder / LATEST_JSON).write_text("{not json", encoding="utf-8")
+    assert state.latest() is None and "cannot be read" in caplog.text
+    (folder / LATEST_JSON).write_text(json.dumps({"epoch": 2, "folder": "epoch_0002"}), encoding="utf-8")
+    assert state.fetch(tmp_path / "local") is None and "is gone" in caplog.text  # named but missing: start over
 
 
-def test_the_checkpoint_tunes_saved_state_names_is_recreated_from_the_newest(tmp_path: Path) -> None:
-    env = {k: v for k, v in os.environ.items() if k != "RAY_ADDRESS"}
-    env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-c", EXPERIMENT, str(tmp_path)], cwd=ROOT, env=env,
-                          capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
-    experiment = tmp_path / "exp"
-    (trial,) = ExperimentAnalysis(str(experiment)).trials
-    named = Path(trial.checkpoint.path)
-    assert named.name == "checkpoint_000002" and (named / "state.pt").read_text() == "epoch 3"
-    assert refill_deleted_checkpoints(str(experiment)) == {}  # nothing missing: nothing done
-
-    # Tune's race: checkpoint_000003 written and checkpoint_000002 deleted before the state names the new one.
-    named.rename(named.with_name("checkpoint_000003"))
-    assert refill_deleted_checkpoints(str(experiment)) == {trial.trial_id: "checkpoint_000003"}
-    assert (named / "state.pt").read_text() == "epoch 3"
-    assert sorted(p.name for p in named.parent.glob("checkpoint_*")) == ["checkpoint_000002", "checkpoint_000003"]
-    (named.parent / "checkpoint_000003" / "state.pt").write_text("epoch 4")  # Tune writes the next one in place
-    assert (named / "state.pt").read_text() == "epoch 3"  # a real copy, unchanged
-
-    # Gone with nothing newer: left for Tune to report (a warning), nothing invented.
-    for folder in named.parent.glob("checkpoint_*"):
-        shutil.rmtree(folder)
-    assert refill_deleted_checkpoints(str(experiment)) == {}
-    assert not named.exists()
-    assert refill_deleted_checkpoints(str(tmp_path / "no-experiment")) == {}  # nothing to read: left to Tune
-
-
-def test_trial_restored_from_its_last_epoch_reports_its_final_result_again(tmp_path: Path,
-                                                                             monkeypatch: pytest.MonkeyPatch) -> None:
-    """A node or driver lost after a trial's last report, before it ended: Tune restores the trial from the
-    final epoch's checkpoint; the trainable trains nothing and hands Tune the final result again."""
+@pytest.fixture
+def tune_calls(monkeypatch: pytest.MonkeyPatch) -> list[dict]:
+    """``tune.report`` / ``tune.get_context`` of a trial, recorded: ``train_trial`` runs in this process."""
     from ray import tune
 
-    from model.train import train
-    from study.trainable import REPLAYED_KEY, RESUMED_KEY, TrialSetup, train_trial
-
-    setup = TrialSetup(trainer={"data.name": "synthetic-mner", "data.synthetic_size": 0.05, "data.max_len": 24,
-                                "model.backbone": "resnet18", "model.image_size": 32, "train.epochs": 1},
-                       seeds=(3,), searched=("i2srm.delta",), threads=1)
-    config = {"i2srm.delta": 0.5, "__trial_index__": 0}
-    first = train(setup.config(config), tmp_path / "run")
     reported: list[dict] = []
-    monkeypatch.setattr(tune, "get_checkpoint", lambda: tune.Checkpoint.from_directory(str(tmp_path / "run" /
-                                                                                          "checkpoint")))
     monkeypatch.setattr(tune, "get_context", lambda: SimpleNamespace(get_trial_id=lambda: "t1"))
     monkeypatch.setattr(tune, "report", lambda metrics, checkpoint=None: reported.append(dict(metrics)))
+    return reported
+
+
+def test_a_run_continued_by_a_new_trial_reports_its_epochs_then_trains_the_rest(tmp_path: Path,
+                                                                                 tune_calls: list[dict]) -> None:
+    from model.train import train
+    from study.trainable import train_trial
+
+    setup = TrialSetup(trainer={**TINY, "train.epochs": 2}, seeds=(3,), searched=("i2srm.delta",), threads=1,
+                       state_root=state_root(str(tmp_path / "store"), "s"))
+    config = {"i2srm.delta": 0.5, CONFIG_KEY: 4, SEED_KEY: 3}
+    # Epoch 1 was trained and stored by an earlier trial (the driver was then killed).
+    one = train(setup.config(config), tmp_path / "first")
+    assert one["epochs_run"] == 2  # a whole run, for the reference values of both epochs
+    state = ResumeState(setup.state_root, run_id(4, 3))
+    partial: list[dict] = []
+
+    def keep_first(metrics: dict, ckpt: Path | None) -> None:
+        if metrics["epoch"] == 1:
+            partial.append(dict(metrics))
+            state.save(ckpt, 1, partial)
+    train(setup.config(config), tmp_path / "again", keep_first)
     train_trial(config, setup)
-    assert len(reported) == 1
-    final = reported[0]
-    assert final[REPLAYED_KEY] is True and final[RESUMED_KEY] == 1 and final["node"]
-    assert {k: final[k] for k in first["history"][-1]} == first["history"][-1]
+    assert [m["epoch"] for m in tune_calls] == [1.0, 2.0]  # epoch 1 reported again, then epoch 2 trained
+    assert all(m[RESUMED_KEY] == 1 for m in tune_calls) and REPLAYED_KEY not in tune_calls[-1]
+    for mine, ref in zip(tune_calls, one["history"]):  # the same numbers as one uninterrupted run
+        assert mine["dev_f1"] == ref["dev_f1"] and mine["train_loss"] == pytest.approx(ref["train_loss"], rel=1e-5)
+    assert state.finished()["status"] == "completed"
+    tune_calls.clear()
+    train_trial(config, setup)  # handed out once more (its configuration ran again): the end is replayed
+    assert len(tune_calls) == 1 and tune_calls[0][REPLAYED_KEY] is True and tune_calls[0]["epoch"] == 2.0
+
+
+def test_runs_still_running_after_the_study_ended_are_closed(tmp_path: Path) -> None:
+    base = {"train.epochs": 3}
+    write_trial(tmp_path, TrialRecord("c0000-s1", status="running", config=base, epochs_run=3))
+    write_trial(tmp_path, TrialRecord("c0001-s1", status="running", config=base, epochs_run=1))
+    write_trial(tmp_path, TrialRecord("c0002-s1", status="completed", config=base, epochs_run=3))
+    assert close_lost_runs(tmp_path) == ["c0000-s1", "c0001-s1"]
+    got = {r.trial_id: (r.status, r.error) for r in read_trials(tmp_path)}
+    assert got["c0000-s1"] == ("completed", "") and got["c0002-s1"] == ("completed", "")
+    assert got["c0001-s1"][0] == "failed" and got["c0001-s1"][1].startswith("lost: the driver stopped")
 
 
 def test_error_line_states_the_last_exception_or_rays_own_message() -> None:

@@ -1,114 +1,200 @@
-"""The resumed searcher: Optuna trials given out after Tune's last checkpoint are run, not lost or repeated.
+"""The study's searcher: the Optuna study decides which configurations run and holds how each ended.
 
-Real Optuna (SQLite storage, the grid sampler the studies use) behind Ray Tune's OptunaSearch; the driver
-kill is reproduced exactly where it bites: the searcher's state is saved (Tune's experiment checkpoint),
-then Optuna gives out one more configuration, then the driver dies and a fresh searcher restores the
-saved state, as ``Tuner.restore`` does.
+Real Optuna (the study's SQLite storage) behind ``StudySearcher``, called through Tune's ``Searcher``
+interface as Tune calls it (``suggest`` per new Tune trial, ``on_trial_complete`` per ended one). A driver
+kill is a searcher that is dropped between two calls; ``--resume`` is ``open_study`` on the same storage.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
 import optuna
 import pytest
-from ray.tune.search.optuna import OptunaSearch
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
 
-from study.search import AskTellGridSampler, ResumableOptunaSearch
+from study.optuna_storage import open_storage
+from study.search import (CONFIG_ATTR, ORPHANS_ATTR, REQUEUED_ATTR, SEEDS_ATTR, StudySearcher, grid_points,
+                          open_study, tell_log)
+from study.space import Space, load_space
+from study.trainable import CONFIG_KEY, SEED_KEY
 
 GRID = [0.0, 0.5, 0.7, 1.0]
 
 
-def searcher(cls: type[OptunaSearch], db: Path) -> OptunaSearch:
-    return cls(space={"i2srm.delta": optuna.distributions.CategoricalDistribution(GRID)}, metric="dev_f1",
-               mode="max", sampler=AskTellGridSampler({"i2srm.delta": GRID}, seed=0), study_name="s",
-               storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
+def make_space(tmp_path: Path, sampler: str = "grid", seeds: str = "[1]", trials: int | None = None) -> Space:
+    search = ("i2srm.delta: {grid: [0.0, 0.5, 0.7, 1.0]}" if sampler == "grid"
+              else "i2srm.delta: {uniform: [0.0, 1.0]}\n  i2srm.kl_weight: {choice: [0.1, 1.0]}")
+    path = tmp_path / f"{sampler}.yaml"
+    path.write_text(f"study: s\ntrainer: {{data.name: synthetic-mner, train.epochs: 3}}\nsearch:\n  {search}\n"
+                    f"sampler: {sampler}\nseeds: {seeds}\n" + (f"trials: {trials}\n" if trials else ""),
+                    encoding="utf-8")
+    return load_space(path)
 
 
-def kill_after_ask_then_resume(cls: type[OptunaSearch], tmp_path: Path) -> tuple[list[float], optuna.Study]:
-    """Two trials checkpointed, a third asked before the kill; the restored searcher runs the rest."""
-    db, ckpt = tmp_path / "optuna.db", tmp_path / "searcher.pkl"
-    first = searcher(cls, db)
-    ran = [first.suggest("t0")["i2srm.delta"], first.suggest("t1")["i2srm.delta"]]
-    first.save(str(ckpt))            # Tune's experiment checkpoint
-    first.suggest("t2")              # asked from Optuna, never in the checkpoint: the driver dies now
-    del first
-    resumed = searcher(cls, db)      # Tuner.restore: the searcher object, then its saved state
-    resumed.restore(str(ckpt))
-    for tid, value in zip(("t0", "t1"), ran):  # the restored trials finish
-        resumed.on_trial_complete(tid, {"dev_f1": value})
-    more = {tid: resumed.suggest(tid)["i2srm.delta"] for tid in ("t3", "t4")}  # two slots: asked together
-    for tid, value in more.items():
-        ran.append(value)
-        resumed.on_trial_complete(tid, {"dev_f1": value})
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
-    return ran, study
+def session(space: Space, tmp_path: Path) -> StudySearcher:
+    """A driver session: the study opened (orphans closed) and a searcher on it."""
+    return StudySearcher(space, open_study(space, "s", open_storage(None, tmp_path), space.trials), epochs=3)
 
 
-def test_resumed_searcher_runs_the_orphaned_configuration_and_covers_the_grid(tmp_path: Path) -> None:
-    ran, study = kill_after_ask_then_resume(ResumableOptunaSearch, tmp_path)
-    assert sorted(ran) == GRID
-    states = [t.state for t in study.trials]
-    assert states.count(optuna.trial.TrialState.COMPLETE) == 4
-    assert states.count(optuna.trial.TrialState.FAIL) == 1  # the orphan, closed
-    assert not any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
-    orphan = next(t for t in study.trials if t.state == optuna.trial.TrialState.FAIL)
-    requeued = next(t for t in study.trials if t.user_attrs.get("requeued_from") == orphan.number)
-    assert requeued.params == orphan.params and requeued.state == optuna.trial.TrialState.COMPLETE
+def result(value: float | None, epoch: float = 3.0) -> dict[str, Any]:
+    return {"dev_f1": value, "epoch": epoch}
 
 
-def test_plain_optuna_search_repeats_a_grid_point_after_the_same_kill(tmp_path: Path) -> None:
-    # The bug the subclass fixes, so that the test above cannot pass by accident. Which point the grid
-    # sampler repeats is its seeded random pick among unfinished points; with seed 0 it is the wrong one
-    # (in a real study it depends on the timing: the bug showed in 2 of 3 driver-kill runs).
-    ran, study = kill_after_ask_then_resume(OptunaSearch, tmp_path)
-    assert sorted(ran) != GRID
-    assert any(t.state == optuna.trial.TrialState.RUNNING for t in study.trials)
+def trials_of(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}").trials
 
 
-def test_restore_without_orphans_changes_nothing(tmp_path: Path) -> None:
-    db, ckpt = tmp_path / "optuna.db", tmp_path / "searcher.pkl"
-    first = searcher(ResumableOptunaSearch, db)
-    first.suggest("t0")
-    first.save(str(ckpt))
-    resumed = searcher(ResumableOptunaSearch, db)
-    resumed.restore(str(ckpt))
-    assert resumed.requeue_orphans() == []
-    study = optuna.load_study(study_name="s", storage=f"sqlite:///{db}")
-    assert [t.state for t in study.trials] == [optuna.trial.TrialState.RUNNING]  # still owned by "t0"
+def test_one_optuna_trial_per_configuration_one_tune_trial_per_seed(tmp_path: Path) -> None:
+    space = make_space(tmp_path, seeds="[1, 2]")
+    s = session(space, tmp_path)
+    configs = {tid: s.suggest(tid) for tid in ("a1", "a2", "b1", "b2", "c1", "c2", "d1", "d2")}
+    assert s.suggest("e1") is Searcher.FINISHED  # the grid is handed out
+    assert [(c["i2srm.delta"], c[SEED_KEY], c[CONFIG_KEY]) for c in configs.values()] == \
+        [(d, seed, n) for n, d in enumerate(GRID) for seed in (1, 2)]  # in the listed order, each seed once
+    s.on_trial_complete("a1", result(50.0))
+    s.on_trial_complete("a2", result(60.0))
+    s.on_trial_complete("b1", result(10.0, epoch=1.0))  # stopped early by the scheduler
+    s.on_trial_complete("b2", result(70.0))
+    s.on_trial_complete("c1", None, error=True)
+    s.on_trial_complete("c2", None, error=True)
+    s.on_trial_complete("d1", result(40.0))
+    s.on_trial_complete("d2", result(float("nan")))  # a seed that reported no usable value
+    got = [(t.state, t.value, t.user_attrs.get(SEEDS_ATTR)) for t in trials_of(tmp_path)]
+    assert got == [(TrialState.COMPLETE, 55.0, {"1": 50.0, "2": 60.0}),
+                   (TrialState.PRUNED, None, {"1": 10.0, "2": 70.0}),
+                   (TrialState.FAIL, None, {"1": None, "2": None}),
+                   (TrialState.COMPLETE, 40.0, {"1": 40.0, "2": None})]
+
+
+def test_a_killed_driver_resumes_the_orphans_under_their_own_names_and_covers_the_grid(tmp_path: Path) -> None:
+    space = make_space(tmp_path, seeds="[1, 2]")
+    first = session(space, tmp_path)
+    given = {tid: first.suggest(tid) for tid in ("a1", "a2", "b1", "b2", "c1")}
+    first.on_trial_complete("a1", result(50.0))
+    first.on_trial_complete("a2", result(60.0))
+    first.on_trial_complete("b1", result(30.0))  # b2 and c1 still running, c2 asked but not handed out
+    del first  # the driver is killed
+
+    resumed = session(space, tmp_path)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.user_attrs[ORPHANS_ATTR] == [1, 2]
+    again = [resumed.suggest(tid) for tid in ("x1", "x2", "y1", "y2", "z1", "z2")]
+    assert resumed.suggest("w") is Searcher.FINISHED
+    # The orphans' configurations run first, under their own configuration numbers (so each run continues
+    # from its stored state in the same record); then the rest of the grid, each point once.
+    assert [(c["i2srm.delta"], c[CONFIG_KEY], c[SEED_KEY]) for c in again] == \
+        [(0.5, 1, 1), (0.5, 1, 2), (0.7, 2, 1), (0.7, 2, 2), (1.0, 5, 1), (1.0, 5, 2)]
+    assert given["b1"][CONFIG_KEY] == 1 and given["c1"][CONFIG_KEY] == 2
+    for tid, c in zip(("x1", "x2", "y1", "y2", "z1", "z2"), again):
+        resumed.on_trial_complete(tid, result(10.0 * c[SEED_KEY]))
+    trials = trials_of(tmp_path)
+    assert [(t.number, t.state) for t in trials[:3]] == \
+        [(0, TrialState.COMPLETE), (1, TrialState.FAIL), (2, TrialState.FAIL)]
+    assert [(t.user_attrs.get(REQUEUED_ATTR), t.user_attrs.get(CONFIG_ATTR)) for t in trials[3:]] == \
+        [(1, 1), (2, 2), (None, None)]
+    complete = sorted(t.params["i2srm.delta"] for t in trials if t.state == TrialState.COMPLETE)
+    assert complete == GRID
+
+
+def test_a_second_resume_keeps_the_first_orphans_and_their_names(tmp_path: Path) -> None:
+    space = make_space(tmp_path)
+    first = session(space, tmp_path)
+    first.suggest("a")  # configuration 0 running: the driver is killed
+    second = session(space, tmp_path)
+    assert second.suggest("b")[CONFIG_KEY] == 0  # trial 1 runs configuration 0 again; killed again
+    third = session(space, tmp_path)
+    config = third.suggest("c")
+    assert (config["i2srm.delta"], config[CONFIG_KEY]) == (0.0, 0)
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert study.user_attrs[ORPHANS_ATTR] == [0, 1]
+    assert [config[CONFIG_KEY] for config in (third.suggest(t) for t in "def")] == [3, 4, 5]
+    assert third.suggest("g") is Searcher.FINISHED
+
+
+def test_a_resume_with_nothing_running_changes_nothing(tmp_path: Path) -> None:
+    space = make_space(tmp_path)
+    first = session(space, tmp_path)
+    for tid in ("a", "b"):
+        first.suggest(tid)
+        first.on_trial_complete(tid, result(1.0))
+    resumed = session(space, tmp_path)
+    assert [resumed.suggest(t)["i2srm.delta"] for t in ("c", "d")] == [0.7, 1.0]
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    assert ORPHANS_ATTR not in study.user_attrs
 
 
 @pytest.mark.parametrize("sampler", ["random", "tpe"])
-def test_orphans_are_requeued_for_other_samplers(tmp_path: Path, sampler: str) -> None:
-    db, ckpt = tmp_path / "optuna.db", tmp_path / "searcher.pkl"
-    make = {"random": optuna.samplers.RandomSampler, "tpe": optuna.samplers.TPESampler}[sampler]
-
-    def build() -> ResumableOptunaSearch:
-        return ResumableOptunaSearch(space={"i2srm.kl_weight": optuna.distributions.FloatDistribution(0.0, 1.0)},
-                                     metric="dev_f1", mode="max", sampler=make(seed=3), study_name="s",
-                                     storage=optuna.storages.RDBStorage(f"sqlite:///{db}"))
-    first = build()
-    first.save(str(ckpt))
-    lost = first.suggest("t0")["i2srm.kl_weight"]
-    resumed = build()
-    resumed.restore(str(ckpt))
-    assert resumed.suggest("t0b")["i2srm.kl_weight"] == lost
+def test_samplers_resume_the_orphans_configuration_and_keep_the_budget(tmp_path: Path, sampler: str) -> None:
+    space = make_space(tmp_path, sampler=sampler, trials=4)
+    first = session(space, tmp_path)
+    a, b = first.suggest("a"), first.suggest("b")
+    first.on_trial_complete("a", result(5.0))
+    resumed = session(space, tmp_path)
+    again = resumed.suggest("c")
+    assert {k: again[k] for k in space.search} == {k: b[k] for k in space.search} and again[CONFIG_KEY] == 1
+    more = [resumed.suggest(t) for t in ("d", "e")]
+    assert resumed.suggest("f") is Searcher.FINISHED  # 4 configurations: a, b (again), and two new ones
+    assert len({(m["i2srm.delta"], m["i2srm.kl_weight"]) for m in more} | {(a["i2srm.delta"], a["i2srm.kl_weight"])}) == 3
 
 
-def test_orphan_killed_inside_ask_is_requeued_from_its_grid_id(tmp_path: Path) -> None:
-    # The kill can land inside Optuna's ask: the trial holds its grid id but no parameters yet.
-    db, ckpt = tmp_path / "optuna.db", tmp_path / "searcher.pkl"
-    first = searcher(ResumableOptunaSearch, db)
-    ran = [first.suggest("t0")["i2srm.delta"]]
-    first.save(str(ckpt))
-    bare = first._ot_study.ask()  # what a kill inside ask leaves: RUNNING, grid id set, no params
-    stored = optuna.load_study(study_name="s", storage=f"sqlite:///{db}").trials[bare.number]
-    assert stored.params == {} and "grid_id" in stored.system_attrs
-    resumed = searcher(ResumableOptunaSearch, db)
-    resumed.restore(str(ckpt))
-    resumed.on_trial_complete("t0", {"dev_f1": ran[0]})
-    more = {tid: resumed.suggest(tid)["i2srm.delta"] for tid in ("t1", "t2", "t3")}
-    for tid, value in more.items():
-        ran.append(value)
-        resumed.on_trial_complete(tid, {"dev_f1": value})
-    assert sorted(ran) == GRID
+def test_a_driver_killed_inside_ask_leaves_no_hole_in_the_grid(tmp_path: Path) -> None:
+    """A trial asked but given only some of its parameters (the kill came inside Optuna's ask), and a trial
+    enqueued but never asked: both are closed, and the grid is still covered once."""
+    space = make_space(tmp_path)
+    session(space, tmp_path).suggest("a")  # configuration 0 runs; then the driver dies inside the next ask
+    study = optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+    study.ask()  # a trial with no parameter drawn yet
+    study.enqueue_trial({"i2srm.delta": 0.7})  # and one enqueued, never asked
+    resumed = session(space, tmp_path)
+    handed = [resumed.suggest(t) for t in "bcdef"]
+    assert handed[-1] is Searcher.FINISHED
+    assert sorted(c["i2srm.delta"] for c in handed[:-1]) == GRID
+    assert handed[0][CONFIG_KEY] == 0  # the first configuration keeps its name
+
+
+def test_grid_points_follow_the_listed_order(tmp_path: Path) -> None:
+    path = tmp_path / "two.yaml"
+    path.write_text("study: s\ntrainer: {data.name: synthetic-mner}\nsearch:\n  i2srm.delta: {grid: [0.7, 0.0]}\n"
+                    "  i2srm.kl_weight: {grid: [1.0, 0.1]}\nsampler: grid\nseeds: [1]\n", encoding="utf-8")
+    assert grid_points(load_space(path)) == [{"i2srm.delta": 0.7, "i2srm.kl_weight": 1.0},
+                                             {"i2srm.delta": 0.7, "i2srm.kl_weight": 0.1},
+                                             {"i2srm.delta": 0.0, "i2srm.kl_weight": 1.0},
+                                             {"i2srm.delta": 0.0, "i2srm.kl_weight": 0.1}]
+
+
+def test_a_failed_tell_is_printed_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from study.progress import TellFailures
+
+    space = make_space(tmp_path)
+    s = session(space, tmp_path)
+    s.suggest("a")
+    s.suggest("b")
+    real_tell = s.study.tell
+
+    def locked(*args: object, **kwargs: object) -> None:
+        raise RuntimeError("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE trials ...]")
+
+    handler = TellFailures("s", tmp_path).attach(tell_log)
+    try:
+        monkeypatch.setattr(s.study, "tell", locked)
+        s.on_trial_complete("a", result(50.0))
+        monkeypatch.setattr(s.study, "tell", real_tell)
+        s.on_trial_complete("b", result(60.0))
+    finally:
+        handler.detach()
+    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("[study s] error: Optuna was not told how configuration 0 ended"), lines
+    assert "database is locked" in lines[0] and "optuna_errors.jsonl" in lines[0] and "--resume" in lines[0]
+    rows = [json.loads(ln) for ln in (tmp_path / "optuna_errors.jsonl").read_text().splitlines()]
+    assert len(rows) == 1 and rows[0]["optuna_trial"] == 0 and rows[0]["value"] == 50.0
+    assert rows[0]["error"] == "RuntimeError: (sqlite3.OperationalError) database is locked"
+    assert [f["optuna_trial"] for f in s.tell_failures] == [0]
+    assert [t.state for t in trials_of(tmp_path)] == [TrialState.RUNNING, TrialState.COMPLETE]
+    assert tell_log.handlers == [] and tell_log.propagate
+    # The configuration Optuna was not told about runs again on --resume (its runs replay their stored end).
+    assert session(space, tmp_path).suggest("c")[CONFIG_KEY] == 0

@@ -1,6 +1,6 @@
 """Where a study keeps its Optuna study (the ``optuna_storage`` key): the default ``optuna.db`` in WAL mode,
 read by a second process while the study runs; a study on a journal file; bad values and a resume on
-another storage refused in one line; a result Optuna could not be told printed and recorded.
+another storage refused in one line. (A result Optuna could not be told: tests/test_search.py.)
 
 Real Optuna, and for the two studies real Ray Tune and the trainer at its smallest (the tiny BERT of
 ``ray_cluster.tiny_encoder``, 5% synthetic MNER, 2 epochs).
@@ -216,60 +216,8 @@ def write_text(path: Path, text: str) -> Path:
 
 
 def test_the_default_sqlite_file_gets_wal_and_a_long_lock_timeout(tmp_path: Path) -> None:
-    import pickle
     import sqlite3
 
     storage = open_storage(None, tmp_path)
     assert sqlite3.connect(tmp_path / "optuna.db").execute("PRAGMA journal_mode").fetchone()[0] == "wal"
     assert storage.engine_kwargs == {"connect_args": {"timeout": SQLITE_TIMEOUT_S}}
-    # The searcher is pickled with Tune's experiment state: the timeout comes back with it.
-    assert pickle.loads(pickle.dumps(storage)).engine_kwargs == storage.engine_kwargs
-
-
-def test_a_failed_tell_is_printed_and_recorded(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    from study.progress import TellFailures
-    from study.search import ResumableOptunaSearch, SeedRepeater, tell_log
-
-    storage = open_storage(None, tmp_path)
-    searcher = ResumableOptunaSearch(space={"i2srm.delta": optuna.distributions.FloatDistribution(0.0, 1.0)},
-                                     metric="dev_f1", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
-                                     study_name="s", storage=storage)
-    repeater = SeedRepeater(searcher, repeat=1, epochs=1)
-    repeater.suggest("a")
-    repeater.suggest("b")
-
-    def locked(*args: object, **kwargs: object) -> None:
-        raise RuntimeError("(sqlite3.OperationalError) database is locked\n[SQL: UPDATE trials ...]")
-
-    handler = TellFailures("s", tmp_path).attach(tell_log)
-    real_tell = searcher._ot_study.tell
-    try:
-        searcher._ot_study.tell = locked
-        repeater.on_trial_complete("a", {"dev_f1": 50.0, "epoch": 1.0})
-        searcher._ot_study.tell = real_tell
-        repeater.on_trial_complete("b", {"dev_f1": 60.0, "epoch": 1.0})
-    finally:
-        handler.detach()
-    lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("[study s] error: Optuna was not told how trial a ended"), lines
-    assert "database is locked" in lines[0] and "optuna_errors.jsonl" in lines[0]
-    rows = [json.loads(ln) for ln in (tmp_path / "optuna_errors.jsonl").read_text().splitlines()]
-    assert len(rows) == 1 and rows[0]["trial_id"] == "a" and rows[0]["value"] == 50.0
-    assert rows[0]["error"] == "RuntimeError: (sqlite3.OperationalError) database is locked"
-    assert [f["trial_id"] for f in searcher.tell_failures] == ["a"]
-    states = [t.state for t in optuna.load_study(study_name="s", storage=storage).trials]
-    assert states == [optuna.trial.TrialState.RUNNING, optuna.trial.TrialState.COMPLETE]
-    assert tell_log.handlers == [] and tell_log.propagate
-
-
-def test_a_result_optuna_refuses_is_an_error_not_a_silent_warning(caplog: pytest.LogCaptureFixture) -> None:
-    from study.search import ResumableOptunaSearch
-
-    searcher = ResumableOptunaSearch(space={"i2srm.delta": optuna.distributions.FloatDistribution(0.0, 1.0)},
-                                     metric="dev_f1", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
-                                     study_name="s", storage=optuna.storages.InMemoryStorage())
-    searcher.suggest("a")
-    with caplog.at_level("ERROR", logger="study.search.tell"):
-        searcher.on_trial_complete("a", {"dev_f1": float("nan")})
-    assert [r.levelname for r in caplog.records if r.name == "study.search.tell"] == ["ERROR"]
-    assert "The value nan is not acceptable" in searcher.tell_failures[0]["error"]

@@ -2,7 +2,7 @@
 
 One study of 2 configurations x 2 seeds, where one configuration points the backbone at a file that is
 not a state dict, so its trials fail inside Ray: the stored records, the Optuna study, the progress and
-failure lines, the refusal to overwrite a study, and ``--resume`` (finished trials are not rerun).
+failure lines, the refusal to overwrite a study, and ``--resume`` (ended configurations are not rerun).
 """
 
 from __future__ import annotations
@@ -20,7 +20,6 @@ import yaml
 
 from model.config import all_keys
 from study.records import read_epochs, read_trials
-from study.search import SeedRepeater
 from study.space import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -124,10 +123,11 @@ def test_trial_records(study: dict[str, Any]) -> None:
         assert t.best_dev_f1 == max(e["dev_f1"] for e in epochs)
         best = next(e for e in epochs if e["epoch"] == t.best_epoch)
         assert t.test_f1_at_best == best["test_f1"]
-        # A finished trial's checkpoint (hundreds of MB) is dropped: only unfinished ones resume from theirs.
-        assert (d / "ray" / "e2e" / t.trial_id).is_dir()
-        for ckpt in (d / "ray" / "e2e" / t.trial_id).glob("checkpoint_*"):  # emptied, a marker left
-            assert [p.name for p in ckpt.iterdir()] == ["finished.json"]
+        # A finished run's checkpoint (hundreds of MB) is dropped: only unfinished ones resume from theirs.
+        state = d / "ray" / "e2e" / "state" / t.trial_id
+        assert sorted(p.name for p in state.iterdir()) == ["finished.json", "latest.json"]
+        assert json.loads((state / "finished.json").read_text())["result"]["epoch"] == 2
+        assert len(list((d / "ray" / "e2e").glob(f"{t.trial_id}-*"))) == 1  # Tune's folder of the trial that ran it
     for t in bad:
         assert t.status == "failed" and t.epochs_run == 0 and t.best_dev_f1 is None
         assert t.error.startswith("RuntimeError: ") and "not a loadable tensor state dict" in t.error
@@ -143,7 +143,7 @@ def test_optuna_study_holds_one_trial_per_configuration(study: dict[str, Any]) -
     assert set(by_weights) == {"none", study["bad"]}
     done = by_weights["none"]
     assert done.state == optuna.trial.TrialState.COMPLETE
-    # Repeater tells Optuna the mean over seeds of each trial's last reported dev_f1.
+    # The searcher tells Optuna the mean over seeds of each run's last reported dev_f1.
     last = [read_epochs(d, t.trial_id)[-1]["dev_f1"] for t in read_trials(d) if t.status == "completed"]
     assert done.value == pytest.approx(sum(last) / len(last))
     assert by_weights[study["bad"]].state != optuna.trial.TrialState.COMPLETE
@@ -161,7 +161,7 @@ def test_existing_name_is_refused_and_resume_reruns_only_unfinished(study: dict[
     assert (d / "study.json").read_bytes() == meta
     assert {p: p.read_bytes() for p in sorted((d / "trials").rglob("*")) if p.is_file()} == before
 
-    # --resume: the completed trials are not run again; the failed ones are retried (and fail again).
+    # --resume: every configuration has ended (one COMPLETE, one FAIL in the Optuna study): nothing runs again.
     proc = run_py(["--name", "e2e", "--results-dir", str(study["results"]), "--resume"], cwd=study["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = read_trials(d)
@@ -183,28 +183,6 @@ def test_a_folder_holding_results_is_refused_before_anything_starts(tmp_path: Pa
 
     proc = run_py(["--name", "nothing_here", "--results-dir", str(results), "--resume"], cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "holds no study" in proc.stderr and "Traceback" not in proc.stderr
-
-
-def test_seed_repeater_tells_optuna_one_outcome_per_configuration() -> None:
-    from ray.tune.search.optuna import OptunaSearch
-
-    storage = optuna.storages.InMemoryStorage()
-    searcher = OptunaSearch(space={"i2srm.delta": optuna.distributions.FloatDistribution(0.0, 1.0)},
-                            metric="dev_f1", mode="max", sampler=optuna.samplers.RandomSampler(seed=0),
-                            study_name="unit", storage=storage)
-    repeater = SeedRepeater(searcher, repeat=2, epochs=3)
-    configs = {tid: repeater.suggest(tid) for tid in ("a1", "a2", "b1", "b2", "c1", "c2")}
-    assert [configs[t]["__trial_index__"] for t in sorted(configs)] == [0, 1, 0, 1, 0, 1]  # the seed's index
-    assert configs["a1"]["i2srm.delta"] == configs["a2"]["i2srm.delta"] != configs["b1"]["i2srm.delta"]
-    repeater.on_trial_complete("a1", {"dev_f1": 50.0, "epoch": 3.0})
-    repeater.on_trial_complete("a2", {"dev_f1": 60.0, "epoch": 3.0})
-    repeater.on_trial_complete("b1", {"dev_f1": 10.0, "epoch": 1.0})  # stopped early by the scheduler
-    repeater.on_trial_complete("b2", {"dev_f1": 70.0, "epoch": 3.0})
-    repeater.on_trial_complete("c1", None, error=True)
-    repeater.on_trial_complete("c2", None, error=True)
-    states = [(t.state, t.value) for t in optuna.load_study(study_name="unit", storage=storage).trials]
-    assert states == [(optuna.trial.TrialState.COMPLETE, 55.0), (optuna.trial.TrialState.PRUNED, None),
-                      (optuna.trial.TrialState.FAIL, None)]
 
 
 def test_scratch_folders_of_dead_trials_are_collected(tmp_path: Path) -> None:
