@@ -164,18 +164,21 @@ def find_group(groups: Sequence[Group], values: Sequence[Any]) -> Group | None:
     return next((g for g in groups if tuple(fmt_value(v) for v in g.values) == wanted), None)
 
 
+def keys_tests(study: Study, keys: Sequence[str]) -> tuple[list[Group], list[Paired | None], Group | None]:
+    """Each configuration of ``keys`` against the reference configuration (each of ``keys`` at its reference
+    value), paired by seed and the other searched keys (pooled over them, as the sensitivity figure draws a
+    key); one Holm family. When no reference configuration ran, every comparison is None."""
+    groups = group_trials(study, keys)
+    reference = find_group(groups, reference_values(study, keys)) if keys else None
+    others = [k for k in study.searched if k not in keys]
+    return groups, compare_groups(groups, reference, others), reference
+
+
 def configuration_tests(study: Study) -> tuple[list[Group], list[Paired | None], Group | None]:
-    """Every configuration of the searched keys against the reference configuration (every searched key at
-    its reference value), paired by seed; one Holm family. No reference configuration ran: all None."""
-    groups = group_trials(study, study.searched)
-    reference = find_group(groups, reference_values(study, study.searched)) if study.searched else None
-    return groups, compare_groups(groups, reference), reference
+    """Every configuration of all searched keys against the reference configuration, paired by seed."""
+    return keys_tests(study, study.searched)
 
 
 def key_tests(study: Study, key: str) -> tuple[list[Group], list[Paired | None], Group | None]:
-    """Each value of ``key`` against its reference value, paired by seed and the other searched keys (a
-    marginal comparison, as the sensitivity figure draws it); one Holm family over the key's values."""
-    groups = group_trials(study, [key])
-    reference = find_group(groups, reference_values(study, [key]))
-    others = [k for k in study.searched if k != key]
-    return groups, compare_groups(groups, reference, others), reference
+    """Each value of ``key`` against its reference value (a marginal comparison over the other keys)."""
+    return keys_tests(study, [key])

@@ -48,7 +48,9 @@ def display_values(values: Iterable[Any], digits: int = DISPLAY_DIGITS) -> dict[
 
 
 def fmt_display(value: Any, digits: int = DISPLAY_DIGITS) -> str:
-    """One searched value as shown to a reader (see ``display_values``)."""
+    """One value as shown to a reader (see ``display_values``); ``unset`` for none."""
+    if value is None:
+        return "unset"
     return display_values([value], digits)[fmt_value(value)]
 
 
