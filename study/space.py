@@ -34,9 +34,12 @@ SCHEDULER_OPTIONS: dict[str, dict[str, int]] = {
 }
 KINDS = ("grid", "choice", "uniform", "loguniform", "int")
 # The reports a space may ask for, in the order study/reports builds them (all that apply when none are asked for).
-REPORTS = ("summary", "sensitivity", "ablation", "importance", "tensorboard")
-# Drawn for any space; parse_reports adds ablation and importance when the search has them.
+REPORTS = ("summary", "sensitivity", "ablation", "importance", "joint", "tensorboard")
+# Drawn for any space; parse_reports adds ablation, importance and joint when the search has them.
 DEFAULT_REPORTS = ("summary", "sensitivity", "tensorboard")
+FACET_KEY = "data.name"
+"""A searched ``data.name`` is a facet: the metric means something else on each dataset, so the reports
+draw one panel (and pick one best configuration) per dataset instead of pooling over it."""
 MODES = ("max", "min")
 # Per-epoch metrics of model.train.train that a study may select on; test_* would be a leak.
 METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_loss", "loss_ce", "loss_mix",
@@ -129,6 +132,19 @@ class Space:
 
     def base_config(self) -> Config:
         return build_config(self.trainer)
+
+    @property
+    def datasets(self) -> list[str]:
+        """Every dataset the study trains on: the searched ``data.name`` values, else the base config's one."""
+        facet = self.search.get(FACET_KEY)
+        return [str(v) for v in facet.values] if facet is not None else [self.base_config().data.name]
+
+    def data_configs(self) -> list[Config]:
+        """One trainer config per dataset (the base config when ``data.name`` is not searched), each with
+        that dataset's recipe: what the driver reads once before the trials start."""
+        if FACET_KEY not in self.search:
+            return [self.base_config()]
+        return [build_config({**self.trainer, FACET_KEY: name}) for name in self.datasets]
 
     def to_dict(self) -> dict[str, Any]:
         """The YAML form; ``load_space`` of it gives this space back."""
@@ -332,7 +348,7 @@ class _Parser:
         scheduler = self.enum(tree, "scheduler", "none", SCHEDULERS)
         options = self.parse_options(tree.get("scheduler_options"), scheduler, base)
         mode = self.enum(tree, "mode", "max", MODES)
-        metric = self.parse_metric(tree, base)
+        metric = self.parse_metric(tree, base, search)
         resources = self.parse_resources(tree.get("resources"))
         max_concurrent = self.integer(tree, "max_concurrent", None, low=1)
         max_failures = self.integer(tree, "max_failures", 0, low=0)
@@ -538,16 +554,20 @@ class _Parser:
                              f"is {out['grace_period']}, more than train.epochs ({base.train.epochs}).")
         return out
 
-    def parse_metric(self, tree: Mapping[str, Any], base: Config) -> str:
+    def parse_metric(self, tree: Mapping[str, Any], base: Config, search: Mapping[str, Param]) -> str:
         value = tree.get("metric", "dev_f1")
-        allowed = METRICS_MRE if base.task == "mre" else METRICS_MNER
+        facet = search.get(FACET_KEY)
+        names = [str(v) for v in facet.values] if facet is not None else [base.data.name]
+        tasks = sorted({dataclasses.replace(base, data=dataclasses.replace(base.data, name=n)).task for n in names})
+        allowed = METRICS_MRE if tasks == ["mre"] else METRICS_MNER  # a metric every searched task reports
+        task = " and ".join(tasks) + (" tasks" if len(tasks) > 1 else " task")
         if isinstance(value, str) and value.startswith("test_"):
             raise self.error(("metric",), f"is {value!r}: choosing a configuration on the test set is a leak; "
                                           f"use the dev metric ({value.replace('test_', 'dev_', 1)}). "
                                           f"Allowed: {', '.join(allowed)}.")
         if not isinstance(value, str) or value not in allowed:
-            raise self.error(("metric",), f"is {value!r}, which the trainer does not report for the {base.task} "
-                                          f"task; allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
+            raise self.error(("metric",), f"is {value!r}, which the trainer does not report for the {task}; "
+                                          f"allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
         return value
 
     def parse_resources(self, raw: Any) -> Resources:
@@ -575,6 +595,8 @@ class _Parser:
                 value.append("ablation")
             if len(search) > 1:
                 value.append("importance")
+            if len([k for k in search if k != FACET_KEY]) > 1:
+                value.append("joint")
         if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
             raise self.error(("reports",), f"must be a list drawn from {', '.join(REPORTS)}, got {value!r}.")
         for r in value:

@@ -2,9 +2,9 @@
 
 ``build_reports(study_dir)`` writes ``trials.csv`` and ``REPORT.md`` always, and the reports the
 space's ``reports:`` list asks for (all that apply when it has none): ``summary.csv``,
-``sensitivity_<key>.png/.pdf``, ``ablation.csv/.md/.tex``, ``importance.csv/.png/.pdf`` and
-``tensorboard/``. Every file is written atomically; CSV and Markdown files are byte-identical
-when rebuilt from the same records.
+``sensitivity_<key>.png/.pdf``, ``ablation.csv/.md/.tex``, ``importance.csv/.png/.pdf``,
+``joint_<plot>.png/.pdf`` and ``tensorboard/``. Every file is written atomically; CSV and Markdown
+files are byte-identical when rebuilt from the same records.
 """
 
 from __future__ import annotations
@@ -14,7 +14,7 @@ from pathlib import Path
 from filelock import FileLock
 
 from study.reports.load import NotAStudy, ReportError, Study, load_study
-from study.space import REPORTS
+from study.space import FACET_KEY, REPORTS
 
 __all__ = ["REPORTS", "NotAStudy", "ReportError", "build_reports", "load_study"]
 
@@ -69,6 +69,16 @@ def build_reports(study_dir: Path) -> list[Path]:
                     written += write_importance(study)
                 elif explicit:
                     skipped[name] = "needs a search over at least two keys"
+            elif name == "joint":
+                if len([k for k in study.searched if k != FACET_KEY]) >= 2:
+                    from study.reports.joint import write_joint
+
+                    paths, why = write_joint(study)
+                    written += paths
+                    if why:
+                        skipped[name] = why
+                elif explicit:
+                    skipped[name] = f"needs a search over at least two keys besides {FACET_KEY}"
             elif name == "tensorboard":
                 from study.reports.tensorboard import write_tensorboard
 

@@ -14,6 +14,7 @@ from typing import Any, Sequence
 from model.fileio import atomic_write_text
 from study.records import STATUSES
 from study.reports.document import Block, Bullets, Code, Heading, Image, Para, TableBlock, to_markdown
+from study.reports.facets import facets, is_faceted
 from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
 from study.reports.markup import Table, best_in_column
@@ -21,6 +22,7 @@ from study.reports.significance import MIN_PAIRS, Paired, configuration_tests, k
 from study.reports.stats import best_group, group_trials
 from study.reports.values import (NA, display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
                                   reference_value)
+from study.space import FACET_KEY
 
 HTML_NAME = "REPORT.html"
 MAX_TABLE_ROWS = 40
@@ -54,6 +56,10 @@ def _describe(study: Study, name: str) -> str:
         key = name.removeprefix("sensitivity_").rsplit(".", 1)[0]
         pooled = " (other searched keys pooled)" if len(study.searched) > 1 else ""
         return f"F1 against `{key}`, mean ± std over seeds{pooled}, * where p(Holm) < 0.05 against the reference"
+    if name.startswith("joint_"):
+        from study.reports.joint import describe
+
+        return describe(name)
     return DESCRIPTIONS.get(name, "")
 
 
@@ -73,6 +79,12 @@ def retrain_command(study: Study, values: Sequence[Any]) -> str:
     return f"python -m model.train --config {_study_path(study)}/config.yaml {sets}".rstrip()
 
 
+def _datasets(study: Study) -> str:
+    if is_faceted(study):
+        return "`, `".join(name for name, _ in facets(study))
+    return str(study.base_config.get(FACET_KEY, "unknown"))
+
+
 def _overview(study: Study) -> list[Block]:
     counts = ", ".join(f"{study.count(s)} {s}" for s in STATUSES if study.count(s) or s != "running")
     searched = ", ".join(f"`{k}` ({_spec_text(study.search_spec(k))})" for k in study.searched) or "nothing"
@@ -83,7 +95,7 @@ def _overview(study: Study) -> list[Block]:
         f"command: `{study.command or 'unknown'}`",
         f"code revision: `{study.code_revision}`",
         f"created: {study.created or 'unknown'}",
-        f"dataset: `{study.base_config.get('data.name', 'unknown')}`, text encoder "
+        f"dataset: `{_datasets(study)}`, text encoder "
         f"`{study.base_config.get('model.text_encoder', 'unknown')}`",
         f"searched: {searched}; sampler `{study.space.get('sampler', 'unknown')}`, "
         f"seeds {list(study.seeds) or 'unknown'}",
@@ -150,6 +162,8 @@ def _significance(study: Study) -> list[Block]:
     """Each searched key's values against its reference value (pooled over the other keys, paired)."""
     blocks: list[Block] = []
     for key in study.searched:
+        if is_faceted(study) and key == FACET_KEY:
+            continue  # one dataset per part (report_blocks)
         groups, tests, reference = key_tests(study, key)
         ref = reference_value(key, study.space)
         blocks.append(Heading(3, f"`{key}` (reference {fmt_display(ref)})"))
@@ -215,8 +229,12 @@ def _files(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> li
 
 
 def report_blocks(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> list[Block]:
-    return [*_overview(study), *_best(study), *_results(study), *_significance(study),
-            *_importance(study, written), *_figures(study, written), *_files(study, written, skipped)]
+    parts: list[Block] = []
+    for name, part in facets(study):  # with data.name searched, each dataset's own best, results and tests
+        parts += [Heading(2, f"Dataset `{name}`")] if name else []
+        parts += [*_best(part), *_results(part), *_significance(part)]
+    return [*_overview(study), *parts, *_importance(study, written), *_figures(study, written),
+            *_files(study, written, skipped)]
 
 
 def write_index(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> Path:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from study.reports.facets import facets
 from study.reports.files import write_csv
 from study.reports.load import Study
 from study.reports.significance import Paired, configuration_tests
@@ -47,15 +48,18 @@ def paired_cells(paired: Paired | None) -> list[str]:
 
 
 def summary_rows(study: Study) -> list[list[str]]:
-    """One row per configuration: the searched values (exact), then ``SUMMARY_STATS``."""
-    groups, tests, reference = configuration_tests(study)
+    """One row per configuration: the searched values (exact), then ``SUMMARY_STATS``. With ``data.name``
+    searched, grouped by dataset, each dataset's configurations compared with its own reference."""
     rows = []
-    for g, paired in zip(groups, tests):
-        dev, test = g.dev, g.test
-        rows.append([*(fmt_value(v) for v in g.values), str(dev.n),
-                     *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std, test.ci95)),
-                     "true" if g is reference else "false",
-                     *(paired_cells(paired) if reference is not None and g is not reference else [""] * 8)])
+    for _, part in facets(study):
+        groups, tests, reference = configuration_tests(part)
+        for g, paired in zip(groups, tests):
+            dev, test = g.dev, g.test
+            rows.append([*(fmt_value(v) for v in g.values), str(dev.n),
+                         *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std,
+                                                             test.ci95)),
+                         "true" if g is reference else "false",
+                         *(paired_cells(paired) if reference is not None and g is not reference else [""] * 8)])
     return rows
 
 
