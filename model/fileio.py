@@ -122,13 +122,15 @@ def swap_folder(new: Path, final: Path) -> Path:
     return final
 
 
-def atomic_copy_folder(src: str | Path, dst: str | Path) -> None:
-    """``dst`` (absent) becomes a real copy of the folder ``src``, complete or absent: copied into
-    ``<dst>.partial``, then renamed. The fixed name means a copy killed midway is cleared by the next."""
-    tmp = f"{dst}.partial"
-    shutil.rmtree(tmp, ignore_errors=True)
-    shutil.copytree(src, tmp)
-    os.replace(tmp, dst)
+def atomic_write_fs(fs: Any, path: str, data: bytes) -> None:
+    """``atomic_write_bytes`` on a ``pyarrow.fs`` filesystem (a local disk, or an object store such as S3
+    that the study's storage may be): written under a temporary name beside ``path``, then moved over it
+    (a rename on a local disk; an object store writes an object whole anyway)."""
+    folder, _, name = path.rpartition("/")
+    tmp = f"{folder}/.{name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp"
+    with fs.open_output_stream(tmp) as f:
+        f.write(data)
+    fs.move(tmp, path)
 
 
 # ------------------------------------------------------------------------------------------ caches

@@ -19,9 +19,10 @@ from __future__ import annotations
 
 import json
 import logging
-import uuid
 from pathlib import Path
 from typing import Any, Mapping
+
+from model.fileio import atomic_write_fs
 
 log = logging.getLogger("study")
 
@@ -89,12 +90,7 @@ class ResumeState:
     # ------------------------------------------------------------------------------------------ writing
 
     def _write_json(self, name: str, doc: Mapping[str, Any]) -> None:
-        """Write ``name`` whole: a temporary object beside it, then a move (atomic on a local disk; an object
-        store writes an object whole anyway)."""
-        tmp = f"{self.path}/.{name}.{uuid.uuid4().hex[:8]}.tmp"
-        with self.fs.open_output_stream(tmp) as f:
-            f.write((json.dumps(doc) + "\n").encode("utf-8"))
-        self.fs.move(tmp, f"{self.path}/{name}")
+        atomic_write_fs(self.fs, f"{self.path}/{name}", (json.dumps(doc) + "\n").encode("utf-8"))
 
     def save(self, checkpoint: Path, epoch: int, history: list[Mapping[str, Any]]) -> None:
         """Store the local checkpoint folder of ``epoch`` and name it the newest; the older one is deleted."""
