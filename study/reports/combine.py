@@ -70,6 +70,12 @@ def panels(studies: Sequence[Study], keys: Sequence[str], names: Sequence[str], 
 
 
 def draw(studies: Sequence[Study], names: Sequence[str], layout: Sequence[Panel], width: str, stem: Path) -> list[Path]:
+    with paper_style():
+        return save_figure(figure(studies, names, layout, width), stem)
+
+
+def figure(studies: Sequence[Study], names: Sequence[str], layout: Sequence[Panel], width: str):  # -> Figure
+    """The panels of ``layout`` in rows of at most ``MAX_COLUMNS[width]``, one y axis shared by all."""
     from matplotlib.figure import Figure
 
     ncols = min(len(layout), MAX_COLUMNS[width])
@@ -127,7 +133,7 @@ def draw(studies: Sequence[Study], names: Sequence[str], layout: Sequence[Panel]
                        frameon=False, title=note, title_fontsize=SMALL_FONT_PT)
         else:
             fig.suptitle(note, fontsize=SMALL_FONT_PT)
-        return save_figure(fig, stem)
+        return fig
 
 
 def write_summary(studies: Sequence[Study], names: Sequence[str], out: Path) -> Path:
