@@ -19,14 +19,14 @@ from ray.tune.result import AUTO_RESULT_KEYS
 from study.records import (TrialRecord, read_epochs, read_trial, read_trials, record_epoch, summarize_epochs,
                            write_trial)
 from study.resume_state import ResumeState
-from study.trainable import CONFIG_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, TrialSetup
+from study.trainable import CONFIG_KEY, PHASE_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, TrialSetup
 
 log = logging.getLogger("study")
 
 # Keys Ray adds to every reported result; what remains (minus our "node") is the trainer's metrics dict.
 RAY_RESULT_KEYS = frozenset(AUTO_RESULT_KEYS) | {
     "trial_id", "done", "experiment_tag", "should_checkpoint", "timesteps_this_iter", "episodes_this_iter",
-    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY, CONFIG_KEY, SEED_KEY,
+    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY, CONFIG_KEY, SEED_KEY, PHASE_KEY,
 }
 
 
@@ -90,7 +90,8 @@ class TrialRecorder(Callback):
         if record is None:
             cfg = self.setup_.config(trial.config)
             record = TrialRecord(trial_id=self._run(trial), params=self.setup_.params_of(trial.config),
-                                 seed=self.setup_.seed_of(trial.config), config=cfg.flat())
+                                 seed=self.setup_.seed_of(trial.config), config=cfg.flat(),
+                                 phase=self.setup_.phase_of(trial.config))
         return record
 
     def _update(self, trial: Any, status: str, error: str = "", result: Mapping[str, Any] | None = None) -> None:

@@ -26,6 +26,7 @@ from model.fileio import atomic_write_text
 from model.provenance import code_revision, package_versions
 from study.optuna_storage import OPTUNA_DB  # noqa: F401  (re-exported: part of the layout)
 from study.space import Space, dump_space
+from study.trainable import CONFIRM_PHASE, SEARCH_PHASE
 
 STUDY_JSON = "study.json"
 SPACE_YAML = "space.yaml"
@@ -36,6 +37,7 @@ EPOCHS_JSONL = "epochs.jsonl"
 RAY_DIR = "ray"
 OPTUNA_ERRORS = "optuna_errors.jsonl"  # results Optuna could not be told (study/progress.py, TellFailures)
 STATUSES = ("completed", "pruned", "failed", "running")
+PHASES = (SEARCH_PHASE, CONFIRM_PHASE)  # a run of the search, or of a chosen configuration on a fresh seed
 # Packages named by the study.json contract (python is added by package_versions).
 STUDY_PACKAGES = ("torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy")
 
@@ -169,6 +171,7 @@ class TrialRecord:
     best_epoch: int | None = None
     test_f1_at_best: float | None = None
     resumed_from_epoch: int = 0  # the checkpoint epoch of the trial's latest restart (node loss, retry, resume)
+    phase: str = SEARCH_PHASE  # one of PHASES: confirmation runs are left out of the search's statistics
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -181,6 +184,8 @@ def trial_dir(study_dir: Path, trial_id: str) -> Path:
 def write_trial(study_dir: Path, record: TrialRecord) -> None:
     if record.status not in STATUSES:
         raise ValueError(f"trial status {record.status!r}; allowed: {', '.join(STATUSES)}")
+    if record.phase not in PHASES:
+        raise ValueError(f"trial phase {record.phase!r}; allowed: {', '.join(PHASES)}")
     write_json_atomic(trial_dir(study_dir, record.trial_id) / TRIAL_JSON, record.to_dict())
 
 

@@ -100,7 +100,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     from study.progress import ProgressLine, TellFailures
     from study.recorder import TrialRecorder, close_lost_runs
     from study.resume_state import state_root
-    from study.search import StudySearcher, make_scheduler, open_study, tell_log
+    from study.search import StudySearcher, confirmation_pending, make_scheduler, open_study, tell_log
     from study.trainable import train_trial
 
     base = space.base_config()
@@ -147,15 +147,17 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                 failure_config=tune.FailureConfig(max_failures=space.max_failures),
                 verbose=0, callbacks=callbacks),
         )
-        if opened.budget > 0:  # else every configuration has ended: nothing for Tune to run
+        # Else every configuration has ended, and so has the confirmation on fresh seeds: nothing for Tune to run.
+        if opened.budget > 0 or confirmation_pending(space, opened.study):
             tell_failures = TellFailures(name, study_dir).attach(tell_log)
             try:
                 tuner.fit()
             finally:
                 tell_failures.detach()
         finished = _configurations_ended(opened.study)
-        # Ctrl-C makes Tune return early: fewer configurations ended than planned.
-        interrupted = finished < min(space.trials, space.grid_size if space.sampler == "grid" else space.trials)
+        # Ctrl-C makes Tune return early: fewer configurations ended than planned, or confirmation runs missing.
+        interrupted = finished < min(space.trials, space.grid_size if space.sampler == "grid" else space.trials) \
+            or confirmation_pending(space, opened.study)
         if not interrupted:
             close_lost_runs(study_dir)
         counts = count_statuses(study_dir)

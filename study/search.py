@@ -11,7 +11,16 @@ that run it (``runs``, named ``c<config>-s<seed>``, see ``study/trainable.py``).
   metric, PRUNED if the scheduler stopped a seed (an early epoch's value is not comparable), FAIL if no seed
   reported the metric. The per-seed values go into the Optuna trial's user attribute ``seed_values``.
   A result Optuna could not be told is an error the user sees (``tell_log``), never lost.
-* it returns ``Searcher.FINISHED`` once the study's budget of configurations is handed out.
+* it returns ``Searcher.FINISHED`` once the study's budget of configurations is handed out, and, with the
+  space's ``confirm``, the confirmation runs after it.
+
+Confirmation on fresh seeds (``confirm: {seeds: [..], top: N}``): once every configuration of the search has
+ended, the ``top`` best by their Optuna value (COMPLETE trials, the study's direction, ties by trial number) are
+stored in the study's user attribute ``confirm_configs`` the moment they are chosen, and each runs once per
+fresh seed, under its own configuration number (``c<config>-s<seed>``, disjoint from the search's runs). These
+runs are not told to Optuna (they must not change the search); their ends go into the study's user attribute
+``confirm_values`` ({config: {seed: metric or null}}). A resumed study confirms the stored choice, handing out
+again the confirmation runs whose end ``confirm_values`` does not hold.
 
 ``open_study`` prepares the Optuna study before Tune starts. On ``--resume`` every Optuna trial left RUNNING
 is by definition an orphan (its driver is gone): its number is added to the study's user attribute
@@ -29,12 +38,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 import optuna
+from optuna.study import StudyDirection
 from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
 from study.space import Param, Space
-from study.trainable import CONFIG_KEY, SEED_KEY
+from study.trainable import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SEARCH_PHASE, SEED_KEY
 
 log = logging.getLogger(__name__)
 # A result Optuna could not be told: its own logger, so that the runner can print it as the study's own line
@@ -46,6 +56,8 @@ REQUEUED_ATTR = "requeued_from"  # trial user attribute: the orphan whose config
 CONFIG_ATTR = "config"  # trial user attribute: the configuration's number (its runs' names), when not its own
 OPTUNA_KEY = "__optuna_trial__"  # Tune config key: the Optuna trial a run reports to
 SEEDS_ATTR = "seed_values"  # trial user attribute: {seed: the metric, or null} once every seed has ended
+CONFIRM_CONFIGS_ATTR = "confirm_configs"  # study user attribute: the configurations chosen for confirmation
+CONFIRM_VALUES_ATTR = "confirm_values"  # study user attribute: {config: {seed: the metric, or null}}
 
 
 def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
@@ -75,6 +87,33 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
 def config_number(trial: optuna.trial.FrozenTrial | optuna.trial.Trial) -> int:
     """The configuration a trial runs: its own number, or the one it runs again after an orphan."""
     return int(trial.user_attrs.get(CONFIG_ATTR, trial.number))
+
+
+def choose_confirmed(study: optuna.Study, top: int) -> list[int]:
+    """The numbers of the ``top`` best configurations by their Optuna value: COMPLETE trials only, best first
+    in the study's direction, ties by trial number."""
+    sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
+    ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
+                    key=lambda t: (sign * float(t.value), t.number))
+    return list(dict.fromkeys(config_number(t) for t in ranked))[:top]
+
+
+def confirm_values(study: optuna.Study) -> dict[int, dict[int, float | None]]:
+    """The stored ends of the confirmation runs, {config: {seed: the metric, or null}}."""
+    stored = study.user_attrs.get(CONFIRM_VALUES_ATTR) or {}
+    return {int(c): {int(s): v for s, v in seeds.items()} for c, seeds in stored.items()}
+
+
+def confirmation_pending(space: Space, study: optuna.Study) -> bool:
+    """True while the space confirms and its confirmation has not ended: no configurations chosen yet, or a
+    fresh seed of a chosen one whose end is not stored."""
+    if space.confirm is None:
+        return False
+    chosen = study.user_attrs.get(CONFIRM_CONFIGS_ATTR)
+    if chosen is None:
+        return True
+    ended = confirm_values(study)
+    return any(seed not in ended.get(int(c), {}) for c in chosen for seed in space.confirm.seeds)
 
 
 @dataclass
@@ -149,6 +188,10 @@ class StudySearcher(Searcher):
         self.open: dict[int, _Configuration] = {}  # Optuna trial number -> configuration in flight
         self.trial_of: dict[str, tuple[int, int]] = {}  # Tune trial id -> (Optuna trial number, seed)
         self.tell_failures: list[dict[str, Any]] = []
+        self.confirm = space.confirm
+        self.confirming = False  # the confirmation is queued (or given up for this session)
+        self.confirm_of: dict[str, tuple[int, int]] = {}  # Tune trial id -> (configuration, fresh seed)
+        self.confirmed: dict[int, dict[int, float | None]] = {}  # ends of confirmation runs, as stored
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # metric and mode come from the space, the same ones Tune is given
@@ -170,26 +213,68 @@ class StudySearcher(Searcher):
         conf = _Configuration(trial, config_number(trial), self.seeds)
         self.open[trial.number] = conf
         for seed in self.seeds:
-            self.pending.append({**trial.params, CONFIG_KEY: conf.number, SEED_KEY: seed, OPTUNA_KEY: trial.number})
+            self.pending.append({**trial.params, CONFIG_KEY: conf.number, SEED_KEY: seed, OPTUNA_KEY: trial.number,
+                                 PHASE_KEY: SEARCH_PHASE})
+
+    def _queue_confirmation(self) -> None:
+        """Choose the configurations to confirm (or read the stored choice) and queue their runs on the fresh
+        seeds whose end is not stored. Nothing is queued while Optuna holds a configuration RUNNING (a result
+        it could not be told): the study is then interrupted, and ``--resume`` confirms after that one ends."""
+        assert self.confirm is not None
+        self.confirming = True
+        if any(t.state == TrialState.RUNNING for t in self.study.get_trials(deepcopy=False)):
+            log.warning("the confirmation on fresh seeds waits for --resume: a configuration's result was not "
+                        "told to Optuna")
+            return
+        chosen = self.study.user_attrs.get(CONFIRM_CONFIGS_ATTR)
+        if chosen is None:
+            chosen = choose_confirmed(self.study, self.confirm.top)
+            try:  # stored before any run is handed out, so that a resumed study confirms the same ones
+                self.study.set_user_attr(CONFIRM_CONFIGS_ATTR, chosen)
+            except Exception as exc:
+                self._storage_failed(f"the configurations chosen for confirmation ({chosen})", exc,
+                                     {"confirm_configs": chosen})
+                return
+        self.confirmed = confirm_values(self.study)
+        params = {config_number(t): dict(t.params)
+                  for t in self.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,))}
+        for number in map(int, chosen):
+            for seed in self.confirm.seeds:
+                if seed not in self.confirmed.get(number, {}):
+                    self.pending.append({**params[number], CONFIG_KEY: number, SEED_KEY: seed,
+                                         PHASE_KEY: CONFIRM_PHASE})
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if not self.pending and self.budget > 0:
             self._ask()
+        if not self.pending and self.budget <= 0 and self.confirm is not None and not self.confirming:
+            if self.open:
+                return None  # the best configurations are known once every configuration has ended
+            self._queue_confirmation()
         if not self.pending:
             return Searcher.FINISHED
         config = self.pending.popleft()
-        self.trial_of[trial_id] = (int(config[OPTUNA_KEY]), int(config[SEED_KEY]))
+        if config[PHASE_KEY] == CONFIRM_PHASE:
+            self.confirm_of[trial_id] = (int(config[CONFIG_KEY]), int(config[SEED_KEY]))
+        else:
+            self.trial_of[trial_id] = (int(config[OPTUNA_KEY]), int(config[SEED_KEY]))
         return config
 
+    def _value(self, result: dict | None, error: bool) -> float | None:
+        value = result.get(self.metric) if result and not error else None
+        return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
+        if trial_id in self.confirm_of:
+            self._confirmed(*self.confirm_of.pop(trial_id), self._value(result, error))
+            return
         number, seed = self.trial_of.pop(trial_id, (None, 0))
         conf = self.open.get(number) if number is not None else None
         if conf is None:
             return
-        value = result.get(self.metric) if result and not error else None
         if result and not error and float(result.get("epoch", self.epochs)) < self.epochs:
             conf.stopped = True
-        conf.values[seed] = float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
+        conf.values[seed] = self._value(result, error)
         if len(conf.values) == len(conf.seeds):
             del self.open[number]
             self._tell(conf)
@@ -217,6 +302,26 @@ class StudySearcher(Searcher):
                            conf.trial.number, state.name, f" {value}" if value is not None else "",
                            failure["error"], extra={"tell_failure": failure})
 
+    def _confirmed(self, number: int, seed: int, value: float | None) -> None:
+        """Store a confirmation run's end in the study's ``confirm_values`` (never told to Optuna as a trial)."""
+        self.confirmed.setdefault(number, {})[seed] = value
+        stored = {str(c): {str(s): v for s, v in sorted(seeds.items())} for c, seeds in sorted(self.confirmed.items())}
+        try:
+            self.study.set_user_attr(CONFIRM_VALUES_ATTR, stored)
+        except Exception as exc:
+            self.confirmed[number].pop(seed)
+            self._storage_failed(f"the end of confirmation run c{number}-s{seed} ({value})", exc,
+                                 {"config": number, "seed": seed, "value": value})
+
+    def _storage_failed(self, what: str, exc: Exception, failure: dict[str, Any]) -> None:
+        """A confirmation attribute Optuna's storage could not keep: reported like a failed tell; the study ends
+        interrupted and ``--resume`` hands the runs out again (they replay their stored ends)."""
+        text = next((ln.strip() for ln in str(exc).splitlines() if ln.strip()), "")
+        failure = {**failure, "error": f"{type(exc).__name__}: {text}" if text else type(exc).__name__}
+        self.tell_failures.append(failure)
+        tell_log.error("Optuna's storage did not keep %s: %s; the confirmation continues on --resume", what,
+                       failure["error"], extra={"tell_failure": failure})
+
     def save_to_dir(self, checkpoint_dir: str, session_str: str = "default") -> None:
         """Nothing to save: the Optuna study is the searcher's state, and a resumed study starts a new Tune
         experiment from it (``open_study``)."""
@@ -225,11 +330,30 @@ class StudySearcher(Searcher):
         """Nothing to restore (see ``save_to_dir``)."""
 
 
+class _ConfirmationRunsToTheEnd:
+    """Mixed into a scheduler: it stops no confirmation run (a fresh seed's result is compared at the last
+    epoch), and decides on the search's runs as it is."""
+
+    def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
+        if trial.config.get(PHASE_KEY) == CONFIRM_PHASE:
+            return TrialScheduler.CONTINUE
+        return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
+
+
+class SearchASHAScheduler(_ConfirmationRunsToTheEnd, ASHAScheduler):
+    """Ray's ASHA on the search's runs."""
+
+
+class SearchMedianStoppingRule(_ConfirmationRunsToTheEnd, MedianStoppingRule):
+    """Ray's median stopping rule on the search's runs."""
+
+
 def make_scheduler(space: Space, epochs: int) -> TrialScheduler | None:
-    """ASHA or the median stopping rule over the trainer's ``epoch``; None runs every trial to the end."""
+    """ASHA or the median stopping rule over the trainer's ``epoch``, on the search's runs (confirmation runs
+    always run to the end); None runs every trial to the end."""
     opts = space.scheduler_options  # complete: the schema fills in SCHEDULER_OPTIONS' defaults
     if space.scheduler == "asha":
-        return ASHAScheduler(time_attr="epoch", max_t=epochs, **opts)
+        return SearchASHAScheduler(time_attr="epoch", max_t=epochs, **opts)
     if space.scheduler == "median":
-        return MedianStoppingRule(time_attr="epoch", **opts)
+        return SearchMedianStoppingRule(time_attr="epoch", **opts)
     return None

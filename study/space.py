@@ -47,8 +47,9 @@ METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_l
 METRICS_MRE = METRICS_MNER + ("dev_accuracy",)
 TOP_KEYS = ("study", "description", "trainer", "search", "sampler", "sampler_seed", "seeds", "trials",
             "scheduler", "scheduler_options", "metric", "mode", "resources", "max_concurrent", "max_failures",
-            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage")
+            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage", "confirm")
 RESOURCE_KEYS = ("cpus", "gpus")
+CONFIRM_KEYS = ("seeds", "top")
 
 
 class SpaceError(ValueError):
@@ -83,6 +84,18 @@ class Resources:
     gpus: float = 0.0
 
 
+@dataclass(frozen=True)
+class Confirm:
+    """Confirmation on fresh seeds: once the search has ended, the ``top`` best configurations (by their Optuna
+    value) run once more per seed of ``seeds``, seeds the search never used (``study/search.py``)."""
+
+    seeds: tuple[int, ...]
+    top: int = 1
+
+    def to_dict(self) -> dict[str, Any]:
+        return {"seeds": list(self.seeds), "top": self.top}
+
+
 @dataclass
 class Space:
     """A resolved search space (after ``--set``), as the runner and the reports read it."""
@@ -109,6 +122,8 @@ class Space:
     """Keep the last checkpoint of finished trials (only unfinished and failed ones need it to resume)."""
     optuna_storage: str | None = None
     """Where the Optuna study lives (``study/optuna_storage.py``): None = ``results/<study>/optuna.db``."""
+    confirm: Confirm | None = None
+    """Confirmation runs of the best configurations on fresh seeds; None = none."""
     source: str = ""
 
     @property
@@ -116,8 +131,16 @@ class Space:
         return list(self.search)
 
     @property
+    def confirm_runs(self) -> int:
+        """Runs of the confirmation: ``top`` configurations (at most all of them) times its fresh seeds."""
+        if self.confirm is None:
+            return 0
+        return min(self.confirm.top, self.trials) * len(self.confirm.seeds)
+
+    @property
     def total_runs(self) -> int:
-        return self.trials * len(self.seeds)
+        """Every run the study makes: each configuration once per seed, then the confirmation runs."""
+        return self.trials * len(self.seeds) + self.confirm_runs
 
     @property
     def grid_size(self) -> int:
@@ -169,6 +192,7 @@ class Space:
             "progress_interval": self.progress_interval,
             "keep_checkpoints": self.keep_checkpoints,
             "optuna_storage": self.optuna_storage,
+            "confirm": self.confirm.to_dict() if self.confirm is not None else None,
         }
 
 
@@ -287,7 +311,7 @@ class _Parser:
                 path: tuple[str, ...] = ("trainer", key)
             elif head in ("trainer", "search", "reference") and rest:
                 path = (head, rest)
-            elif head in ("resources", "scheduler_options") and rest:
+            elif head in ("resources", "scheduler_options", "confirm") and rest:
                 path = (head, rest)
             elif key in TOP_KEYS:
                 path = (key,)
@@ -363,12 +387,13 @@ class _Parser:
             optuna_storage = normalize_storage(tree.get("optuna_storage"))
         except StorageError as e:
             raise self.error(("optuna_storage",), f"{e}; accepted: {STORAGE_FORMS}.") from None
+        confirm = self.parse_confirm(tree.get("confirm"), seeds, trials)
         return Space(study=study, description=description, trainer=trainer, search=search, sampler=sampler,
                      seeds=seeds, trials=trials, scheduler=scheduler, scheduler_options=options, metric=metric,
                      mode=mode, resources=resources, max_concurrent=max_concurrent, max_failures=max_failures,
                      reports=reports, reference=reference, sampler_seed=sampler_seed,
                      progress_interval=interval, keep_checkpoints=keep, optuna_storage=optuna_storage,
-                     source=self.source)
+                     confirm=confirm, source=self.source)
 
     # -- scalar helpers
     def string(self, tree: Mapping[str, Any], key: str, default: str) -> str:
@@ -524,6 +549,38 @@ class _Parser:
         if len(set(value)) != len(value):
             raise self.error(("seeds",), f"lists a seed twice: {value}.")
         return list(value)
+
+    def parse_confirm(self, raw: Any, seeds: list[int], trials: int) -> Confirm | None:
+        """``confirm: {seeds: [..], top: N}``: fresh seeds (none of ``seeds``) for the ``top`` best configurations."""
+        if raw is None:
+            return None
+        form = "a mapping like {seeds: [11, 12, 13], top: 1} (or null: no confirmation)"
+        if not isinstance(raw, Mapping):
+            raise self.error(("confirm",), f"must be {form}, got {raw!r}.")
+        for key in raw:
+            if key not in CONFIRM_KEYS:
+                raise self.error(("confirm", str(key)), f"is not a confirm key; allowed: {', '.join(CONFIRM_KEYS)}."
+                                                        f"{_suggest(key, CONFIRM_KEYS)}")
+        fresh = raw.get("seeds")
+        if isinstance(fresh, int) and not isinstance(fresh, bool):
+            fresh = [fresh]
+        if not isinstance(fresh, list) or not fresh or \
+                not all(isinstance(s, int) and not isinstance(s, bool) for s in fresh):
+            raise self.error(("confirm", "seeds"), f"must be a non-empty list of integers (seeds the search does "
+                                                   f"not use), got {fresh!r}.")
+        if len(set(fresh)) != len(fresh):
+            raise self.error(("confirm", "seeds"), f"lists a seed twice: {fresh}.")
+        shared = sorted(set(fresh) & set(seeds))
+        if shared:
+            raise self.error(("confirm", "seeds"), f"{fresh} shares {shared} with the search's seeds {seeds}; "
+                                                   f"confirmation seeds must be fresh (none of the search's).")
+        top = raw.get("top", 1)
+        if isinstance(top, bool) or not isinstance(top, int) or top < 1:
+            raise self.error(("confirm", "top"), f"must be an integer >= 1 (configurations to confirm), got {top!r}.")
+        if top > trials:
+            raise self.error(("confirm", "top"), f"is {top}, more than the study's {trials} configuration(s) "
+                                                 f"(trials).")
+        return Confirm(seeds=tuple(fresh), top=top)
 
     def parse_trials(self, tree: Mapping[str, Any], sampler: str, search: Mapping[str, Param]) -> int:
         if tree.get("trials") is None:

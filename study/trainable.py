@@ -1,11 +1,12 @@
 """The Ray Tune trainable: a thin adapter from one run's Tune config to ``model.train.train``.
 
 A run is one configuration with one seed. Tune's config carries the searched values and the run's identity
-(``CONFIG_KEY``: the configuration's number, the Optuna trial that first ran it; ``SEED_KEY``: the seed), set
-by the study's searcher (``study/search.py``); the fixed trainer settings arrive through ``tune.with_parameters``
-as a ``TrialSetup``. After every epoch the trainer's resume state is stored at the run's fixed place
-(``study/resume_state.py``) and then the epoch is reported, so whichever Tune trial runs the run next (a retry,
-a node loss, ``--resume`` after a driver kill) continues from its last epoch.
+(``CONFIG_KEY``: the configuration's number, the Optuna trial that first ran it; ``SEED_KEY``: the seed;
+``PHASE_KEY``: a run of the search or of the confirmation on fresh seeds), set by the study's searcher
+(``study/search.py``); the fixed trainer settings arrive through ``tune.with_parameters`` as a ``TrialSetup``.
+After every epoch the trainer's resume state is stored at the run's fixed place (``study/resume_state.py``) and
+then the epoch is reported, so whichever Tune trial runs the run next (a retry, a node loss, ``--resume`` after a
+driver kill) continues from its last epoch.
 """
 
 from __future__ import annotations
@@ -23,6 +24,9 @@ from model.config import Config, build_config
 SCRATCH_NAME = "i2srm-trials"  # per-node folder (under the system temp dir) of the trials' scratch output
 CONFIG_KEY = "__config__"  # Tune config key: the configuration's number (the Optuna trial that first ran it)
 SEED_KEY = "__seed__"  # Tune config key: the run's seed
+PHASE_KEY = "__phase__"  # Tune config key: why the run is made, SEARCH_PHASE or CONFIRM_PHASE
+SEARCH_PHASE = "search"  # a run of the search: its configuration's result is told to Optuna
+CONFIRM_PHASE = "confirm"  # a run of a chosen configuration on a fresh seed, after the search (study/search.py)
 RESUMED_KEY = "resumed_from_epoch"  # reported beside the trainer's metrics; kept in trial.json, not epochs.jsonl
 REPLAYED_KEY = "replayed_final"  # marks the final result of a run that had ended, reported again by a new trial
 
@@ -46,6 +50,9 @@ class TrialSetup:
 
     def seed_of(self, config: Mapping[str, Any]) -> int:
         return int(config[SEED_KEY]) if SEED_KEY in config else self.seeds[0]
+
+    def phase_of(self, config: Mapping[str, Any]) -> str:
+        return str(config.get(PHASE_KEY, SEARCH_PHASE))
 
     def run_id_of(self, config: Mapping[str, Any]) -> str:
         return run_id(int(config.get(CONFIG_KEY, 0)), self.seed_of(config))

@@ -1,0 +1,201 @@
+"""Confirmation on fresh seeds (the space's ``confirm``): after the search, the best configurations run again
+on seeds the search never used, outside the Optuna search.
+
+Real Optuna (the study's SQLite storage) behind ``StudySearcher``, called through Tune's ``Searcher`` interface
+as Tune calls it; a driver kill is a searcher dropped between two calls, ``--resume`` is ``open_study`` on the
+same storage. The end-to-end tests run ``python study/run.py`` with the tiny encoder on a local Ray instance.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import optuna
+import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
+
+from study.optuna_storage import open_storage
+from study.search import (CONFIRM_CONFIGS_ATTR, CONFIRM_VALUES_ATTR, StudySearcher, choose_confirmed,
+                          confirmation_pending, open_study)
+from study.space import Space, SpaceError, dump_space, load_space, space_from_dict
+from study.trainable import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SEARCH_PHASE, SEED_KEY
+
+GRID = [0.0, 0.5, 0.7, 1.0]
+
+
+def make_space(tmp_path: Path, confirm: str = "{seeds: [11, 12], top: 2}", mode: str = "max") -> Space:
+    path = tmp_path / "space.yaml"
+    path.write_text("study: s\ntrainer: {data.name: synthetic-mner, train.epochs: 3}\n"
+                    "search:\n  i2srm.delta: {grid: [0.0, 0.5, 0.7, 1.0]}\n"
+                    f"sampler: grid\nseeds: [1, 2]\nmode: {mode}\nconfirm: {confirm}\n", encoding="utf-8")
+    return load_space(path)
+
+
+def session(space: Space, tmp_path: Path) -> StudySearcher:
+    """A driver session: the study opened (orphans closed) and a searcher on it."""
+    return StudySearcher(space, open_study(space, "s", open_storage(None, tmp_path), space.trials), epochs=3)
+
+
+def result(value: float | None, epoch: float = 3.0) -> dict[str, Any]:
+    return {"dev_f1": value, "epoch": epoch}
+
+
+def load(tmp_path: Path) -> optuna.Study:
+    return optuna.load_study(study_name="s", storage=f"sqlite:///{tmp_path / 'optuna.db'}")
+
+
+def run_search(s: StudySearcher, values: dict[float, tuple[float | None, float | None]]) -> None:
+    """Hand out and end every search run: ``values`` by delta, one value per seed (None: the run failed)."""
+    given = {}
+    for i in range(len(values) * 2):
+        config = s.suggest(f"t{i}")
+        assert isinstance(config, dict) and config[PHASE_KEY] == SEARCH_PHASE
+        given[f"t{i}"] = config
+    for tid, config in given.items():
+        value = values[config["i2srm.delta"]][config[SEED_KEY] - 1]
+        s.on_trial_complete(tid, result(value) if value is not None else None, error=value is None)
+
+
+def test_the_best_configurations_run_on_the_fresh_seeds_after_the_search(tmp_path: Path) -> None:
+    space = make_space(tmp_path)
+    s = session(space, tmp_path)
+    search = [s.suggest(f"t{i}") for i in range(8)]
+    # Every search configuration is handed out but none has ended: nothing to confirm yet, and not finished.
+    assert s.suggest("wait") is None
+    values = {0.0: (50.0, 60.0), 0.5: (70.0, 70.0), 0.7: (80.0, 60.0), 1.0: (None, None)}
+    for i, config in enumerate(search):
+        value = values[config["i2srm.delta"]][config[SEED_KEY] - 1]
+        s.on_trial_complete(f"t{i}", result(value) if value is not None else None, error=value is None)
+        if i < 7:
+            assert s.suggest(f"w{i}") is None  # a configuration is still running
+    assert confirmation_pending(space, s.study)
+    confirm = [s.suggest(f"c{i}") for i in range(4)]
+    assert s.suggest("done") is Searcher.FINISHED
+    # 0.5 and 0.7 tie at 70.0: the lower trial number (configuration 1) first; 1.0 failed and is not chosen.
+    assert [(c["i2srm.delta"], c[CONFIG_KEY], c[SEED_KEY], c[PHASE_KEY]) for c in confirm] == \
+        [(0.5, 1, 11, CONFIRM_PHASE), (0.5, 1, 12, CONFIRM_PHASE), (0.7, 2, 11, CONFIRM_PHASE),
+         (0.7, 2, 12, CONFIRM_PHASE)]
+    assert load(tmp_path).user_attrs[CONFIRM_CONFIGS_ATTR] == [1, 2]  # stored when chosen
+    for i, value in enumerate((71.0, 72.0, 61.0, float("nan"))):
+        s.on_trial_complete(f"c{i}", result(value))
+    study = load(tmp_path)
+    assert study.user_attrs[CONFIRM_VALUES_ATTR] == {"1": {"11": 71.0, "12": 72.0}, "2": {"11": 61.0, "12": None}}
+    # Not told to Optuna: the search's four trials are all it holds, their values unchanged.
+    assert [(t.state, t.value) for t in study.trials] == \
+        [(TrialState.COMPLETE, 55.0), (TrialState.COMPLETE, 70.0), (TrialState.COMPLETE, 70.0), (TrialState.FAIL, None)]
+    assert not confirmation_pending(space, study)
+
+
+def test_a_resumed_study_confirms_the_stored_choice(tmp_path: Path) -> None:
+    space = make_space(tmp_path, confirm="{seeds: [11, 12], top: 1}")
+    first = session(space, tmp_path)
+    run_search(first, {0.0: (50.0, 50.0), 0.5: (90.0, 90.0), 0.7: (60.0, 60.0), 1.0: (40.0, 40.0)})
+    handed = [first.suggest("c1"), first.suggest("c2")]
+    assert [(c[CONFIG_KEY], c[SEED_KEY]) for c in handed] == [(1, 11), (1, 12)]
+    first.on_trial_complete("c1", result(88.0))
+    del first  # the driver is killed while c1-s12 runs
+
+    # Whatever the study holds now, the stored choice is what a resumed study confirms.
+    study = load(tmp_path)
+    study.set_user_attr("unrelated", 1)
+    assert choose_confirmed(study, 1) == [1]
+    resumed = session(space, tmp_path)
+    assert resumed.budget == 0
+    again = resumed.suggest("x")
+    assert (again["i2srm.delta"], again[CONFIG_KEY], again[SEED_KEY], again[PHASE_KEY]) == (0.5, 1, 12, CONFIRM_PHASE)
+    assert resumed.suggest("y") is Searcher.FINISHED  # c1-s11 ended before the kill: its end is stored
+    assert confirmation_pending(space, load(tmp_path))
+    resumed.on_trial_complete("x", result(89.0))
+    assert load(tmp_path).user_attrs[CONFIRM_VALUES_ATTR] == {"1": {"11": 88.0, "12": 89.0}}
+    assert not confirmation_pending(space, load(tmp_path))
+    assert len(load(tmp_path).trials) == 4  # no Optuna trial for a confirmation run, in either session
+
+
+def test_a_choice_stored_before_the_kill_is_kept_over_a_new_ranking(tmp_path: Path) -> None:
+    """The choice is made once: a resumed study whose ranking would differ still confirms the stored one."""
+    space = make_space(tmp_path, confirm="{seeds: [11], top: 1}", mode="min")
+    first = session(space, tmp_path)
+    run_search(first, {0.0: (5.0, 5.0), 0.5: (1.0, 1.0), 0.7: (3.0, 3.0), 1.0: (2.0, 2.0)})
+    assert first.suggest("c")[CONFIG_KEY] == 1  # mode min: the lowest value
+    del first
+    load(tmp_path).set_user_attr(CONFIRM_CONFIGS_ATTR, [2])  # as if the ranking had been different then
+    resumed = session(space, tmp_path)
+    config = resumed.suggest("x")
+    assert (config["i2srm.delta"], config[CONFIG_KEY], config[SEED_KEY]) == (0.7, 2, 11)
+
+
+def test_no_complete_configuration_confirms_nothing(tmp_path: Path) -> None:
+    space = make_space(tmp_path)
+    s = session(space, tmp_path)
+    run_search(s, {d: (None, None) for d in GRID})
+    assert s.suggest("c") is Searcher.FINISHED
+    study = load(tmp_path)
+    assert study.user_attrs[CONFIRM_CONFIGS_ATTR] == [] and not confirmation_pending(space, study)
+
+
+def test_without_confirm_the_searcher_finishes_after_the_search(tmp_path: Path) -> None:
+    space = make_space(tmp_path, confirm="null")
+    assert space.confirm is None and space.total_runs == 8
+    s = session(space, tmp_path)
+    for i in range(8):
+        s.suggest(f"t{i}")
+    assert s.suggest("x") is Searcher.FINISHED
+    assert CONFIRM_CONFIGS_ATTR not in load(tmp_path).user_attrs and not confirmation_pending(space, s.study)
+
+
+# ---------------------------------------------------------------------------------------------- the space
+
+
+def base(**extra: Any) -> dict[str, Any]:
+    return {"study": "s", "trainer": {"data.name": "synthetic-mner"},
+            "search": {"i2srm.delta": {"grid": [0.0, 0.5]}}, "seeds": [1, 2], **extra}
+
+
+def test_confirm_parses_round_trips_and_counts_in_the_runs(tmp_path: Path) -> None:
+    space = space_from_dict(base(confirm={"seeds": [11, 12, 13], "top": 2}))
+    assert (space.confirm.seeds, space.confirm.top) == ((11, 12, 13), 2)
+    assert space.total_runs == 2 * 2 + 2 * 3
+    path = tmp_path / "stored.yaml"
+    path.write_text(dump_space(space), encoding="utf-8")
+    assert load_space(path).to_dict() == space.to_dict() and load_space(path).confirm == space.confirm
+    assert space_from_dict(base()).confirm is None and space_from_dict(base()).to_dict()["confirm"] is None
+    sets = space_from_dict(base(), sets=["confirm={seeds: [11, 12], top: 1}"])
+    assert (sets.confirm.seeds, sets.confirm.top) == ((11, 12), 1)
+    assert space_from_dict(base(confirm={"seeds": [7]})).confirm.top == 1  # top defaults to 1
+    assert space_from_dict(base(confirm={"seeds": [7]}), sets=["confirm.top=2"]).confirm.top == 2
+
+
+@pytest.mark.parametrize("confirm, message", [
+    ({"seeds": [2, 11]}, "'confirm.seeds' [2, 11] shares [2] with the search's seeds [1, 2]"),
+    ({"seeds": []}, "'confirm.seeds' must be a non-empty list of integers"),
+    ({"seeds": [11, "12"]}, "'confirm.seeds' must be a non-empty list of integers"),
+    ({"seeds": [11, 11]}, "'confirm.seeds' lists a seed twice"),
+    ({"top": 1}, "'confirm.seeds' must be a non-empty list of integers"),
+    ({"seeds": [11], "top": 0}, "'confirm.top' must be an integer >= 1"),
+    ({"seeds": [11], "top": True}, "'confirm.top' must be an integer >= 1"),
+    ({"seeds": [11], "top": 1.5}, "'confirm.top' must be an integer >= 1"),
+    ({"seeds": [11], "top": 3}, "'confirm.top' is 3, more than the study's 2 configuration(s)"),
+    ({"seeds": [11], "tops": 1}, "'confirm.tops' is not a confirm key; allowed: seeds, top. Did you mean 'top'?"),
+    ([11, 12], "'confirm' must be a mapping like {seeds: [11, 12, 13], top: 1}"),
+])
+def test_a_bad_confirm_is_one_error_naming_the_key(confirm: Any, message: str) -> None:
+    with pytest.raises(SpaceError) as e:
+        space_from_dict(base(confirm=confirm))
+    assert message in str(e.value), str(e.value)
+
+
+def test_a_bad_confirm_from_set_names_the_set(tmp_path: Path) -> None:
+    with pytest.raises(SpaceError, match=r"^--set confirm=\{seeds: \[1\]\}: 'confirm.seeds' \[1\] shares \[1\]"):
+        space_from_dict(base(), sets=["confirm={seeds: [1]}"])
+    path = tmp_path / "bad.yaml"
+    path.write_text("study: s\nsearch:\n  i2srm.delta: {grid: [0.0, 0.5]}\nseeds: [1]\nconfirm:\n  seeds: [11]\n"
+                    "  top: -1\n", encoding="utf-8")
+    with pytest.raises(SpaceError, match=rf"^{re.escape(str(path))} line 7: 'confirm.top' must be an integer >= 1 "):
+        load_space(path)
