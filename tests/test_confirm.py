@@ -199,3 +199,69 @@ def test_a_bad_confirm_from_set_names_the_set(tmp_path: Path) -> None:
                     "  top: -1\n", encoding="utf-8")
     with pytest.raises(SpaceError, match=rf"^{re.escape(str(path))} line 7: 'confirm.top' must be an integer >= 1 "):
         load_space(path)
+
+
+# ---------------------------------------------------------------------------------------------- the reports
+
+
+def write_records(folder: Path, runs: list[tuple[str, str, float, int, float, float]]) -> Path:
+    """A stored study written with the records' own writer: ``runs`` of (run id, phase, delta, seed, dev, test),
+    one epoch each; search seeds [1, 2], confirmation seeds [11, 12]."""
+    from study.records import STUDY_JSON, TrialRecord, record_epoch, write_json_atomic, write_trial
+
+    space = space_from_dict(base(confirm={"seeds": [11, 12], "top": 1}, trainer={"data.name": "synthetic-mner",
+                                                                               "train.epochs": 1}))
+    write_json_atomic(folder / STUDY_JSON, {"name": folder.name, "space": space.to_dict(), "searched": space.searched,
+                                            "base_config": {"data.name": "synthetic-mner", "train.epochs": 1},
+                                            "metric": "dev_f1", "mode": "max", "seeds": [1, 2]})
+    for run, phase, delta, seed, dev, test in runs:
+        record_epoch(folder, run, {"epoch": 1, "dev_f1": dev, "test_f1": test, "best_dev_f1": dev, "best_epoch": 1,
+                                   "test_f1_at_best": test})
+        write_trial(folder, TrialRecord(trial_id=run, status="completed", params={"i2srm.delta": delta}, seed=seed,
+                                        config={"train.epochs": 1, "i2srm.delta": delta, "train.seed": seed},
+                                        epochs_run=1, best_dev_f1=dev, best_epoch=1, test_f1_at_best=test,
+                                        phase=phase))
+    return folder
+
+
+def test_reports_keep_the_confirmation_apart_and_lead_with_it(tmp_path: Path) -> None:
+    import pandas as pd
+
+    from study.reports import build_reports, load_study
+
+    folder = write_records(tmp_path / "conf", [
+        ("c0000-s1", "search", 0.0, 1, 60.0, 58.0), ("c0000-s2", "search", 0.0, 2, 62.0, 60.0),
+        ("c0001-s1", "search", 0.5, 1, 80.0, 75.0), ("c0001-s2", "search", 0.5, 2, 82.0, 77.0),
+        ("c0001-s11", "confirm", 0.5, 11, 70.0, 66.0), ("c0001-s12", "confirm", 0.5, 12, 74.0, 70.0)])
+    study = load_study(folder)
+    assert [t.trial_id for t in study.trials] == ["c0000-s1", "c0000-s2", "c0001-s1", "c0001-s2"]
+    assert [t.trial_id for t in study.confirmations] == ["c0001-s11", "c0001-s12"]
+    written = {p.name for p in build_reports(folder)}
+    assert "confirm.csv" in written
+    summary = pd.read_csv(folder / "summary.csv")
+    assert summary["n"].tolist() == [2, 2]  # the fresh seeds are not in the search's statistics
+    assert summary["test_f1_mean"].tolist() == [59.0, 76.0]
+    assert len(pd.read_csv(folder / "trials.csv")) == 4
+    confirm = pd.read_csv(folder / "confirm.csv")
+    assert confirm[["trial_id", "config", "i2srm.delta", "seed", "best_dev_f1", "test_f1_at_best"]].values.tolist() == \
+        [["c0001-s11", 1, 0.5, 11, 70.0, 66.0], ["c0001-s12", 1, 0.5, 12, 74.0, 70.0]]
+    report = (folder / "REPORT.md").read_text(encoding="utf-8")
+    sections = [ln for ln in report.splitlines() if ln.startswith("## ")]
+    assert sections[0] == "## Confirmation on fresh seeds", sections
+    # mean ± std (sample std, ddof 1) by hand: fresh 66, 70 -> 68 ± 2.83; search 75, 77 -> 76 ± 1.41
+    assert ("Confirmed on fresh seeds [11, 12]: configuration 1 (`i2srm.delta` = 0.5) chosen by mean `dev_f1` over "
+            "search seeds [1, 2] (81.00): test F1 68.00 ± 2.83 (n=2) on the fresh seeds, against 76.00 ± 1.41 (n=2) "
+            "on the search seeds.") in report
+    html = (folder / "REPORT.html").read_text(encoding="utf-8")
+    assert "Confirmation on fresh seeds" in html and "68.00 ± 2.83 (n=2)" in html
+
+
+def test_a_study_without_confirmation_has_no_such_section(tmp_path: Path) -> None:
+    from study.reports import build_reports
+
+    folder = write_records(tmp_path / "plain", [("c0000-s1", "search", 0.0, 1, 60.0, 58.0)])
+    meta = json.loads((folder / "study.json").read_text())
+    meta["space"]["confirm"] = None
+    (folder / "study.json").write_text(json.dumps(meta))
+    assert "confirm.csv" not in {p.name for p in build_reports(folder)}
+    assert "Confirmation on fresh seeds" not in (folder / "REPORT.md").read_text(encoding="utf-8")

@@ -5,6 +5,7 @@ space's ``reports:`` list asks for (all that apply when it has none): ``summary.
 ``sensitivity_<key>.png/.pdf``, ``ablation.csv/.md/.tex``, ``importance.csv/.png/.pdf``,
 ``joint_<plot>.png/.pdf`` and ``tensorboard/``. Every file is written atomically; CSV and Markdown
 files are byte-identical when rebuilt from the same records.
+A study that confirmed configurations on fresh seeds (the space's ``confirm``) gets ``confirm.csv`` too.
 """
 
 from __future__ import annotations
@@ -42,6 +43,10 @@ def build_reports(study_dir: Path) -> list[Path]:
         wanted, explicit = requested(study)
         skipped: dict[str, str] = {}
         written = [write_trials_csv(study)]
+        if study.confirmations:  # the confirmation on fresh seeds, apart from the search (confirm.py)
+            from study.reports.confirm import write_confirm_csv
+
+            written.append(write_confirm_csv(study))
         for name in wanted:
             if name not in REPORTS:
                 skipped[name] = f"unknown report; known: {', '.join(REPORTS)}"

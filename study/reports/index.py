@@ -1,6 +1,7 @@
 """``REPORT.md`` and ``REPORT.html``: what ran, how it went, the best configuration and the command to train it
 again, every configuration against the reference, the significance of each searched key, the importance, the
 figures and the files. One list of blocks (``document.py``), written as Markdown and as a self-contained page.
+When the study confirmed configurations on fresh seeds, that section leads, after the overview (``confirm.py``).
 
 Searched values are shown to ``DISPLAY_DIGITS`` significant digits (0.5488, not 0.5488135039273248); the
 retrain command keeps the exact values.
@@ -13,6 +14,7 @@ from typing import Any, Sequence
 
 from model.fileio import atomic_write_text
 from study.records import STATUSES
+from study.reports.confirm import confirm_blocks
 from study.reports.document import Block, Bullets, Code, Heading, Image, Para, TableBlock, to_markdown
 from study.reports.facets import facets, is_faceted
 from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
@@ -32,6 +34,8 @@ DIGITS = 2
 DESCRIPTIONS = {
     "trials.csv": "one row per trial: status (with the error of a failed one), searched values, seed, "
                   "best dev F1, its epoch, test F1 there, epochs run, wall seconds, node",
+    "confirm.csv": "one row per confirmation run (a chosen configuration on a fresh seed): configuration, "
+                   "searched values, seed, best dev F1, its epoch, test F1 there; not in the other tables",
     "summary.csv": "one row per configuration, seeds pooled: n, mean, std and 95% CI of dev and test F1, and the "
                    "paired comparison with the reference configuration (difference, bootstrap CI, d_z, p-values)",
     "ablation.csv": "the ablation table, machine-readable",
@@ -233,7 +237,7 @@ def report_blocks(study: Study, written: Sequence[Path], skipped: dict[str, str]
     for name, part in facets(study):  # with data.name searched, each dataset's own best, results and tests
         parts += [Heading(2, f"Dataset `{name}`")] if name else []
         parts += [*_best(part), *_results(part), *_significance(part)]
-    return [*_overview(study), *parts, *_importance(study, written), *_figures(study, written),
+    return [*_overview(study), *confirm_blocks(study), *parts, *_importance(study, written), *_figures(study, written),
             *_files(study, written, skipped)]
 
 

@@ -1,9 +1,10 @@
 """Read a stored study (``results/<study>/``) into typed records; the reports read nothing else.
 
 The layout is the platform contract: ``study.json``, ``trials/<trial_id>/trial.json`` and
-``trials/<trial_id>/epochs.jsonl`` (plus ``optuna.db``, read by the importance report). The files are read
-by ``study/records.py``, the module that writes them and whose readers the runner uses too; this module
-types what they hold for the reports. A malformed record raises ``ReportError`` naming the file (and line)
+``trials/<trial_id>/epochs.jsonl``. The files are read by ``study/records.py``, the module that writes them
+and whose readers the runner uses too; this module types what they hold for the reports. The runs of the
+confirmation on fresh seeds (``phase: confirm``) are set apart here, once: ``Study.trials`` holds the search's
+runs, which every search statistic reads, and ``Study.confirmations`` the others (``confirm.py``). A malformed record raises ``ReportError`` naming the file (and line)
 and what is expected.
 """
 
@@ -17,8 +18,9 @@ from pathlib import Path
 from typing import Any
 
 from model.config import ConfigError, coerce
-from study.records import (EPOCHS_JSONL, STUDY_JSON, TRIAL_JSON, RecordError, read_json, read_jsonl,
+from study.records import (EPOCHS_JSONL, PHASES, STUDY_JSON, TRIAL_JSON, RecordError, read_json, read_jsonl,
                            read_trial_json, trial_folders)
+from study.trainable import CONFIRM_PHASE, SEARCH_PHASE
 
 # Trials whose results count in the summary and figures (if they reported at least one epoch).
 COUNTED_STATUSES = ("completed", "pruned")
@@ -47,6 +49,8 @@ class Trial:
     best_epoch: int | None
     test_f1_at_best: float | None
     epochs: tuple[dict[str, float], ...]
+    phase: str = SEARCH_PHASE
+    """``search``, or ``confirm`` for a run of a chosen configuration on a fresh seed."""
 
     @property
     def counted(self) -> bool:
@@ -74,6 +78,9 @@ class Study:
     command: str
     created: str
     trials: tuple[Trial, ...]
+    """The search's runs: what every search statistic (summary, figures, significance, importance) reads."""
+    confirmations: tuple[Trial, ...] = ()
+    """The runs of the confirmation on fresh seeds (``phase: confirm``), reported apart (``confirm.py``)."""
 
     @property
     def counted(self) -> list[Trial]:
@@ -137,6 +144,9 @@ def load_trial(folder: Path) -> Trial:
     # the epochs file is the truth; a running trial's record may lag behind it
     epochs_run = len(epochs) if epochs or not isinstance(epochs_run, (int, float)) else int(epochs_run)
     error = str(raw.get("error") or "").strip()
+    phase = raw.get("phase", SEARCH_PHASE)
+    if phase not in PHASES:
+        raise ReportError(f"{path}: 'phase' is {phase!r}; allowed: {', '.join(PHASES)}.")
     return Trial(
         trial_id=str(raw.get("trial_id") or folder.name),
         status=raw["status"],
@@ -151,6 +161,7 @@ def load_trial(folder: Path) -> Trial:
         best_epoch=int(best_epoch) if isinstance(best_epoch, (int, float)) else None,
         test_f1_at_best=test_at_best,
         epochs=epochs,
+        phase=phase,
     )
 
 
@@ -170,7 +181,7 @@ def load_study(study_dir: str | Path) -> Study:
     if not isinstance(meta["searched"], list):
         raise ReportError(f"{meta_path}: 'searched' must be a list of dotted keys.")
     space = meta.get("space") or {}
-    trials = sorted((load_trial(p) for p in trial_folders(study_dir)), key=lambda t: natural_key(t.trial_id))
+    runs = sorted((load_trial(p) for p in trial_folders(study_dir)), key=lambda t: natural_key(t.trial_id))
     command = meta.get("command") or ""
     if isinstance(command, list):
         command = shlex.join(str(c) for c in command)
@@ -188,5 +199,6 @@ def load_study(study_dir: str | Path) -> Study:
         packages={str(k): str(v) for k, v in (meta.get("packages") or {}).items()},
         command=str(command),
         created=str(meta.get("created") or ""),
-        trials=tuple(trials),
+        trials=tuple(t for t in runs if t.phase != CONFIRM_PHASE),
+        confirmations=tuple(t for t in runs if t.phase == CONFIRM_PHASE),
     )
