@@ -193,7 +193,7 @@ def _tensorboard_events(folder: Path) -> dict[Path, list[bytes]]:
 
 
 def test_rebuild_gives_the_same_files_and_replaces_tensorboard(joint: Path) -> None:
-    names = ["trials.csv", "summary.csv", "importance.csv", "REPORT.md", "sensitivity_i2srm.delta.png",
+    names = ["trials.csv", "summary.csv", "importance.csv", "REPORT.md", "REPORT.html", "sensitivity_i2srm.delta.png",
              "sensitivity_i2srm.delta.pdf", "importance.pdf"]
     before = {n: (joint / n).read_bytes() for n in names}
     events_before = _tensorboard_events(joint / "tensorboard")
@@ -491,6 +491,9 @@ def test_report_md_names_the_best_configuration(joint: Path) -> None:
                  "importance.csv", "tensorboard/"):
         assert f"[{name}]({name})" in text
     assert "`trial_13`: RuntimeError: CUDA out of memory" in text
+    # the importance rests on 6 configurations: said, and warned about
+    assert "on 6 configurations (12 trials, 1 of them stopped early" in text
+    assert "**Warning:** the importance rests on 6 configuration(s), fewer than 10" in text
 
 
 def test_not_a_study_exits_2_with_one_line(tmp_path: Path) -> None:
