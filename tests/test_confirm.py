@@ -28,6 +28,7 @@ from study.space import Space, SpaceError, dump_space, load_space, space_from_di
 from study.trainable import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SEARCH_PHASE, SEED_KEY
 
 GRID = [0.0, 0.5, 0.7, 1.0]
+ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_space(tmp_path: Path, confirm: str = "{seeds: [11, 12], top: 2}", mode: str = "max") -> Space:
@@ -265,3 +266,114 @@ def test_a_study_without_confirmation_has_no_such_section(tmp_path: Path) -> Non
     (folder / "study.json").write_text(json.dumps(meta))
     assert "confirm.csv" not in {p.name for p in build_reports(folder)}
     assert "Confirmation on fresh seeds" not in (folder / "REPORT.md").read_text(encoding="utf-8")
+
+
+# ---------------------------------------------------------------------------------------------- end to end
+
+
+def confirm_space(tmp_path: Path, encoder: Path, epochs: int, confirm: str) -> Path:
+    from ray_cluster import write_space
+
+    return write_space(tmp_path / "confirm.yaml", encoder, f"""\
+study: conf
+search:
+  i2srm.delta: {{grid: [0.0, 1.0]}}
+sampler: grid
+seeds: [1]
+confirm: {confirm}
+resources: {{cpus: 1, gpus: 0}}
+max_concurrent: 1
+progress_interval: 1
+reports: [summary]
+""", epochs=epochs)
+
+
+def best_configuration(study_dir: Path) -> int:
+    """The search's best configuration by its Optuna value, as the searcher ranks it (ties: lower number)."""
+    study = optuna.load_study(study_name=study_dir.name, storage=f"sqlite:///{study_dir / 'optuna.db'}")
+    complete = [t for t in study.trials if t.state == TrialState.COMPLETE]
+    return min(complete, key=lambda t: (-t.value, t.number)).number
+
+
+@pytest.mark.slow
+def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path, tiny_encoder: Path) -> None:
+    import pandas as pd
+    from ray_cluster import study_env
+
+    space = confirm_space(tmp_path, tiny_encoder, epochs=2, confirm="{seeds: [5], top: 1}")
+    results = tmp_path / "results"
+    proc = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--space", str(space), "--results-dir",
+                           str(results)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=study_env())
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    d = results / "conf"
+    assert "/3 done" in proc.stderr  # the progress line counts the confirmation run
+    best = best_configuration(d)
+    records = {p.parent.name: json.loads(p.read_text()) for p in (d / "trials").glob("*/trial.json")}
+    assert {rid: (r["phase"], r["status"]) for rid, r in records.items()} == {
+        "c0000-s1": ("search", "completed"), "c0001-s1": ("search", "completed"),
+        f"c{best:04d}-s5": ("confirm", "completed")}
+    fresh = records[f"c{best:04d}-s5"]
+    assert fresh["seed"] == 5 and fresh["config"]["train.seed"] == 5 and fresh["epochs_run"] == 2
+    assert fresh["params"] == records[f"c{best:04d}-s1"]["params"]
+    study = optuna.load_study(study_name="conf", storage=f"sqlite:///{d / 'optuna.db'}")
+    assert len(study.trials) == 2  # the confirmation run is not an Optuna trial
+    assert study.user_attrs[CONFIRM_CONFIGS_ATTR] == [best]
+    last = json.loads((d / "trials" / f"c{best:04d}-s5" / "epochs.jsonl").read_text().splitlines()[-1])
+    assert study.user_attrs[CONFIRM_VALUES_ATTR] == {str(best): {"5": last["dev_f1"]}}
+    confirm = pd.read_csv(d / "confirm.csv")
+    assert confirm[["trial_id", "config", "seed"]].values.tolist() == [[f"c{best:04d}-s5", best, 5]]
+    assert confirm["test_f1_at_best"].tolist() == [pytest.approx(fresh["test_f1_at_best"], abs=1e-4)]
+    assert pd.read_csv(d / "summary.csv")["n"].tolist() == [1, 1]  # the fresh seed is not in the search's
+    report = (d / "REPORT.md").read_text(encoding="utf-8")
+    assert [ln for ln in report.splitlines() if ln.startswith("## ")][0] == "## Confirmation on fresh seeds"
+    assert f"Confirmed on fresh seeds [5]: configuration {best} (`i2srm.delta` = " in report
+    assert "chosen by mean `dev_f1` over search seeds [1]" in report
+
+
+@pytest.mark.slow
+def test_a_driver_killed_during_the_confirmation_resumes_it(tmp_path: Path, tiny_encoder: Path) -> None:
+    from ray_cluster import kill_group, start_study, trial_records, wait_until
+
+    epochs = 4
+    space = confirm_space(tmp_path, tiny_encoder, epochs=epochs, confirm="{seeds: [5, 6], top: 1}")
+    results = tmp_path / "results"
+    d = results / "conf"
+    proc = start_study(["--space", str(space), "--results-dir", str(results)], tmp_path, tmp_path / "run1.log")
+    try:
+        def confirming_midway() -> bool:
+            return any(r.get("phase") == "confirm" and r["status"] == "running" and 1 <= r["epochs_run"] < epochs
+                       for r in trial_records(d).values())
+        wait_until(confirming_midway, 500, "a confirmation run midway", proc, poll=0.3)
+    finally:
+        kill_group(proc, signal.SIGKILL)
+    before = trial_records(d)
+    search = {rid: (d / "trials" / rid / "epochs.jsonl").read_bytes() for rid, r in before.items()
+              if r["phase"] == "search"}
+    assert len(search) == 2 and all(before[rid]["status"] == "completed" for rid in search)
+    chosen = optuna.load_study(study_name="conf", storage=f"sqlite:///{d / 'optuna.db'}").user_attrs[
+        CONFIRM_CONFIGS_ATTR]
+    assert chosen == [best_configuration(d)]
+
+    resumed = start_study(["--name", "conf", "--results-dir", str(results), "--resume"], tmp_path,
+                          tmp_path / "run2.log")
+    try:
+        resumed.wait(timeout=500)
+    finally:
+        if resumed.poll() is None:
+            kill_group(resumed)
+    log = (tmp_path / "run2.log").read_text(encoding="utf-8", errors="replace")
+    assert resumed.returncode == 0, log[-3000:]
+    after = trial_records(d)
+    fresh = {f"c{chosen[0]:04d}-s5", f"c{chosen[0]:04d}-s6"}
+    assert {rid for rid, r in after.items() if r["phase"] == "confirm"} == fresh
+    assert all(r["status"] == "completed" and r["epochs_run"] == epochs for r in after.values()), after
+    for rid, content in search.items():  # no search run trained again
+        assert (d / "trials" / rid / "epochs.jsonl").read_bytes() == content
+    for rid in fresh:  # every epoch recorded once
+        rows = [json.loads(ln) for ln in (d / "trials" / rid / "epochs.jsonl").read_text().splitlines()]
+        assert [r["epoch"] for r in rows] == list(range(1, epochs + 1))
+    midway = [rid for rid, r in before.items() if r["phase"] == "confirm" and r["status"] == "running"]
+    assert all(after[rid]["resumed_from_epoch"] >= 1 for rid in midway), {rid: after[rid] for rid in midway}
+    study = optuna.load_study(study_name="conf", storage=f"sqlite:///{d / 'optuna.db'}")
+    assert study.user_attrs[CONFIRM_CONFIGS_ATTR] == chosen and len(study.trials) == 2
+    assert set(study.user_attrs[CONFIRM_VALUES_ATTR][str(chosen[0])]) == {"5", "6"}
