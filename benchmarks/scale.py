@@ -66,6 +66,7 @@ TARGET_REPORTS_S = 60.0  # every report of a 1,000-trial study
 SLOT_MIB = 200
 FIXED_MIB = 2500  # the driver (with torch loaded by its data pre-flight) and the nodes' own processes
 POLL_S = 1.0
+MEMORY_WAIT_S = 900.0
 REPORT_TOTALS = ("build_reports", "imports_and_build", "report_py_total")
 
 
@@ -432,12 +433,20 @@ def mem_available_mib() -> float:
     return int(m.group(1)) / 1024 if m else math.inf
 
 
-def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, profile: bool = False) -> dict[str, Any]:
+def wait_for_memory(cell: Cell, timeout: float = MEMORY_WAIT_S) -> None:
+    """The machine is shared: wait (up to ``timeout``) until the cell's estimated memory is available."""
     need = FIXED_MIB + SLOT_MIB * cell.slots
-    have = mem_available_mib()
-    if need > have:
-        raise SystemExit(f"error: cell {cell.name} needs about {need / 1024:.1f} GiB of memory ({cell.slots} trial "
-                         f"processes); {have / 1024:.1f} GiB is available. Use fewer slots (--cells).")
+    deadline = time.monotonic() + timeout
+    while (have := mem_available_mib()) < need:
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"cell {cell.name} needs about {need / 1024:.1f} GiB of memory ({cell.slots} trial "
+                               f"processes); {have / 1024:.1f} GiB is available. Use fewer slots (--cells).")
+        log(f"cell {cell.name}: waiting for {need / 1024:.1f} GiB of memory ({have / 1024:.1f} GiB available)")
+        time.sleep(30)
+
+
+def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, profile: bool = False) -> dict[str, Any]:
+    wait_for_memory(cell)
     folder = work_dir / cell.name
     shutil.rmtree(folder, ignore_errors=True)  # this script's own output from an earlier run
     folder.mkdir(parents=True)
@@ -446,6 +455,7 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
     space.write_text(SPACE.format(name=name, cell=cell.name, trials=cell.trials, slots=cell.slots,
                                   epochs=cell.epochs, seconds=cell.epoch_seconds), encoding="utf-8")
     results = folder / "results"
+    load_before = os.getloadavg()[0]
     log(f"cell {cell.name}: starting {min(nodes, cell.slots)} Ray nodes with {cell.slots} logical CPUs in all")
     t_cluster = time.monotonic()
     cluster = start_cluster(cell.slots, nodes, folder)
@@ -456,6 +466,7 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
         run = run_driver(["--space", str(space), "--address", cluster.address, "--name", name,
                           "--results-dir", str(results)], folder / "driver.log", cell.name, progress_every,
                          folder / "driver.prof" if profile else None)
+        load_after = os.getloadavg()[0]
     finally:
         cluster.stop()
     study_dir = results / name
@@ -484,6 +495,9 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
         "cell": cell.name, "trials": cell.trials, "slots": cell.slots, "epochs": cell.epochs,
         "epoch_seconds": cell.epoch_seconds, "trial_seconds": cell.trial_seconds, "nodes": len(cluster.cpus),
         "cpus_per_node": cluster.cpus, "cluster_start_s": round(cluster_s, 1), "statuses": statuses,
+        # 1-minute load average of the machine before the cluster started and when the driver ended: the
+        # machine is shared, and every figure here depends on what else ran
+        "load_average": [round(load_before, 2), round(load_after, 2)],
         "trials_timed": len(times),
         "driver_wall_s": round(run.wall_seconds, 1),
         "first_trial_start_s": round(rel_first, 1), "last_trial_end_s": round(rel_last, 1),
@@ -602,6 +616,7 @@ def main(argv: list[str] | None = None) -> int:
                         help="run the driver under cProfile (its main thread), writing <cell>/driver.prof; the "
                         "profiler's own cost inflates the driver's CPU figures of that run")
     args = parser.parse_args(argv)
+    args.work_dir, args.out, args.figure = (p.resolve() for p in (args.work_dir, args.out, args.figure))
     if (args.trials is None) != (args.slots is None):
         parser.error("--trials and --slots go together")
     if args.epochs < 1 or args.nodes < 1 or args.epoch_seconds < 0:
@@ -614,22 +629,41 @@ def main(argv: list[str] | None = None) -> int:
         cells = parse_cells(QUICK_CELLS if args.quick else args.cells, args.epochs)
     if not Path(RAY).is_file():
         raise SystemExit(f"error: {RAY} not found: Ray's command line must sit beside this Python")
+    signal.signal(signal.SIGTERM, _terminate)  # stop the cluster and the driver on `kill` too
     log(f"{len(cells)} cell(s): {', '.join(c.name for c in cells)}; {args.nodes} nodes; results in {args.work_dir}")
     t0 = time.monotonic()
-    done = []
+    done: list[dict[str, Any]] = []
     for i, cell in enumerate(cells, 1):
         log(f"cell {i}/{len(cells)}: {cell.name}")
-        result = run_cell(cell, args.nodes, args.work_dir, args.progress_every, args.profile_driver)
+        try:
+            result = run_cell(cell, args.nodes, args.work_dir, args.progress_every, args.profile_driver)
+        except Exception as e:  # the cells done so far are written, with the failure, before it is raised
+            write_outputs(args, done, t0, failed={"cell": cell.name, "error": str(e).strip().splitlines()[0]})
+            raise
         done.append(result)
         log(f"cell {cell.name}: {result['trials_per_min']:.1f} trials/min of ideal {result['ideal_trials_per_min']:.1f} "
             f"({100 * result['throughput_vs_ideal']:.1f}%), driver CPU {result['driver_cpu_ms_per_trial']:.0f} ms/trial, "
             f"peak RSS {result['driver_peak_rss_mib']:.0f} MiB, reports {result['reports_s']['report_py_total']:.1f} s")
+        doc = write_outputs(args, done, t0)
+    for key, v in doc["verdicts"].items():
+        log(f"target {key}: {'not measured' if v['holds'] is None else 'holds' if v['holds'] else 'does not hold'}"
+            f" {v['measured']}")
+    return 0
+
+
+def _terminate(signum: int, frame: Any) -> None:
+    raise SystemExit(128 + signum)
+
+
+def write_outputs(args: argparse.Namespace, done: list[dict[str, Any]], t0: float,
+                  failed: dict[str, str] | None = None) -> dict[str, Any]:
+    """The JSON (and the figure, when a cell is done), rewritten after every cell."""
     from model.provenance import code_revision
 
     doc = {
         "benchmark": "benchmarks/scale.py",
         "created": datetime.now(timezone.utc).isoformat(timespec="seconds"),
-        "command": " ".join(["python", "benchmarks/scale.py", *(sys.argv[1:] if argv is None else argv)]),
+        "command": " ".join(["python", "benchmarks/scale.py", *sys.argv[1:]]),
         "code_revision": code_revision(),
         "machine": {"cpus": os.cpu_count(), "memory_gib": round(_mem_total_gib(), 1),
                     "python": platform.python_version(), "ray": _version("ray"), "optuna": _version("optuna")},
@@ -643,14 +677,16 @@ def main(argv: list[str] | None = None) -> int:
         "cells": done,
         "verdicts": verdicts(done),
     }
+    if failed:
+        doc["failed"] = failed
     args.out.parent.mkdir(parents=True, exist_ok=True)
-    args.out.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
-    draw(done, args.figure)
-    log(f"wrote {args.out} and {args.figure} ({doc['total_seconds']:.0f} s in all)")
-    for key, v in doc["verdicts"].items():
-        log(f"target {key}: {'not measured' if v['holds'] is None else 'holds' if v['holds'] else 'does not hold'}"
-            f" {v['measured']}")
-    return 0
+    tmp = args.out.with_name(args.out.name + ".tmp")
+    tmp.write_text(json.dumps(doc, indent=2) + "\n", encoding="utf-8")
+    os.replace(tmp, args.out)
+    if done:
+        draw(done, args.figure)
+    log(f"wrote {args.out}" + (f" and {args.figure}" if done else "") + f" ({doc['total_seconds']:.0f} s so far)")
+    return doc
 
 
 def _mem_total_gib() -> float:

@@ -121,7 +121,7 @@ def test_simulated_run_loads_no_torch(tmp_path: Path) -> None:
 
 CELL_KEYS = {
     "cell", "trials", "slots", "epochs", "epoch_seconds", "trial_seconds", "nodes", "cpus_per_node",
-    "cluster_start_s", "statuses", "trials_timed", "driver_wall_s", "first_trial_start_s", "last_trial_end_s",
+    "cluster_start_s", "load_average", "statuses", "trials_timed", "driver_wall_s", "first_trial_start_s", "last_trial_end_s",
     "trials_per_min", "ideal_trials_per_min", "throughput_vs_ideal", "throughput_vs_rounds_bound",
     "trials_per_min_end_to_end", "trial_seconds_mean", "trial_overhead_s_mean", "driver_cpu_s",
     "driver_cpu_ms_per_trial", "driver_cpu_s_while_trials_ran", "driver_cpu_ms_per_trial_while_running",
