@@ -4,8 +4,8 @@ The layout is the platform contract: ``study.json``, ``trials/<trial_id>/trial.j
 ``trials/<trial_id>/epochs.jsonl``. The files are read by ``study/records.py``, the module that writes them
 and whose readers the runner uses too; this module types what they hold for the reports. The runs of the
 confirmation on fresh seeds (``phase: confirm``) are set apart here, once: ``Study.trials`` holds the search's
-runs, which every search statistic reads, and ``Study.confirmations`` the others (``confirm.py``). A malformed record raises ``ReportError`` naming the file (and line)
-and what is expected.
+runs, which every search statistic reads, and ``Study.confirmations`` the others (``confirm.py``). A malformed
+record raises ``ReportError`` naming the file (and line) and what is expected.
 """
 
 from __future__ import annotations
