@@ -26,12 +26,13 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from study.reports.facets import facets
 from study.reports.figures import COLUMN_WIDTH_IN, FONT_PT, SMALL_FONT_PT, paper_style
 from study.reports.files import save_figure
 from study.reports.load import Study, Trial, natural_key
 from study.reports.sensitivity import axis_kind
 from study.reports.stats import group_trials, trial_score
-from study.reports.values import fmt_value, is_number, listed_values, order_key
+from study.reports.values import fmt_value, is_number, order_key
 from study.space import FACET_KEY
 
 PLOTS = ("contour", "parallel", "history")
@@ -151,18 +152,11 @@ def write_joint(study: Study) -> tuple[list[Path], str]:
     from optuna.exceptions import ExperimentalWarning
 
     keys = [k for k in study.searched if k != FACET_KEY]
-    facets: list[tuple[str, list[Trial]]] = [("", study.counted)]
-    if FACET_KEY in study.searched:
-        by = {}
-        for t in study.counted:
-            by.setdefault(fmt_value(t.value(FACET_KEY)), []).append(t)
-        listed = listed_values(study.search_spec(FACET_KEY))
-        facets = [(name, by[name]) for name in sorted(by, key=lambda n: order_key(FACET_KEY, n, listed))]
     written: list[Path] = []
     reasons: list[str] = []
     optuna.logging.set_verbosity(optuna.logging.WARNING)
-    for name, trials in facets:
-        configs = configurations(study, keys, trials)
+    for name, part in facets(study):
+        configs = configurations(part, keys, part.counted)
         varying = [k for k in keys if len({fmt_value(c.values[k]) for c in configs}) >= 2]
         where = f" on {name}" if name else ""
         if len(configs) < MIN_CONFIGURATIONS or len(varying) < MIN_KEYS:
@@ -170,7 +164,7 @@ def write_joint(study: Study) -> tuple[list[Path], str]:
                            f"{MIN_KEYS} keys that vary{where}; found {len(configs)} over "
                            f"{len(varying)} ({', '.join(varying) or 'none'})")
             continue
-        ostudy = optuna_study(study, varying, configs)
+        ostudy = optuna_study(part, varying, configs)
         target = f"{study.metric} (seed mean)"
         suffix = f"_{name}" if name else ""
         for plot in PLOTS:
