@@ -24,7 +24,8 @@ import numpy as np
 
 from model.fileio import atomic_write_text
 from study.reports.document import Block, Bullets, Heading, Image, Para, TableBlock, to_markdown
-from study.reports.figures import FONT_PT, SMALL_FONT_PT, STARS_NOTE, mark_significance, paper_style
+from study.reports.figures import (FONT_PT, ONE_COLUMN_IN, SMALL_FONT_PT, STARS_NOTE, TWO_COLUMN_IN, mark_significance,
+                                   paper_style)
 from study.reports.files import save_figure, write_csv
 from study.reports.load import ReportError, Study
 from study.reports.markup import Table, best_in_column, latex, markdown, tex_escape, tex_label
@@ -36,7 +37,7 @@ from study.reports.values import (display_values, fmt_display, fmt_mean_std, fmt
                                   reference_value)
 
 PANELS = ("study", "dataset", "key")
-WIDTHS_IN = {"1col": 3.5, "2col": 7.2}
+WIDTHS_IN = {"1col": ONE_COLUMN_IN, "2col": TWO_COLUMN_IN}
 MAX_COLUMNS = {"1col": 2, "2col": 4}
 PANEL_HEIGHT_IN = 1.7
 LEGEND_HEIGHT_IN = 0.45

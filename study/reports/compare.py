@@ -18,7 +18,7 @@ import numpy as np
 
 from model.fileio import atomic_write_text
 from study.reports.document import Block, Bullets, Heading, Image, Para, TableBlock, to_markdown
-from study.reports.figures import SMALL_FONT_PT, mark_significance, paper_style
+from study.reports.figures import ONE_COLUMN_IN, SMALL_FONT_PT, TWO_COLUMN_IN, mark_significance, paper_style
 from study.reports.files import save_figure, write_csv
 from study.reports.load import Study
 from study.reports.markup import Table, latex, markdown, tex_escape, tex_label
@@ -31,8 +31,6 @@ from study.reports.values import (display_values, fmt_display, fmt_float, fmt_me
 
 OPTION = "--compare"
 DIGITS = 2
-WIDTH_IN = {1: 3.5}
-WIDE_IN = 7.2
 HEIGHT_IN = 2.3
 HEADER_STATS = ["n_a", "test_f1_mean_a", "test_f1_std_a", "n_b", "test_f1_mean_b", "test_f1_std_b", "n_paired",
                 "test_f1_diff", "diff_ci_low", "diff_ci_high", "effect_size", "p_value", "p_signflip", "p_holm"]
@@ -60,7 +58,7 @@ def rows(a: Study, b: Study, keys: Sequence[str]) -> list[tuple[tuple[Any, ...],
 def _figure(a: Study, b: Study, names: Sequence[str], keys: Sequence[str], out: Path) -> list[Path]:
     from matplotlib.figure import Figure
 
-    width = WIDTH_IN.get(len(keys), WIDE_IN)
+    width = ONE_COLUMN_IN if len(keys) == 1 else TWO_COLUMN_IN
     with paper_style():
         fig = Figure(figsize=(width, HEIGHT_IN), layout="constrained")
         axes = fig.subplots(1, len(keys), sharey=True, squeeze=False)[0]

@@ -12,6 +12,10 @@ matplotlib.use("Agg")  # no display on a cluster node; also keeps figures identi
 from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
 
 COLUMN_WIDTH_IN = 3.3
+ONE_COLUMN_IN = 3.5
+"""A combined or compared figure one column of a paper wide (``report.py --combine``, ``--compare``)."""
+TWO_COLUMN_IN = 7.2
+"""The same across both columns."""
 FIGURE_HEIGHT_IN = 2.4
 FONT_PT = 8
 SMALL_FONT_PT = 7
