@@ -27,7 +27,7 @@ RUN = str(ROOT / "study" / "run.py")
 STUDY_KEYS = {"name", "space_file", "space", "base_config", "searched", "metric", "mode", "seeds", "code_revision",
               "packages", "command", "created"}
 TRIAL_KEYS = {"trial_id", "status", "error", "params", "seed", "config", "node", "wall_seconds", "epochs_run",
-              "best_dev_f1", "best_epoch", "test_f1_at_best", "resumed_from_epoch"}
+              "best_dev_f1", "best_epoch", "test_f1_at_best", "resumed_from_epoch", "phase"}
 PACKAGES = {"torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy", "python"}
 
 
@@ -106,7 +106,7 @@ def test_trial_records(study: dict[str, Any]) -> None:
     assert len(trials) == 4 and [t.trial_id for t in trials] == sorted(t.trial_id for t in trials)
     for t in trials:
         raw = json.loads((d / "trials" / t.trial_id / "trial.json").read_text(encoding="utf-8"))
-        assert set(raw) == TRIAL_KEYS
+        assert set(raw) == TRIAL_KEYS and raw["phase"] == "search"  # no confirm: every run is the search's
         assert t.config["train.seed"] == t.seed and t.config["train.progress"] is False
         assert t.config["train.threads"] == 1 and t.config["model.backbone_weights"] == t.params[
             "model.backbone_weights"]
