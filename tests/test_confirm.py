@@ -377,3 +377,31 @@ def test_a_driver_killed_during_the_confirmation_resumes_it(tmp_path: Path, tiny
     study = optuna.load_study(study_name="conf", storage=f"sqlite:///{d / 'optuna.db'}")
     assert study.user_attrs[CONFIRM_CONFIGS_ATTR] == chosen and len(study.trials) == 2
     assert set(study.user_attrs[CONFIRM_VALUES_ATTR][str(chosen[0])]) == {"5", "6"}
+
+
+def test_the_scheduler_stops_search_runs_but_no_confirmation_run() -> None:
+    """Ray's ASHA, as ``make_scheduler`` builds it, on real Tune trial objects: a result below the rung's cutoff
+    stops a search run; the same result of a confirmation run does not (it must reach its last epoch)."""
+    from ray.tune.experiment import Trial
+    from ray.tune.schedulers import TrialScheduler
+
+    from study.search import SearchASHAScheduler, SearchMedianStoppingRule, make_scheduler
+
+    space = space_from_dict(base(trainer={"data.name": "synthetic-mner", "train.epochs": 4}, scheduler="asha",
+                                 confirm={"seeds": [11]}))
+    scheduler = make_scheduler(space, epochs=4)
+    assert isinstance(scheduler, SearchASHAScheduler)
+    assert isinstance(make_scheduler(space_from_dict(base(scheduler="median")), epochs=4), SearchMedianStoppingRule)
+    scheduler.set_search_properties("dev_f1", "max")
+
+    def trial(phase: str) -> Trial:
+        t = Trial("__fake", config={PHASE_KEY: phase}, stub=True)
+        scheduler.on_trial_add(None, t)
+        return t
+
+    for value in (80.0, 90.0):
+        assert scheduler.on_trial_result(None, trial(SEARCH_PHASE), {"epoch": 1, "dev_f1": value}) == \
+            TrialScheduler.CONTINUE
+    low = {"epoch": 1, "dev_f1": 10.0}
+    assert scheduler.on_trial_result(None, trial(SEARCH_PHASE), low) == TrialScheduler.STOP
+    assert scheduler.on_trial_result(None, trial(CONFIRM_PHASE), low) == TrialScheduler.CONTINUE
