@@ -70,12 +70,15 @@ def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
     return optuna.distributions.FloatDistribution(param.low, param.high, step=param.step)
 
 
-def optuna_sampler(space: Space) -> optuna.samplers.BaseSampler:
+def optuna_sampler(space: Space, trials_before: int = 0) -> optuna.samplers.BaseSampler:
     """The sampler for configurations that are not fixed. A grid study fixes every configuration itself
-    (``grid_points``), so its sampler is never consulted for a value."""
+    (``grid_points``), so its sampler is never consulted for a value. Seeded with ``sampler_seed`` plus the
+    number of trials the study held when the session began: a resumed study draws new configurations, not
+    the first session's again, and a rerun of the same history draws the same ones."""
+    seed = space.sampler_seed + trials_before
     if space.sampler == "tpe":
-        return optuna.samplers.TPESampler(seed=space.sampler_seed)
-    return optuna.samplers.RandomSampler(seed=space.sampler_seed)
+        return optuna.samplers.TPESampler(seed=seed)
+    return optuna.samplers.RandomSampler(seed=seed)
 
 
 def grid_points(space: Space) -> list[dict[str, Any]]:
@@ -135,6 +138,7 @@ def open_study(space: Space, name: str, storage: Any, configs: int) -> OpenStudy
     """Create or load the Optuna study ``name`` in ``storage`` and close the orphans of a killed driver."""
     study = optuna.create_study(study_name=name, storage=storage, sampler=optuna_sampler(space),
                                 direction="maximize" if space.mode == "max" else "minimize", load_if_exists=True)
+    study.sampler = optuna_sampler(space, len(study.get_trials(deepcopy=False)))
     distributions = {k: optuna_distribution(p) for k, p in space.search.items()}
     # A trial enqueued just before a kill was never asked: ask it now, so that it is closed like the others.
     while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
