@@ -14,7 +14,7 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from study.trainable import TrialSetup
+from study.trainable import SEARCH_PHASE, TrialSetup
 
 
 def format_duration(seconds: float) -> str:
@@ -66,6 +66,8 @@ class ProgressLine(Callback):
         return a > b if self.mode == "max" else a < b
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
+        if self.setup_.phase_of(trial.config) != SEARCH_PHASE:  # the best is the search's: fresh seeds confirm it
+            return
         value = result.get(self.metric)
         if isinstance(value, (int, float)):
             old = self.best.get(trial.trial_id)
