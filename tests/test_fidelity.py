@@ -176,7 +176,8 @@ def test_same_seed_same_initial_weights_in_every_ablation_row(task: str) -> None
             assert torch.equal(v, full[k]), (ablation, k)
 
 
-def test_finetuned_backbone_evaluates_in_eval_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_finetuned_backbone_evaluates_in_eval_mode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                   tiny_encoder: Path) -> None:
     import model.train as mt
 
     seen: dict[str, object] = {}
@@ -202,7 +203,8 @@ def test_finetuned_backbone_evaluates_in_eval_mode(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(mt.Evaluator, "__call__", check)
     cfg = build_config({"data.name": "synthetic-mre", "data.synthetic_size": 0.1, "model.backbone": "resnet18",
                         "model.image_size": 32, "data.max_len": 32, "train.epochs": 1, "train.progress": False,
-                        "model.finetune_backbone": True, "train.save_checkpoint": False, "train.save_best": False})
+                        "model.finetune_backbone": True, "train.save_checkpoint": False, "train.save_best": False,
+                        "model.text_encoder": str(tiny_encoder)})  # the backbone is the point, not the encoder
     mt.train(cfg, tmp_path / "run")
     assert seen["backbone"] is not None
     assert seen["modes"] == [False, False] and seen["stats_kept"] == [True, True]  # dev and test
