@@ -100,7 +100,8 @@ def _figure_of(drawn: Any) -> Any:
 
 def _restyle(fig: Any, title: str) -> None:
     """Paper sizes on Optuna's ggplot look: its style sets 10 pt text, larger labels and its own titles."""
-    fig.suptitle("")
+    if fig.get_suptitle():  # an empty one would still take room at the top
+        fig.suptitle("")
     for ax in fig.axes:
         ax.set_title("")
         ax.xaxis.label.set_size(FONT_PT)
