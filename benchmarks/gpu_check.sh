@@ -30,7 +30,10 @@ if not torch.cuda.is_available():
     sys.exit(2)
 print(f"gpu_check: {torch.cuda.get_device_name(0)}, bf16 supported: {torch.cuda.is_bf16_supported()}")
 EOF
-command -v nvidia-smi >/dev/null || { echo "gpu_check: nvidia-smi not found (needed for the GPU memory per trial)" >&2; exit 2; }
+if ! command -v nvidia-smi >/dev/null; then
+    echo "gpu_check: nvidia-smi not found (it gives the GPU memory per trial)" >&2
+    exit 2
+fi
 mkdir -p "$OUT"
 OUT=$(cd "$OUT" && pwd)
 export I2SRM_CACHE="$OUT/cache"

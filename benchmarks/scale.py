@@ -12,7 +12,7 @@ Optuna ask/tell are the platform's own work. The space: random sampler over ``i2
 ``i2srm.kl_weight`` (loguniform 0.01-2), one seed, ``--epochs`` epochs, no scheduler, 1 CPU per trial,
 ``max_concurrent`` = slots, every default report (trials.csv, summary, sensitivity, importance, tensorboard).
 
-A cell is ``TRIALSxSLOTSxEPOCH_SECONDS``. The default grid (about 30 minutes here):
+A cell is ``TRIALSxSLOTSxEPOCH_SECONDS``. The default grid (49 minutes here, 27 of them the last cell):
 
     100x8x5      100 trials,  8 slots, 15-s trials (3 epochs x 5 s)
     300x32x10    300 trials, 32 slots, 30-s trials
@@ -321,9 +321,13 @@ def cpu_at(timeline: list[tuple[float, float]], t: float) -> float:
     return timeline[-1][1] if timeline else 0.0
 
 
-def trial_times(study_dir: Path) -> list[dict[str, float]]:
-    """Per trial: start and end (unix seconds, from the trial's last result in Ray Tune's ``result.json``
-    under ``ray/``: ``timestamp`` is when the trial process reported it, whole seconds) and ``time_total_s``."""
+def trial_times(study_dir: Path) -> tuple[list[dict[str, float]], str]:
+    """Per trial: start and end (unix seconds) and ``time_total_s``, and where they came from.
+
+    From each trial's last result in Ray Tune's ``result.json`` under ``ray/`` (``timestamp``: when the trial
+    process reported it, whole seconds); without those files (Tune's loggers off), from the study's records:
+    the end is when the driver stored the last epoch (``epochs.jsonl``'s mtime), the start that minus the
+    record's ``wall_seconds``."""
     out = []
     for path in sorted((study_dir / "ray").rglob("result.json")):
         last = None
@@ -337,7 +341,15 @@ def trial_times(study_dir: Path) -> list[dict[str, float]]:
         total = float(row.get("time_total_s") or 0.0)
         end = float(row["timestamp"])
         out.append({"start": end - total, "end": end, "seconds": total})
-    return out
+    if out:
+        return out, "ray result.json"
+    for folder in sorted((study_dir / "trials").iterdir()):
+        record, epochs = folder / "trial.json", folder / "epochs.jsonl"
+        if record.is_file() and epochs.is_file():
+            total = float(json.loads(record.read_text(encoding="utf-8")).get("wall_seconds") or 0.0)
+            end = epochs.stat().st_mtime
+            out.append({"start": end - total, "end": end, "seconds": total})
+    return out, "study records"
 
 
 NOT_REPORTS = ("optuna.db", "optuna.db-wal", "optuna.db-shm", "ray", "trials", ".report.lock")
@@ -474,7 +486,7 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
         tail = (folder / "driver.log").read_text(encoding="utf-8", errors="replace")[-3000:]
         raise RuntimeError(f"cell {cell.name}: study/run.py exited {run.returncode}:\n{tail}")
     log(f"cell {cell.name}: study done in {run.wall_seconds:.0f} s; timing the report builders")
-    times = trial_times(study_dir)
+    times, times_from = trial_times(study_dir)
     statuses: dict[str, int] = {}
     for p in (study_dir / "trials").glob("*/trial.json"):
         s = json.loads(p.read_text(encoding="utf-8"))["status"]
@@ -498,7 +510,7 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
         # 1-minute load average of the machine before the cluster started and when the driver ended: the
         # machine is shared, and every figure here depends on what else ran
         "load_average": [round(load_before, 2), round(load_after, 2)],
-        "trials_timed": len(times),
+        "trials_timed": len(times), "trial_times_from": times_from,
         "driver_wall_s": round(run.wall_seconds, 1),
         "first_trial_start_s": round(rel_first, 1), "last_trial_end_s": round(rel_last, 1),
         "trials_per_min": round(measured, 2), "ideal_trials_per_min": round(ideal, 2),
@@ -641,9 +653,10 @@ def main(argv: list[str] | None = None) -> int:
             write_outputs(args, done, t0, failed={"cell": cell.name, "error": str(e).strip().splitlines()[0]})
             raise
         done.append(result)
-        log(f"cell {cell.name}: {result['trials_per_min']:.1f} trials/min of ideal {result['ideal_trials_per_min']:.1f} "
-            f"({100 * result['throughput_vs_ideal']:.1f}%), driver CPU {result['driver_cpu_ms_per_trial']:.0f} ms/trial, "
-            f"peak RSS {result['driver_peak_rss_mib']:.0f} MiB, reports {result['reports_s']['report_py_total']:.1f} s")
+        log(f"cell {cell.name}: {result['trials_per_min']:.1f} trials/min of ideal "
+            f"{result['ideal_trials_per_min']:.1f} ({100 * result['throughput_vs_ideal']:.1f}%), driver CPU "
+            f"{result['driver_cpu_ms_per_trial']:.0f} ms/trial, peak RSS {result['driver_peak_rss_mib']:.0f} MiB, "
+            f"reports {result['reports_s']['report_py_total']:.1f} s")
         doc = write_outputs(args, done, t0)
     for key, v in doc["verdicts"].items():
         log(f"target {key}: {'not measured' if v['holds'] is None else 'holds' if v['holds'] else 'does not hold'}"

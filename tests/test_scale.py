@@ -121,7 +121,8 @@ def test_simulated_run_loads_no_torch(tmp_path: Path) -> None:
 
 CELL_KEYS = {
     "cell", "trials", "slots", "epochs", "epoch_seconds", "trial_seconds", "nodes", "cpus_per_node",
-    "cluster_start_s", "load_average", "statuses", "trials_timed", "driver_wall_s", "first_trial_start_s", "last_trial_end_s",
+    "cluster_start_s", "load_average", "statuses", "trials_timed", "trial_times_from", "driver_wall_s",
+    "first_trial_start_s", "last_trial_end_s",
     "trials_per_min", "ideal_trials_per_min", "throughput_vs_ideal", "throughput_vs_rounds_bound",
     "trials_per_min_end_to_end", "trial_seconds_mean", "trial_overhead_s_mean", "driver_cpu_s",
     "driver_cpu_ms_per_trial", "driver_cpu_s_while_trials_ran", "driver_cpu_ms_per_trial_while_running",
@@ -158,6 +159,7 @@ def test_scale_tiny_run_writes_every_field(scale_run: dict[str, Any]) -> None:
     assert set(cell) == CELL_KEYS
     assert (cell["trials"], cell["slots"], cell["epochs"], cell["trial_seconds"], cell["nodes"]) == (4, 2, 2, 0.4, 2)
     assert cell["cpus_per_node"] == [1, 1] and cell["statuses"] == {"completed": 4} and cell["trials_timed"] == 4
+    assert cell["trial_times_from"] in ("ray result.json", "study records")
     assert cell["ideal_trials_per_min"] == 300.0
     for key in ("driver_cpu_s", "driver_peak_rss_mib", "driver_wall_s", "trials_per_min", "study_dir_bytes",
                 "optuna_db_bytes", "trial_seconds_mean"):
