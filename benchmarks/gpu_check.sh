@@ -19,6 +19,8 @@ cd "$(dirname "$0")/.."
 PY=${PYTHON:-python}
 OUT=${1:-results/benchmarks/gpu_check}
 export HF_HUB_OFFLINE=1 RAY_USAGE_STATS_ENABLED=0 TOKENIZERS_PARALLELISM=false PYTHONUNBUFFERED=1
+# the trials' start and end times below are read from Ray Tune's result.json, which the study turns off by default
+export TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0
 export PYTHONPATH="$PWD${PYTHONPATH:+:$PYTHONPATH}"
 
 "$PY" - <<'EOF' || exit 2

@@ -14,6 +14,7 @@ from __future__ import annotations
 import copy
 import dataclasses
 import difflib
+import functools
 import json
 import os
 from dataclasses import dataclass, field
@@ -217,14 +218,26 @@ def _suggest(key: str) -> str:
 
 
 def _field_type(section_obj: Any, name: str) -> Any:
-    return get_type_hints(type(section_obj))[name]
+    return _hints(type(section_obj))[name]
+
+
+@functools.lru_cache(maxsize=None)
+def _hints(cls: type) -> dict[str, Any]:
+    """A section's declared field types, resolved once (``get_type_hints`` is slow: a study's driver builds
+    a config per trial)."""
+    return get_type_hints(cls)
+
+
+@functools.lru_cache(maxsize=1)
+def _defaults() -> "Config":
+    """One default config, read (never changed) to tell known keys from unknown ones."""
+    return Config()
 
 
 def coerce(key: str, value: Any, where: str = "") -> Any:
     """Convert ``value`` to the declared type of ``key``; ``ConfigError`` names the key otherwise."""
     section, _, name = key.partition(".")
-    cfg = Config()
-    sec = getattr(cfg, section, None)
+    sec = getattr(_defaults(), section, None)
     if sec is None or not name or not hasattr(sec, name):
         raise ConfigError(f"{where}unknown config key '{key}'.{_suggest(key)} "
                           f"Known sections: {', '.join(_sections())}.")

@@ -144,10 +144,14 @@ def check_resources(space: Space) -> None:
 def quiet_tune() -> None:
     """Tune's own console output off: the study prints its progress line and one line per failed trial."""
     os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")  # the legacy reporter honours verbose=0 for trial errors
+    # Tune's own per-trial result.json, progress.csv and TensorBoard events repeat the study's records (and
+    # its TensorBoard writer syncs every result): about 60 ms of driver time per trial at 300 trials
+    # (docs/performance.md). TUNE_DISABLE_AUTO_CALLBACK_LOGGERS=0 in the environment brings them back.
+    os.environ.setdefault("TUNE_DISABLE_AUTO_CALLBACK_LOGGERS", "1")
     # Tune warns when its driver loop stalls over 0.5 s, which happens whenever the trials hold every core;
     # with epochs of seconds to minutes a stall of a few seconds costs nothing.
     os.environ.setdefault("TUNE_WARN_THRESHOLD_S", "5")
-    # Every epoch checkpoints (num_to_keep=1 forces a state snapshot): intended, so not worth a warning.
+    # Tune saves its experiment state as results arrive; on a busy machine that warns about slow syncs: harmless.
     os.environ.setdefault("TUNE_WARN_EXCESSIVE_EXPERIMENT_CHECKPOINT_SYNC_THRESHOLD_S", "0")
     # "Trial task failed" (a traceback per failure) and "Trials did not complete": the study prints one line
     # per failed trial, naming its error.txt, and a summary at the end.
