@@ -264,7 +264,8 @@ def test_importance_is_fanova_on_the_records_with_pruned_trials(joint: Path) -> 
             ostudy.add_trial(optuna.trial.create_trial(
                 params={"i2srm.delta": d, "model.backbone": b}, distributions=dists,
                 value=statistics.fmean(joint_dev(d, b, s) for s in (1, 2))))
-    runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=s)) for s in range(5)]
+    runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(n_trees=16, max_depth=8, seed=s))
+            for s in range(5)]  # the study's forest size (importance.FANOVA_TREES, FANOVA_DEPTH)
     for r in rows:
         xs = [run[r["param"]] for run in runs]
         assert r["importance"] == f"{statistics.fmean(xs):.4f}"

@@ -32,6 +32,10 @@ MIN_CONFIGURATIONS = 4
 FEW_CONFIGURATIONS = 10
 """Below this many configurations REPORT.md warns that the importance is fragile."""
 FANOVA_SEEDS = (0, 1, 2, 3, 4)
+FANOVA_TREES, FANOVA_DEPTH = 16, 8
+"""Forest size per seed. Optuna's default (64 trees of depth 64) took 138 s for the 5 seeds on a 1,000-configuration
+study; 16 trees of depth 8 took 4.5 s and gave the same importances to 3 decimals (benchmarks/scale.py's study,
+docs/performance.md); depth 8 still splits 256 ways, more than a study has configurations per key."""
 HEADER = ["param", "importance", "importance_std", "n_configurations", "n_trials", "n_pruned", "note"]
 
 
@@ -94,7 +98,7 @@ def compute_importance(study: Study) -> Importance:
         for g, value in points:
             ostudy.add_trial(optuna.trial.create_trial(params=dict(zip(keys, g.values)), distributions=dists,
                                                        value=value))
-        runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(seed=s), params=keys)
+        runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(n_trees=FANOVA_TREES, max_depth=FANOVA_DEPTH, seed=s), params=keys)
                 for s in FANOVA_SEEDS]
     except (ValueError, RuntimeError) as e:  # a value outside its stored range, a degenerate forest
         return Importance(**counts, note=f"fANOVA failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
