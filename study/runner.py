@@ -15,7 +15,7 @@ import logging
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from model.config import Config
 from study.local_ray import check_resources, init_ray, quiet_tune, stop_ray
@@ -48,17 +48,19 @@ def trial_dirname(trial: Any) -> str:
 # ---------------------------------------------------------------------------------------------- checks
 
 
-def preflight(cfg: Config) -> None:
-    """Load the base configuration's data once in the driver: a DataError (bad file, line) is reported here,
-    before any trial starts, and the synthetic benchmark is generated once instead of by racing trials."""
+def preflight(configs: Sequence[Config]) -> None:
+    """Load each dataset's data once in the driver (one config per searched ``data.name``): a DataError (bad
+    file, line) is reported here, before any trial starts, and a synthetic benchmark is generated once instead
+    of by racing trials."""
     from model.data import load_task_data
     from model.train import load_tokenizer
 
-    load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
+    for cfg in configs:
+        load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
 
 
-def start_ray_reading_data(base: Config | None, address: str | None, host: str) -> bool:
-    """``init_ray`` while another thread reads ``base``'s data once (``preflight``, unless None); as ``init_ray``.
+def start_ray_reading_data(configs: Sequence[Config], address: str | None, host: str) -> bool:
+    """``init_ray`` while another thread reads the data of ``configs`` once (``preflight``); as ``init_ray``.
 
     Starting Ray is mostly waiting for its processes, so loading torch and transformers (first imported
     here: checking the space does not need them) and reading the data (seconds on a cold cache) cost little
@@ -70,7 +72,7 @@ def start_ray_reading_data(base: Config | None, address: str | None, host: str) 
     import ctypes.util  # noqa: F401
 
     with ThreadPoolExecutor(max_workers=1, thread_name_prefix="study-preflight") as pool:
-        reading = pool.submit(preflight, base) if base is not None else None
+        reading = pool.submit(preflight, configs) if configs else None
         started = init_ray(address, host)  # on an error here the pool still waits for the read, then re-raises
         try:
             if reading is not None:
@@ -104,6 +106,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     from study.trainable import train_trial
 
     base = space.base_config()
+    epochs = max(c.train.epochs for c in space.data_configs())  # searched datasets may differ in recipe
     study_dir = study_dir.resolve()
     name = study_dir.name
     if resume and storage is None:
@@ -120,7 +123,9 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     ot_storage = open_storage(space.optuna_storage, study_dir) if space.optuna_storage is not None else None
     if ot_storage is not None and not resume:
         check_new_in_storage(ot_storage, space.optuna_storage, name)
-    started_ray = start_ray_reading_data(base if not resume else None, address, host)
+    # Read once: every searched dataset, except on --resume (read before) and for a simulated trainer (no data).
+    reading = space.data_configs() if not resume and base.train.simulate_seconds is None else []
+    started_ray = start_ray_reading_data(reading, address, host)
     try:
         check_resources(space)
         if not resume:
@@ -132,14 +137,14 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
         opened = open_study(space, name, ot_storage, space.trials)
         done_before = {r.trial_id: r.status for r in read_trials(study_dir) if r.status != "running"}
         callbacks = [TrialRecorder(study_dir, setup, keep_checkpoints=space.keep_checkpoints),
-                     ProgressLine(name, setup, space.metric, space.mode, space.total_runs, base.train.epochs,
+                     ProgressLine(name, setup, space.metric, space.mode, space.total_runs, epochs,
                                   space.progress_interval, done_before=done_before)]
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(
                 metric=space.metric, mode=space.mode,
-                search_alg=StudySearcher(space, opened, base.train.epochs),
-                scheduler=make_scheduler(space, base.train.epochs), num_samples=-1,
+                search_alg=StudySearcher(space, opened),
+                scheduler=make_scheduler(space, epochs), num_samples=-1,
                 max_concurrent_trials=space.max_concurrent, trial_dirname_creator=trial_dirname,
                 reuse_actors=True),
             run_config=tune.RunConfig(

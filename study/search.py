@@ -171,6 +171,7 @@ class _Configuration:
     trial: optuna.trial.Trial
     number: int  # its runs' configuration number
     seeds: tuple[int, ...]
+    epochs: int  # its trainer's train.epochs (a searched dataset brings its own recipe)
     values: dict[int, float | None] = field(default_factory=dict)
     stopped: bool = False
 
@@ -178,12 +179,12 @@ class _Configuration:
 class StudySearcher(Searcher):
     """Hands Tune one trial per seed of each configuration Optuna gives, and tells Optuna how it ended."""
 
-    def __init__(self, space: Space, opened: OpenStudy, epochs: int):
+    def __init__(self, space: Space, opened: OpenStudy):
         super().__init__(metric=space.metric, mode=space.mode)
+        self.space = space
         self.study = opened.study
         self.distributions = {k: optuna_distribution(p) for k, p in space.search.items()}
         self.seeds = tuple(space.seeds)
-        self.epochs = epochs
         self.budget = opened.budget
         self.requeue = opened.requeue
         self.grid = [p for p in grid_points(space) if _point_key(p) not in opened.taken] \
@@ -214,7 +215,8 @@ class StudySearcher(Searcher):
             self.study.enqueue_trial(params or {}, user_attrs=attrs)
         trial = self.study.ask(self.distributions)
         self.budget -= 1
-        conf = _Configuration(trial, config_number(trial), self.seeds)
+        epochs = self.space.trial_config(trial.params, self.seeds[0]).train.epochs
+        conf = _Configuration(trial, config_number(trial), self.seeds, epochs)
         self.open[trial.number] = conf
         for seed in self.seeds:
             self.pending.append({**trial.params, CONFIG_KEY: conf.number, SEED_KEY: seed, OPTUNA_KEY: trial.number,
@@ -276,7 +278,7 @@ class StudySearcher(Searcher):
         conf = self.open.get(number) if number is not None else None
         if conf is None:
             return
-        if result and not error and float(result.get("epoch", self.epochs)) < self.epochs:
+        if result and not error and float(result.get("epoch", conf.epochs)) < conf.epochs:
             conf.stopped = True
         conf.values[seed] = self._value(result, error)
         if len(conf.values) == len(conf.seeds):

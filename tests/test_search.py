@@ -37,7 +37,7 @@ def make_space(tmp_path: Path, sampler: str = "grid", seeds: str = "[1]", trials
 
 def session(space: Space, tmp_path: Path) -> StudySearcher:
     """A driver session: the study opened (orphans closed) and a searcher on it."""
-    return StudySearcher(space, open_study(space, "s", open_storage(None, tmp_path), space.trials), epochs=3)
+    return StudySearcher(space, open_study(space, "s", open_storage(None, tmp_path), space.trials))
 
 
 def result(value: float | None, epoch: float = 3.0) -> dict[str, Any]:
