@@ -46,6 +46,7 @@ class ResumeState:
         self.fs, base = FileSystem.from_uri(root) if "://" in root else FileSystem.from_uri(str(Path(root).resolve()))
         self.path = f"{base.rstrip('/')}/{run_id}"
         self.run_id = run_id
+        self._latest: dict[str, Any] | None = None  # latest.json as last read or written by this object
 
     # ------------------------------------------------------------------------------------------ reading
 
@@ -65,7 +66,8 @@ class ResumeState:
 
     def latest(self) -> dict[str, Any] | None:
         """``latest.json``: the newest whole checkpoint and the metrics of every epoch up to it."""
-        return self._read_json(LATEST_JSON)
+        self._latest = self._read_json(LATEST_JSON)
+        return self._latest
 
     def finished(self) -> dict[str, Any] | None:
         """``finished.json`` of a run that has ended (None while it has not)."""
@@ -75,7 +77,7 @@ class ResumeState:
         """Copy the newest checkpoint into the local folder ``into``; that folder, or None when there is none."""
         from pyarrow.fs import FileType, LocalFileSystem, copy_files
 
-        latest = self.latest()
+        latest = self._latest if self._latest is not None else self.latest()
         if not latest or not latest.get("folder"):
             return None
         src = f"{self.path}/{latest['folder']}"
@@ -97,13 +99,14 @@ class ResumeState:
         from pyarrow.fs import LocalFileSystem, copy_files
 
         folder = f"epoch_{epoch:04d}"
-        old = (self.latest() or {}).get("folder")
+        old = (self._latest if self._latest is not None else self.latest() or {}).get("folder")
         self.fs.create_dir(self.path, recursive=True)
         self.fs.delete_dir_contents(f"{self.path}/{folder}", missing_dir_ok=True)
         self.fs.create_dir(f"{self.path}/{folder}", recursive=True)
         copy_files(str(Path(checkpoint).resolve()), f"{self.path}/{folder}", source_filesystem=LocalFileSystem(),
                    destination_filesystem=self.fs)
-        self._write_json(LATEST_JSON, {"epoch": epoch, "folder": folder, "history": [dict(h) for h in history]})
+        self._latest = {"epoch": epoch, "folder": folder, "history": [dict(h) for h in history]}
+        self._write_json(LATEST_JSON, self._latest)
         if old and old != folder:
             self.fs.delete_dir(f"{self.path}/{old}")
 
