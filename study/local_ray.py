@@ -157,7 +157,10 @@ def quiet_tune() -> None:
     # per failed trial, naming its error.txt, and a summary at the end.
     # "Cannot tell a COMPLETE trial": a trial that finished just before a driver crash is restored and ends
     # at once on --resume; Optuna already holds its result.
-    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller", "ray.tune.search.optuna.optuna_search"):
+    # "Failed to fetch metrics": the result grid Tune returns looks for the per-trial files of the auto loggers
+    # turned off above; the study reads its own records.
+    for name in ("ray.tune.tune", "ray.tune.execution.tune_controller", "ray.tune.search.optuna.optuna_search",
+                 "ray.tune.analysis.experiment_analysis"):
         logging.getLogger(name).setLevel(logging.CRITICAL)
     import optuna
 

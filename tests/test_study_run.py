@@ -77,6 +77,7 @@ def test_study_runs_and_reports(study: dict[str, Any]) -> None:
     proc = study["proc"]
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr, proc.stderr[-3000:]
+    assert "Failed to fetch metrics" not in proc.stderr, proc.stderr[-3000:]  # Tune's own logger files are off
     progress = [ln for ln in proc.stderr.splitlines() if ln.startswith("[study e2e] ") and " done, " in ln]
     assert progress and progress[-1].startswith("[study e2e] 4/4 done, 0 running, 2 failed | best dev_f1 ")
     assert "(model.backbone_weights=none, seed " in progress[-1] and "elapsed " in progress[-1]
