@@ -2,10 +2,10 @@
 
     python benchmarks/perf.py [--quick] [--device auto|cpu|cuda] [--out results/benchmarks/perf.json]
                               [--steps N] [--warmup N] [--reference-steps N] [--work-dir DIR]
-                              [--parts throughput,equality,study]
+                              [--parts throughput,equality,study] [--text-encoder NAME_OR_FOLDER]
 
 Everything runs on the synthetic MNER benchmark (generated under the work dir) with the offline
-MiniLM text encoder; it prints a table and writes the numbers to ``--out`` as JSON. Four parts:
+MiniLM text encoder (``--text-encoder`` names another, e.g. a tiny one for a smoke test); it prints a table and writes the numbers to ``--out`` as JSON. Four parts:
 
 1. Training throughput (samples/s), visual feature store vs recomputing the features every step,
    for each backbone (resnet18, resnet50) at the synthetic recipe's image size (64 px) and at the
@@ -47,6 +47,7 @@ epoch on 5% data) for a smoke test. Timings depend on the machine's load: measur
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import itertools
 import json
 import os
@@ -86,6 +87,7 @@ class Plan:
     study_deltas: tuple[float, ...]
     study_seeds: tuple[int, ...]
     study_slots: int
+    text_encoder: str | None = None  # None: the recipe's (the shipped MiniLM); --text-encoder sets another
 
 
 FULL = Plan(backbones=("resnet18", "resnet50"), image_sizes=(64, 224), synthetic_size=0.25, batch_size=16,
@@ -97,9 +99,10 @@ QUICK = Plan(backbones=("resnet18",), image_sizes=(64,), synthetic_size=0.05, ba
 
 
 def base_overrides(plan: Plan, device: str) -> dict[str, Any]:
+    encoder = {"model.text_encoder": plan.text_encoder} if plan.text_encoder else {}
     return {"data.name": "synthetic-mner", "data.synthetic_size": plan.synthetic_size,
             "train.batch_size": plan.batch_size, "train.device": device, "train.amp": True,
-            "train.progress": False, "train.save_checkpoint": False, "train.save_best": False}
+            "train.progress": False, "train.save_checkpoint": False, "train.save_best": False, **encoder}
 
 
 # ------------------------------------------------------------------------------------ 1. throughput
@@ -317,6 +320,8 @@ def run_study(plan: Plan, device: str, work: Path, env: dict[str, str]) -> dict[
             f"max_concurrent={plan.study_slots}"]
     if device == "cuda":
         sets.append(f"resources.gpus={1 / plan.study_slots:g}")
+    if plan.text_encoder:
+        sets.append(f"model.text_encoder={plan.text_encoder}")
     cmd = [sys.executable, str(ROOT / "study" / "run.py"), "--space", "mixup.yaml", "--name", name,
            "--results-dir", str(results)] + [a for s in sets for a in ("--set", s)]
     study_dir = results / name
@@ -405,6 +410,8 @@ def main(argv: list[str] | None = None) -> int:
                         "deleted afterwards)")
     parser.add_argument("--parts", default=",".join(PARTS),
                         help="comma-separated parts to run, of %(default)s (default: all)")
+    parser.add_argument("--text-encoder", help="model.text_encoder of every part (a hub name or a saved encoder "
+                        "folder; default: the recipe's, the shipped MiniLM)")
     parser.add_argument("--child-trial", help=argparse.SUPPRESS)
     args = parser.parse_args(argv)
     if args.child_trial:
@@ -422,6 +429,8 @@ def main(argv: list[str] | None = None) -> int:
     device = "cuda" if args.device == "auto" and torch.cuda.is_available() else args.device
     device = "cpu" if device == "auto" else device
     plan = QUICK if args.quick else FULL
+    if args.text_encoder:
+        plan = dataclasses.replace(plan, text_encoder=args.text_encoder)
     steps = args.steps if args.steps is not None else plan.steps
     warmup = args.warmup if args.warmup is not None else plan.warmup
     reference_steps = args.reference_steps if args.reference_steps is not None else plan.reference_steps

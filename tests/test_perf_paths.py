@@ -188,26 +188,28 @@ def test_concurrent_trials_encode_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_perf_quick_runs(tmp_path):
+def test_perf_quick_runs(tmp_path, tiny_encoder):
     out = tmp_path / "perf.json"
     env = {**os.environ, "I2SRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu",
-                           "--out", str(out), "--work-dir", str(tmp_path / "work")],
+                           "--out", str(out), "--work-dir", str(tmp_path / "work"), "--text-encoder", str(tiny_encoder),
+                           "--parts", "throughput,study"],  # the equality part (and memory): the next test
                           cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
+    assert result["parts"] == ["throughput", "study"] and "equality" not in result
     assert {r["backbone"] for r in result["throughput"]} >= {"resnet18"}
     assert all(r["store_samples_per_s"] > 0 and r["off_samples_per_s"] > 0 and r["reference_samples_per_s"] > 0
                for r in result["throughput"])
-    assert result["equality"]["equal"], result["equality"]
     assert result["study"]["trials"] >= 1 and result["study"]["wall_seconds"] > 0
-    assert result["memory"]["peak_rss_mib"] > 0
+    assert result["plan"]["text_encoder"] == str(tiny_encoder) and str(tiny_encoder) in result["study"]["command"]
 
 
-def test_perf_runs_only_the_parts_asked_for(tmp_path):
+def test_perf_runs_only_the_parts_asked_for(tmp_path, tiny_encoder):
     out = tmp_path / "perf.json"
     env = {**os.environ, "I2SRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    base = [sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu", "--out", str(out)]
+    base = [sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu", "--out", str(out),
+            "--text-encoder", str(tiny_encoder)]
     bad = subprocess.run(base + ["--parts", "throughput,studies"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "--parts" in bad.stderr and "equality" in bad.stderr, bad.stderr[-2000:]
