@@ -5,7 +5,8 @@
                               [--parts throughput,equality,study] [--text-encoder NAME_OR_FOLDER]
 
 Everything runs on the synthetic MNER benchmark (generated under the work dir) with the offline
-MiniLM text encoder (``--text-encoder`` names another, e.g. a tiny one for a smoke test); it prints a table and writes the numbers to ``--out`` as JSON. Four parts:
+MiniLM text encoder (``--text-encoder`` names another, e.g. a tiny one for a smoke test); it prints a
+table and writes the numbers to ``--out`` as JSON. Four parts:
 
 1. Training throughput (samples/s), visual feature store vs recomputing the features every step,
    for each backbone (resnet18, resnet50) at the synthetic recipe's image size (64 px) and at the
