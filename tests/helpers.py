@@ -2,14 +2,19 @@
 
 A tiny random BERT stands in for the shipped MiniLM wherever the encoder is not the point: a network's
 inputs by hand (``tiny_bert``, ``small_cfg``, ``sample_batch``, ``sample_visual``), and a saved encoder
-folder that a config names as ``model.text_encoder`` (``save_tiny_encoder``).
+folder that a config names as ``model.text_encoder`` (``save_tiny_encoder``). ``write_study`` writes a stored
+study by hand in the records' layout, for the report tests.
 """
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
+from typing import Any
 
+import optuna
 import torch
+from optuna.distributions import CategoricalDistribution
 from transformers import AutoTokenizer, BertConfig, BertModel
 
 from model.config import Config, build_config
@@ -71,3 +76,54 @@ def sample_batch(task: str) -> dict[str, torch.Tensor]:
         hm[:, 2:4], tm[:, 5:7] = 1.0, 1.0
         out.update(head_mask=hm, tail_mask=tm, label=torch.tensor([0, 3, 1, 3]))
     return out
+
+
+# A stored study written by hand in the records' layout (the report tests read it)
+
+
+def write_json(path: Path, obj: Any) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(obj, indent=1), encoding="utf-8")
+
+
+def _epochs(dev_curve: list[float], test_curve: list[float]) -> list[dict[str, float]]:
+    return [{"epoch": i, "dev_f1": d, "dev_precision": d, "dev_recall": d, "test_f1": t, "test_precision": t,
+             "test_recall": t, "train_loss": 2.0 / i, "loss_ce": 1.0 / i, "loss_mix": 0.5 / i, "loss_kl": 0.1 / i,
+             "best_dev_f1": max(dev_curve[:i]), "best_epoch": 1 + dev_curve.index(max(dev_curve[:i])),
+             "test_f1_at_best": test_curve[dev_curve.index(max(dev_curve[:i]))], "epoch_seconds": 10.0}
+            for i, (d, t) in enumerate(zip(dev_curve, test_curve), 1)]
+
+
+def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dict[str, Any]],
+                optuna_params: dict[str, CategoricalDistribution] | None = None) -> Path:
+    """``trials``: dicts with trial_id, status, params, seed, dev/test curves (or [] for none), error,
+    and ``record_best`` False to leave the best fields null (a pruned trial cut before its record closed)."""
+    base = {"data.name": "synthetic-mner", "train.epochs": 3, "i2srm.delta": 0.7, "model.backbone": "resnet50",
+            "i2srm.ablation": "full", "train.seed": 1234}
+    write_json(folder / "study.json", {
+        "name": name, "space_file": f"search_spaces/{name}.yaml", "space": space, "base_config": base,
+        "searched": list(space["search"]), "metric": "dev_f1", "mode": "max", "seeds": space["seeds"],
+        "code_revision": "c771943-dirty", "packages": {"torch": "2.14.1", "python": "3.11"},
+        "command": f"python study/run.py --space {name}.yaml", "created": "2026-11-02T10:00:00"})
+    ostudy = None
+    if optuna_params is not None:
+        ostudy = optuna.create_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}",
+                                     direction="maximize")
+    for t in trials:
+        dev, test = t.get("dev", []), t.get("test", [])
+        epochs = _epochs(dev, test)
+        best = epochs[-1] if epochs and t.get("record_best", True) else {}
+        write_json(folder / "trials" / t["trial_id"] / "trial.json", {
+            "trial_id": t["trial_id"], "status": t["status"], "error": t.get("error", ""), "params": t["params"],
+            "seed": t["seed"], "config": {**base, **t["params"], "train.seed": t["seed"]}, "node": "127.0.0.1",
+            "wall_seconds": 10.0 * len(epochs) + 0.25, "epochs_run": len(epochs),
+            "best_dev_f1": best.get("best_dev_f1"), "best_epoch": best.get("best_epoch"),
+            "test_f1_at_best": best.get("test_f1_at_best")})
+        (folder / "trials" / t["trial_id"] / "epochs.jsonl").write_text(
+            "".join(json.dumps(e) + "\n" for e in epochs), encoding="utf-8")
+        if ostudy is not None:
+            state = optuna.trial.TrialState.COMPLETE if epochs else optuna.trial.TrialState.FAIL
+            ostudy.add_trial(optuna.trial.create_trial(
+                params=t["params"], distributions=optuna_params, state=state,
+                value=max(dev) if epochs else None))
+    return folder

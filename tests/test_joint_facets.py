@@ -181,25 +181,26 @@ def test_space_with_a_searched_dataset() -> None:
 
 
 @pytest.mark.slow
-def test_real_two_key_study_over_both_tasks(tmp_path: Path) -> None:
+def test_real_two_key_study_over_both_tasks(tmp_path: Path, tiny_encoder: Path) -> None:
     """study/run.py on 2 datasets x 2 deltas x 2 KL weights (1 seed, 1 epoch, tiny data): every trial trains on
     its own dataset; the joint figures are drawn per dataset and again from the stored records alone."""
     space = tmp_path / "tiny_joint.yaml"
-    space.write_text("""\
+    space.write_text(f"""\
 study: tiny_joint
 trainer:
+  model.text_encoder: {tiny_encoder}
   data.synthetic_size: 0.05
   data.max_len: 24
   model.backbone: resnet18
   model.image_size: 32
   train.epochs: 1
 search:
-  data.name: {grid: [synthetic-mner, synthetic-mre]}
-  i2srm.delta: {grid: [0.0, 0.7]}
-  i2srm.kl_weight: {grid: [0.0, 1.0]}
+  data.name: {{grid: [synthetic-mner, synthetic-mre]}}
+  i2srm.delta: {{grid: [0.0, 0.7]}}
+  i2srm.kl_weight: {{grid: [0.0, 1.0]}}
 sampler: grid
 seeds: [1]
-resources: {cpus: 1, gpus: 0}
+resources: {{cpus: 1, gpus: 0}}
 max_concurrent: 2
 progress_interval: 5
 reports: [summary, sensitivity, joint]

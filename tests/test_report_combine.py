@@ -23,7 +23,7 @@ from PIL import Image
 from pypdf import PdfReader
 from scipy import stats
 
-from test_reports import write_study
+from tests.helpers import write_study
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
@@ -37,6 +37,7 @@ trainer:
   data.max_len: 24
   model.backbone: resnet18
   model.image_size: 32
+  model.text_encoder: {encoder}
   train.epochs: 1
 search:
   i2srm.delta: {grid: [0.0, 0.35, 0.7]}
@@ -57,11 +58,11 @@ def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[
 
 
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def studies(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[str, Path]:
     """tiny_a: delta 0, 0.35, 0.7 x seeds 1-3 (reference variant); tiny_b: delta 0, 0.7 under the clean variant."""
     root = tmp_path_factory.mktemp("combine")
     space = root / "tiny.yaml"
-    space.write_text(SPACE, encoding="utf-8")
+    space.write_text(SPACE.replace("{encoder}", str(tiny_encoder)), encoding="utf-8")
     results = root / "results"
     for extra in ([], ["--name", "tiny_b", "--set", "i2srm.variant=clean",
                        "--set", "search.i2srm.delta={grid: [0.0, 0.7]}"]):

@@ -19,7 +19,7 @@ from study.reports.significance import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, hol
                                         paired_test, stars)
 from study.reports.load import load_study
 from study.reports.values import display_values, fmt_display, fmt_mean_std, fmt_p
-from test_reports import write_study
+from tests.helpers import write_study
 
 X = [81.0, 83.5, 80.2, 84.1, 82.0]
 Y = [79.5, 80.0, 80.1, 81.2, 79.9]

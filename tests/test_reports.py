@@ -4,7 +4,6 @@ scalars and HParams read back, ablation statistics against scipy, figures, and r
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 import struct
@@ -19,59 +18,14 @@ from optuna.distributions import CategoricalDistribution
 from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from scipy import stats
 
+from tests.helpers import write_json, write_study
+
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "study" / "report.py"
 
 
 # ----------------------------------------------------------------------------- a stored study, by hand
-
-def _write_json(path: Path, obj: Any) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(json.dumps(obj, indent=1), encoding="utf-8")
-
-
-def _epochs(dev_curve: list[float], test_curve: list[float]) -> list[dict[str, float]]:
-    return [{"epoch": i, "dev_f1": d, "dev_precision": d, "dev_recall": d, "test_f1": t, "test_precision": t,
-             "test_recall": t, "train_loss": 2.0 / i, "loss_ce": 1.0 / i, "loss_mix": 0.5 / i, "loss_kl": 0.1 / i,
-             "best_dev_f1": max(dev_curve[:i]), "best_epoch": 1 + dev_curve.index(max(dev_curve[:i])),
-             "test_f1_at_best": test_curve[dev_curve.index(max(dev_curve[:i]))], "epoch_seconds": 10.0}
-            for i, (d, t) in enumerate(zip(dev_curve, test_curve), 1)]
-
-
-def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dict[str, Any]],
-                optuna_params: dict[str, CategoricalDistribution] | None = None) -> Path:
-    """``trials``: dicts with trial_id, status, params, seed, dev/test curves (or [] for none), error,
-    and ``record_best`` False to leave the best fields null (a pruned trial cut before its record closed)."""
-    base = {"data.name": "synthetic-mner", "train.epochs": 3, "i2srm.delta": 0.7, "model.backbone": "resnet50",
-            "i2srm.ablation": "full", "train.seed": 1234}
-    _write_json(folder / "study.json", {
-        "name": name, "space_file": f"search_spaces/{name}.yaml", "space": space, "base_config": base,
-        "searched": list(space["search"]), "metric": "dev_f1", "mode": "max", "seeds": space["seeds"],
-        "code_revision": "c771943-dirty", "packages": {"torch": "2.14.1", "python": "3.11"},
-        "command": f"python study/run.py --space {name}.yaml", "created": "2026-11-02T10:00:00"})
-    ostudy = None
-    if optuna_params is not None:
-        ostudy = optuna.create_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}",
-                                     direction="maximize")
-    for t in trials:
-        dev, test = t.get("dev", []), t.get("test", [])
-        epochs = _epochs(dev, test)
-        best = epochs[-1] if epochs and t.get("record_best", True) else {}
-        _write_json(folder / "trials" / t["trial_id"] / "trial.json", {
-            "trial_id": t["trial_id"], "status": t["status"], "error": t.get("error", ""), "params": t["params"],
-            "seed": t["seed"], "config": {**base, **t["params"], "train.seed": t["seed"]}, "node": "127.0.0.1",
-            "wall_seconds": 10.0 * len(epochs) + 0.25, "epochs_run": len(epochs),
-            "best_dev_f1": best.get("best_dev_f1"), "best_epoch": best.get("best_epoch"),
-            "test_f1_at_best": best.get("test_f1_at_best")})
-        (folder / "trials" / t["trial_id"] / "epochs.jsonl").write_text(
-            "".join(json.dumps(e) + "\n" for e in epochs), encoding="utf-8")
-        if ostudy is not None:
-            state = optuna.trial.TrialState.COMPLETE if epochs else optuna.trial.TrialState.FAIL
-            ostudy.add_trial(optuna.trial.create_trial(
-                params=t["params"], distributions=optuna_params, state=state,
-                value=max(dev) if epochs else None))
-    return folder
-
+# (``write_study`` and ``write_json`` are in tests/helpers.py: other report tests write studies too)
 
 def run_report(folder: Path) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, str(REPORT), str(folder)], capture_output=True, text=True, timeout=300)
@@ -503,8 +457,8 @@ def test_not_a_study_exits_2_with_one_line(tmp_path: Path) -> None:
     lines = proc.stderr.strip().splitlines()
     assert len(lines) == 1 and "no study.json" in lines[0] and str(tmp_path) in lines[0]
     bad = tmp_path / "bad"
-    _write_json(bad / "study.json", {"name": "bad", "searched": []})
-    _write_json(bad / "trials" / "t1" / "trial.json", {"trial_id": "t1", "status": "exploded"})
+    write_json(bad / "study.json", {"name": "bad", "searched": []})
+    write_json(bad / "trials" / "t1" / "trial.json", {"trial_id": "t1", "status": "exploded"})
     proc = run_report(bad)
     assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1
     assert "trial.json" in proc.stderr and "allowed: completed, pruned, failed, running" in proc.stderr

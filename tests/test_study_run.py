@@ -37,7 +37,7 @@ def run_py(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Complet
                           env=env)
 
 
-def tiny_space(root: Path, bad_weights: Path) -> Path:
+def tiny_space(root: Path, bad_weights: Path, encoder: Path) -> Path:
     space = root / "e2e.yaml"
     space.write_text(f"""\
 study: e2e
@@ -47,6 +47,7 @@ trainer:
   data.max_len: 24
   model.backbone: resnet18
   model.image_size: 32
+  model.text_encoder: {encoder}
   train.epochs: 2
 search:
   model.backbone_weights: {{choice: [none, "{bad_weights}"]}}
@@ -61,11 +62,11 @@ reports: [summary]
 
 
 @pytest.fixture(scope="module")
-def study(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+def study(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("e2e")
     bad = root / "not_weights.pt"
     bad.write_text("this is not a state dict\n", encoding="utf-8")
-    space = tiny_space(root, bad)
+    space = tiny_space(root, bad, tiny_encoder)
     results = root / "results"
     proc = run_py(["--space", str(space), "--results-dir", str(results)], cwd=root)
     return {"root": root, "space": space, "results": results, "dir": results / "e2e", "bad": str(bad),
