@@ -81,23 +81,42 @@ class TrialRecorder(Callback):
         self.study_dir = Path(study_dir)
         self.setup_ = setup
         self.keep_checkpoints = keep_checkpoints
+        self.setup()
+
+    def setup(self, **info: Any) -> None:
+        # The records and epochs of the runs seen in this session, as last written: the recorder is their only
+        # writer while the study runs, so each is read from disk once (a resumed run's) and then kept here.
+        self._records: dict[str, TrialRecord] = {}
+        self._epochs: dict[str, list[dict[str, Any]]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        state = self.__dict__.copy()  # Ray pickles callbacks with the experiment: without the session's copies
+        state["_records"], state["_epochs"] = {}, {}
+        return state
 
     def _run(self, trial: Any) -> str:
         return self.setup_.run_id_of(trial.config)
 
+    def _epochs_of(self, run: str) -> list[dict[str, Any]]:
+        if run not in self._epochs:
+            self._epochs[run] = read_epochs(self.study_dir, run)
+        return self._epochs[run]
+
     def _record(self, trial: Any) -> TrialRecord:
-        record = read_trial(self.study_dir, self._run(trial))
+        run = self._run(trial)
+        record = self._records.get(run) or read_trial(self.study_dir, run)
         if record is None:
             cfg = self.setup_.config(trial.config)
             record = TrialRecord(trial_id=self._run(trial), params=self.setup_.params_of(trial.config),
                                  seed=self.setup_.seed_of(trial.config), config=cfg.flat(),
                                  phase=self.setup_.phase_of(trial.config))
+        self._records[run] = record
         return record
 
     def _update(self, trial: Any, status: str, error: str = "", result: Mapping[str, Any] | None = None) -> None:
         record = self._record(trial)
         record.status, record.error = status, error
-        summarize_epochs(record, read_epochs(self.study_dir, record.trial_id))
+        summarize_epochs(record, self._epochs_of(record.trial_id))
         last = result or trial.last_result or {}
         if last.get("node"):
             record.node = str(last["node"])
@@ -115,12 +134,13 @@ class TrialRecorder(Callback):
             return
         metrics = trainer_metrics(result)
         if "epoch" in metrics:
-            record_epoch(self.study_dir, self._run(trial), metrics)
+            run = self._run(trial)
+            self._epochs[run] = record_epoch(self.study_dir, run, metrics, self._epochs_of(run))
         self._update(trial, "running", result=result)
 
     def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         record = self._record(trial)
-        epochs = read_epochs(self.study_dir, record.trial_id)
+        epochs = self._epochs_of(record.trial_id)
         last = int(epochs[-1]["epoch"]) if epochs else 0
         # A trial that ends before train.epochs was stopped by the scheduler (ASHA / median rule).
         status = "completed" if last >= int(record.config["train.epochs"]) else "pruned"
