@@ -230,3 +230,22 @@ def test_gpu_check_stops_without_cuda(tmp_path: Path) -> None:
     assert proc.returncode == 2, proc.stdout + proc.stderr
     assert "gpu_check: no CUDA device" in proc.stderr
     assert not (tmp_path / "out").exists()  # nothing ran, nothing written
+
+
+# ---------------------------------------------------------------------------------------------- optuna_storage.py
+
+
+def test_optuna_storage_benchmark_measures_both_storages(tmp_path: Path) -> None:
+    out = tmp_path / "optuna_storage.json"
+    proc = subprocess.run([sys.executable, "benchmarks/optuna_storage.py", "--slots", "2,3", "--configs", "4",
+                           "--out", str(out)], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(out.read_text(encoding="utf-8"))["rows"]
+    assert [(r["storage"], r["slots"]) for r in rows] == [("sqlite (default)", 2), ("sqlite (default)", 3),
+                                                          ("journal file", 2), ("journal file", 3)]
+    for r in rows:
+        assert r["configs"] == 4 and r["ask_ms"] > 0 and r["tell_ms"] > 0
+        assert math.isclose(r["total_ms"], r["ask_ms"] + r["tell_ms"], abs_tol=0.02)
+    bad = subprocess.run([sys.executable, "benchmarks/optuna_storage.py", "--slots", "two", "--out", str(out)],
+                         cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert bad.returncode == 2 and "--slots 'two'" in bad.stderr
