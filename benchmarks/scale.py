@@ -1,7 +1,8 @@
 """What a large study costs the platform, measured on a simulated Ray cluster on this machine.
 
     python benchmarks/scale.py [--quick] [--cells 100x8x5,300x32x10,1000x64x20] [--epochs 3] [--nodes 4]
-                               [--trials N --slots N --epoch-seconds S] [--out FILE] [--figure FILE]
+                               [--trials N --slots N --epoch-seconds S] [--optuna-storage sqlite|journal]
+                               [--out FILE] [--figure FILE]
 
 Each cell is one study, run by ``study/run.py`` exactly as a user runs it (the driver is a subprocess of this
 script, so its CPU time and memory are its own) against a Ray cluster of ``--nodes`` nodes started with
@@ -232,7 +233,7 @@ scheduler: none
 resources: {{cpus: 1, gpus: 0}}
 max_concurrent: {slots}
 progress_interval: 10
-"""
+{storage}"""
 
 
 def read_proc(pid: int) -> tuple[float, float] | None:
@@ -457,15 +458,18 @@ def wait_for_memory(cell: Cell, timeout: float = MEMORY_WAIT_S) -> None:
         time.sleep(30)
 
 
-def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, profile: bool = False) -> dict[str, Any]:
+def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, profile: bool = False,
+             optuna_storage: str = "sqlite") -> dict[str, Any]:
     wait_for_memory(cell)
     folder = work_dir / cell.name
     shutil.rmtree(folder, ignore_errors=True)  # this script's own output from an earlier run
     folder.mkdir(parents=True)
     name = f"scale-{cell.name}".replace(".", "_")
     space = folder / "space.yaml"
+    journal = folder / "optuna.journal"  # beside the study folder: the space names it before the study exists
+    storage = f"optuna_storage: journal:{journal}\n" if optuna_storage == "journal" else ""
     space.write_text(SPACE.format(name=name, cell=cell.name, trials=cell.trials, slots=cell.slots,
-                                  epochs=cell.epochs, seconds=cell.epoch_seconds), encoding="utf-8")
+                                  epochs=cell.epochs, seconds=cell.epoch_seconds, storage=storage), encoding="utf-8")
     results = folder / "results"
     load_before = os.getloadavg()[0]
     log(f"cell {cell.name}: starting {min(nodes, cell.slots)} Ray nodes with {cell.slots} logical CPUs in all")
@@ -504,7 +508,8 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
     reports = time_reports(study_dir)
     mean_s = sum(t["seconds"] for t in times) / len(times)
     return {
-        "cell": cell.name, "trials": cell.trials, "slots": cell.slots, "epochs": cell.epochs,
+        "cell": cell.name, "optuna_storage": optuna_storage,
+        "optuna_journal_bytes": journal.stat().st_size if journal.is_file() else None, "trials": cell.trials, "slots": cell.slots, "epochs": cell.epochs,
         "epoch_seconds": cell.epoch_seconds, "trial_seconds": cell.trial_seconds, "nodes": len(cluster.cpus),
         "cpus_per_node": cluster.cpus, "cluster_start_s": round(cluster_s, 1), "statuses": statuses,
         # 1-minute load average of the machine before the cluster started and when the driver ended: the
@@ -624,6 +629,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--figure", type=Path, default=ROOT / "results" / "benchmarks" / "scale.png",
                         help="the figure written (default results/benchmarks/scale.png)")
     parser.add_argument("--progress-every", type=float, default=15.0, help="seconds between progress lines")
+    parser.add_argument("--optuna-storage", choices=("sqlite", "journal"), default="sqlite",
+                        help="the study's Optuna storage: the default SQLite file results/<study>/optuna.db, or "
+                        "an Optuna journal file beside it (optuna_storage: journal:PATH; default %(default)s)")
     parser.add_argument("--profile-driver", action="store_true",
                         help="run the driver under cProfile (its main thread), writing <cell>/driver.prof; the "
                         "profiler's own cost inflates the driver's CPU figures of that run")
@@ -648,7 +656,8 @@ def main(argv: list[str] | None = None) -> int:
     for i, cell in enumerate(cells, 1):
         log(f"cell {i}/{len(cells)}: {cell.name}")
         try:
-            result = run_cell(cell, args.nodes, args.work_dir, args.progress_every, args.profile_driver)
+            result = run_cell(cell, args.nodes, args.work_dir, args.progress_every, args.profile_driver,
+                              args.optuna_storage)
         except Exception as e:  # the cells done so far are written, with the failure, before it is raised
             write_outputs(args, done, t0, failed={"cell": cell.name, "error": str(e).strip().splitlines()[0]})
             raise

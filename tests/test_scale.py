@@ -20,6 +20,7 @@ import pytest
 
 from model.config import ALLOW_SIMULATE_ENV, ConfigError, build_config, config_from_flat
 from model.simulate import STATE_FILE, epoch_metrics, quality
+from study.optuna_storage import open_storage_for_reading
 
 ROOT = Path(__file__).resolve().parent.parent
 # What model.train.train reports every epoch for MNER; the stand-in must report the same keys.
@@ -120,7 +121,7 @@ def test_simulated_run_loads_no_torch(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- scale.py
 
 CELL_KEYS = {
-    "cell", "trials", "slots", "epochs", "epoch_seconds", "trial_seconds", "nodes", "cpus_per_node",
+    "cell", "optuna_storage", "optuna_journal_bytes", "trials", "slots", "epochs", "epoch_seconds", "trial_seconds", "nodes", "cpus_per_node",
     "cluster_start_s", "load_average", "statuses", "trials_timed", "trial_times_from", "driver_wall_s",
     "first_trial_start_s", "last_trial_end_s",
     "trials_per_min", "ideal_trials_per_min", "throughput_vs_ideal", "throughput_vs_rounds_bound",
@@ -142,7 +143,8 @@ def scale_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     proc = subprocess.run([sys.executable, "benchmarks/scale.py", "--trials", "4", "--slots", "2",
                            "--epoch-seconds", "0.2", "--epochs", "2", "--nodes", "2", "--work-dir",
                            str(root / "work"), "--out", str(root / "scale.json"), "--figure",
-                           str(root / "scale.png"), "--progress-every", "5"],
+                           str(root / "scale.png"), "--progress-every", "5",
+                           "--optuna-storage", "journal"],  # the default SQLite file: every other study test
                           cwd=ROOT, capture_output=True, text=True, env=env, timeout=900)
     return {"root": root, "proc": proc}
 
@@ -161,14 +163,14 @@ def test_scale_tiny_run_writes_every_field(scale_run: dict[str, Any]) -> None:
     assert cell["cpus_per_node"] == [1, 1] and cell["statuses"] == {"completed": 4} and cell["trials_timed"] == 4
     assert cell["trial_times_from"] in ("ray result.json", "study records")
     assert cell["ideal_trials_per_min"] == 300.0
+    assert cell["optuna_storage"] == "journal" and cell["optuna_db_bytes"] == 0  # no optuna.db: the journal
     for key in ("driver_cpu_s", "driver_peak_rss_mib", "driver_wall_s", "trials_per_min", "study_dir_bytes",
-                "optuna_db_bytes", "trial_seconds_mean"):
+                "optuna_journal_bytes", "trial_seconds_mean"):
         assert isinstance(cell[key], (int, float)) and math.isfinite(cell[key]) and cell[key] > 0, key
     assert cell["trial_seconds_mean"] >= 0.4  # two 0.2-s epochs at least
     assert cell["driver_cpu_ms_per_trial"] == pytest.approx(1000 * cell["driver_cpu_s"] / 4, abs=2.0)  # rounding
     assert 0 < cell["first_trial_start_s"] <= cell["last_trial_end_s"] < cell["driver_wall_s"]
     assert cell["last_trial_end_to_last_report_s"] <= cell["last_trial_end_to_driver_exit_s"]
-    assert cell["study_dir_bytes"] > cell["optuna_db_bytes"]
     reports = cell["reports_s"]
     for key in ("load_study", "tables.write_trials_csv", "tables.write_summary_csv",
                 "sensitivity.plot_sensitivity", "tensorboard.write_tensorboard", "build_reports",
@@ -208,7 +210,9 @@ def test_scale_study_records_are_correct(scale_run: dict[str, Any], monkeypatch:
             assert {k: e[k] for k in expected} == pytest.approx(expected)
         assert r["best_dev_f1"] == pytest.approx(max(e["dev_f1"] for e in epochs))
         r["last_dev_f1"] = epochs[-1]["dev_f1"]
-    storage = f"sqlite:///{study_dir / 'optuna.db'}"
+    # The cell's Optuna study is in the journal file beside its study folder (--optuna-storage journal).
+    (journal,) = (scale_run["root"] / "work").glob("*/optuna.journal")
+    storage = open_storage_for_reading(f"journal:{journal}", study_dir)
     (name,) = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)
