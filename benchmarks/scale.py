@@ -509,7 +509,8 @@ def run_cell(cell: Cell, nodes: int, work_dir: Path, progress_every: float, prof
     mean_s = sum(t["seconds"] for t in times) / len(times)
     return {
         "cell": cell.name, "optuna_storage": optuna_storage,
-        "optuna_journal_bytes": journal.stat().st_size if journal.is_file() else None, "trials": cell.trials, "slots": cell.slots, "epochs": cell.epochs,
+        "optuna_journal_bytes": journal.stat().st_size if journal.is_file() else None,
+        "trials": cell.trials, "slots": cell.slots, "epochs": cell.epochs,
         "epoch_seconds": cell.epoch_seconds, "trial_seconds": cell.trial_seconds, "nodes": len(cluster.cpus),
         "cpus_per_node": cluster.cpus, "cluster_start_s": round(cluster_s, 1), "statuses": statuses,
         # 1-minute load average of the machine before the cluster started and when the driver ended: the

@@ -107,7 +107,7 @@ class TrialRecorder(Callback):
         record = self._records.get(run) or read_trial(self.study_dir, run)
         if record is None:
             cfg = self.setup_.config(trial.config)
-            record = TrialRecord(trial_id=self._run(trial), params=self.setup_.params_of(trial.config),
+            record = TrialRecord(trial_id=run, params=self.setup_.params_of(trial.config),
                                  seed=self.setup_.seed_of(trial.config), config=cfg.flat(),
                                  phase=self.setup_.phase_of(trial.config))
         self._records[run] = record

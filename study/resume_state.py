@@ -69,6 +69,10 @@ class ResumeState:
         self._latest = self._read_json(LATEST_JSON)
         return self._latest
 
+    def _known_latest(self) -> dict[str, Any] | None:
+        """``latest.json`` as this object last read or wrote it, read now if it never did."""
+        return self._latest if self._latest is not None else self.latest()
+
     def finished(self) -> dict[str, Any] | None:
         """``finished.json`` of a run that has ended (None while it has not)."""
         return self._read_json(FINISHED_JSON)
@@ -77,7 +81,7 @@ class ResumeState:
         """Copy the newest checkpoint into the local folder ``into``; that folder, or None when there is none."""
         from pyarrow.fs import FileType, LocalFileSystem, copy_files
 
-        latest = self._latest if self._latest is not None else self.latest()
+        latest = self._known_latest()
         if not latest or not latest.get("folder"):
             return None
         src = f"{self.path}/{latest['folder']}"
@@ -99,7 +103,7 @@ class ResumeState:
         from pyarrow.fs import LocalFileSystem, copy_files
 
         folder = f"epoch_{epoch:04d}"
-        old = (self._latest if self._latest is not None else self.latest() or {}).get("folder")
+        old = (self._known_latest() or {}).get("folder")
         self.fs.create_dir(self.path, recursive=True)
         self.fs.delete_dir_contents(f"{self.path}/{folder}", missing_dir_ok=True)
         self.fs.create_dir(f"{self.path}/{folder}", recursive=True)

@@ -98,8 +98,8 @@ def compute_importance(study: Study) -> Importance:
         for g, value in points:
             ostudy.add_trial(optuna.trial.create_trial(params=dict(zip(keys, g.values)), distributions=dists,
                                                        value=value))
-        runs = [get_param_importances(ostudy, evaluator=FanovaImportanceEvaluator(n_trees=FANOVA_TREES, max_depth=FANOVA_DEPTH, seed=s), params=keys)
-                for s in FANOVA_SEEDS]
+        runs = [get_param_importances(ostudy, params=keys, evaluator=FanovaImportanceEvaluator(
+                    n_trees=FANOVA_TREES, max_depth=FANOVA_DEPTH, seed=s)) for s in FANOVA_SEEDS]
     except (ValueError, RuntimeError) as e:  # a value outside its stored range, a degenerate forest
         return Importance(**counts, note=f"fANOVA failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
