@@ -253,3 +253,31 @@ def test_optuna_storage_benchmark_measures_both_storages(tmp_path: Path) -> None
     bad = subprocess.run([sys.executable, "benchmarks/optuna_storage.py", "--slots", "two", "--out", str(out)],
                          cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert bad.returncode == 2 and "--slots 'two'" in bad.stderr
+
+
+# ---------------------------------------------------------------------------------------------- suite_cpu.py
+
+
+def test_suite_cpu_benchmark_accounts_each_module_and_the_machine(tmp_path: Path) -> None:
+    out = tmp_path / "suite_cpu.json"
+    args = ["tests/test_heads_metrics.py", "-n", "0", "-p", "no:cacheprovider"]
+    proc = subprocess.run([sys.executable, "benchmarks/suite_cpu.py", "--out", str(out), "--", *args], cwd=ROOT,
+                          capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    result = json.loads(out.read_text(encoding="utf-8"))
+    assert result["command"] == "python -m pytest -q " + " ".join(args) and result["pytest_exit_status"] == 0
+    [module] = result["modules"]
+    assert module["module"] == "tests/test_heads_metrics.py" and module["tests"] == result["tests"] >= 5
+    assert list(result["worker_wall_s"]) == ["main"]  # not the outer run's xdist worker
+    busy = sum(result["machine_cpu_s"][k] for k in ("user", "nice", "system", "irq", "softirq"))
+    assert result["busy_cpu_s"] == pytest.approx(busy, abs=0.2) and busy > 0
+    assert result["least_wall_s_on_these_cores"] == pytest.approx(busy / result["cores"], abs=0.1)
+    assert result["cpu_s_outside_the_tests_processes"] == pytest.approx(
+        busy - module["own_cpu_s"] - module["children_cpu_s"], abs=0.3)
+    assert "tests/test_heads_metrics.py" in proc.stdout and str(out) in proc.stdout
+    # A failing pytest run is still measured and written, and the benchmark exits 1.
+    failing = subprocess.run([sys.executable, "benchmarks/suite_cpu.py", "--out", str(out), "--",
+                              "tests/no_such_module.py", "-n", "0", "-p", "no:cacheprovider"], cwd=ROOT,
+                             capture_output=True, text=True, timeout=300)
+    assert failing.returncode == 1
+    assert json.loads(out.read_text(encoding="utf-8"))["pytest_exit_status"] not in (0, None)
