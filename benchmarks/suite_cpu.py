@@ -102,6 +102,9 @@ def measure(pytest_args: list[str]) -> dict[str, Any]:
                "PYTHONPATH": os.pathsep.join(p for p in (str(ROOT / "benchmarks"), os.environ.get("PYTHONPATH"))
                                              if p)}
         load_before = os.getloadavg()
+        if load_before[0] > 0.5 * (os.cpu_count() or 1):
+            print(f"suite_cpu: warning: the load average is {load_before[0]:.1f} before the run; every process on the "
+                  f"machine counts in its busy CPU seconds", file=sys.stderr, flush=True)
         before, t0 = read_stat(), time.monotonic()
         status = subprocess.run(command, cwd=ROOT, env=env).returncode
         after, wall = read_stat(), time.monotonic() - t0
@@ -155,7 +158,8 @@ def main(argv: list[str] | None = None) -> int:
           f"Ray daemons and workers, other processes)")
     print(f"{'module':42s} {'tests':>5s} {'wall s':>8s} {'own CPU s':>10s} {'children CPU s':>15s}")
     for m in result["modules"][:15]:
-        print(f"{m['module']:42s} {m['tests']:5d} {m['wall_s']:8.1f} {m['own_cpu_s']:10.1f} {m['children_cpu_s']:15.1f}")
+        print(f"{m['module']:42s} {m['tests']:5d} {m['wall_s']:8.1f} {m['own_cpu_s']:10.1f} "
+              f"{m['children_cpu_s']:15.1f}")
     print(f"wrote {args.out}")
     return 0 if result["pytest_exit_status"] == 0 else 1
 
