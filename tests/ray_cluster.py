@@ -1,5 +1,5 @@
-"""Test helpers for the cluster and fault tests: a real two-node Ray cluster on 127.0.0.1, a tiny text
-encoder, and running ``study/run.py`` as a subprocess.
+"""Test helpers for the cluster and fault tests: a real two-node Ray cluster on 127.0.0.1, a space file for
+the tiny trainer, and running ``study/run.py`` as a subprocess.
 
 Every process these helpers start runs in its own session (process group), and is stopped by that
 group's id: never ``ray stop`` (it ends every Ray process of the machine, other users' included).
@@ -35,13 +35,6 @@ def study_env() -> dict[str, str]:
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
     env.pop("RAY_ADDRESS", None)
     return env
-
-
-def tiny_encoder(folder: Path) -> Path:
-    """A random 2-layer, 32-wide BERT with the offline MiniLM tokenizer: checkpoints of a few MB, not 300."""
-    from helpers import save_tiny_encoder
-
-    return folder if (folder / "config.json").is_file() else save_tiny_encoder(folder)
 
 
 TINY_TRAINER = """\

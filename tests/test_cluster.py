@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 
-from ray_cluster import (start_cluster, start_study, tiny_encoder, trial_records, wait_until,  # noqa: I001
+from ray_cluster import (start_cluster, start_study, trial_records, wait_until,  # noqa: I001
                          write_space)
 
 pytestmark = [pytest.mark.cluster, pytest.mark.slow]
@@ -33,9 +33,8 @@ reports: [summary]
 """
 
 
-def test_study_on_two_nodes_survives_losing_the_worker(tmp_path: Path) -> None:
-    encoder = tiny_encoder(tmp_path / "tiny-bert")
-    space = write_space(tmp_path / "clu.yaml", encoder, SPACE_BODY, epochs=EPOCHS)
+def test_study_on_two_nodes_survives_losing_the_worker(tmp_path: Path, tiny_encoder: Path) -> None:
+    space = write_space(tmp_path / "clu.yaml", tiny_encoder, SPACE_BODY, epochs=EPOCHS)
     results = tmp_path / "results"
     d = results / "clu"
     cluster = start_cluster()

@@ -20,7 +20,7 @@ from pathlib import Path
 import optuna
 import pytest
 
-from ray_cluster import (kill_group, start_study, study_env, tiny_encoder, trial_records,  # noqa: I001
+from ray_cluster import (kill_group, start_study, study_env, trial_records,  # noqa: I001
                          wait_until, write_space)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -28,16 +28,12 @@ RUN = str(ROOT / "study" / "run.py")
 EPOCHS = 5  # the driver-kill study: trials long enough to be killed midway
 
 
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_encoder(tmp_path_factory.mktemp("enc") / "tiny-bert")
-
 
 @pytest.mark.slow
-def test_raising_and_nan_trials_fail_with_their_first_line(tmp_path: Path, encoder: Path) -> None:
+def test_raising_and_nan_trials_fail_with_their_first_line(tmp_path: Path, tiny_encoder: Path) -> None:
     bad = tmp_path / "not_weights.pt"
     bad.write_text("this is not a state dict\n", encoding="utf-8")
-    space = write_space(tmp_path / "faults.yaml", encoder, f"""\
+    space = write_space(tmp_path / "faults.yaml", tiny_encoder, f"""\
   train.max_grad_norm: 1.0e12
 study: faults
 search:
@@ -81,8 +77,8 @@ reports: [summary]
 
 
 @pytest.mark.slow
-def test_driver_sigkill_then_resume_finishes_without_rerunning(tmp_path: Path, encoder: Path) -> None:
-    space = write_space(tmp_path / "drv.yaml", encoder, """\
+def test_driver_sigkill_then_resume_finishes_without_rerunning(tmp_path: Path, tiny_encoder: Path) -> None:
+    space = write_space(tmp_path / "drv.yaml", tiny_encoder, """\
 study: drv
 search:
   i2srm.delta: {grid: [0.0, 0.5, 0.7, 1.0]}

@@ -2,8 +2,8 @@
 read by a second process while the study runs; a study on a journal file; bad values and a resume on
 another storage refused in one line. (A result Optuna could not be told: tests/test_search.py.)
 
-Real Optuna, and for the two studies real Ray Tune and the trainer at its smallest (the tiny BERT of
-``ray_cluster.tiny_encoder``, 5% synthetic MNER, 2 epochs).
+Real Optuna, and for the two studies real Ray Tune and the trainer at its smallest (the tiny BERT of the
+``tiny_encoder`` fixture of conftest.py, 5% synthetic MNER, 2 epochs).
 """
 
 from __future__ import annotations
@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from ray_cluster import kill_group, start_study, study_env, tiny_encoder, wait_until, write_space  # noqa: I001
+from ray_cluster import kill_group, start_study, study_env, wait_until, write_space  # noqa: I001
 
 from study.optuna_storage import SQLITE_TIMEOUT_S, StorageError, normalize_storage, open_storage
 from study.run import main
@@ -62,10 +62,6 @@ READER = textwrap.dedent("""\
 """)
 
 
-@pytest.fixture(scope="module")
-def encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return tiny_encoder(tmp_path_factory.mktemp("enc") / "tiny-bert")
-
 
 def trials_in(db: Path) -> int:
     """Optuna trials in a SQLite file, read-only (0 while the file or its tables are not there yet)."""
@@ -83,8 +79,8 @@ def trials_in(db: Path) -> int:
         return 0
 
 
-def test_a_second_process_reads_the_running_study_in_wal_mode(tmp_path: Path, encoder: Path) -> None:
-    space = write_space(tmp_path / "live.yaml", encoder, BODY.format(name="live"))
+def test_a_second_process_reads_the_running_study_in_wal_mode(tmp_path: Path, tiny_encoder: Path) -> None:
+    space = write_space(tmp_path / "live.yaml", tiny_encoder, BODY.format(name="live"))
     results = tmp_path / "results"
     db = results / "live" / "optuna.db"
     first, stop = tmp_path / "first_read", tmp_path / "stop"
@@ -115,9 +111,9 @@ def test_a_second_process_reads_the_running_study_in_wal_mode(tmp_path: Path, en
     assert len(final.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in final.trials)
 
 
-def test_a_study_on_a_journal_file_runs_and_resume_keeps_its_storage(tmp_path: Path, encoder: Path,
+def test_a_study_on_a_journal_file_runs_and_resume_keeps_its_storage(tmp_path: Path, tiny_encoder: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    space = write_space(tmp_path / "jrnl.yaml", encoder, BODY.format(name="jrnl"))
+    space = write_space(tmp_path / "jrnl.yaml", tiny_encoder, BODY.format(name="jrnl"))
     results, shared = tmp_path / "results", tmp_path / "shared"
     shared.mkdir()
     journal = shared / "jrnl.log"
