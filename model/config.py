@@ -149,7 +149,10 @@ class TrainConfig:
     device: str = "auto"
     """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
     amp: bool = True
-    """bf16 autocast on CUDA; ignored on CPU."""
+    """bf16 autocast on CUDA where the card supports bf16; ignored on CPU."""
+    deterministic: bool = False
+    """Deterministic kernels, cuDNN without autotuning or TF32, cuBLAS's fixed workspace: a resumed CUDA run
+    repeats its uninterrupted self. Off by default (slower); CPU runs repeat either way."""
     threads: int = 0
     """torch intra-op threads; 0 leaves torch's default."""
     progress: bool = True

@@ -62,13 +62,61 @@ def seed_everything(seed: int) -> None:
 
 
 def pick_device(name: str) -> torch.device:
+    """The run's device, with an index on CUDA (``cuda`` is the current device, e.g. ``cuda:0``), so that a
+    module's ``param.device`` compares equal to it and nothing is moved again every step."""
     import torch
 
     if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+        name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"'train.device' is {name!r} but no CUDA device is visible; use auto or cpu.")
+    if name == "cuda":
+        return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
+
+
+def use_amp(cfg: Config, device: torch.device) -> bool:
+    """bf16 autocast: asked for, on CUDA, and supported by the card (pre-Ampere cards train fp32)."""
+    import torch
+
+    if not (cfg.train.amp and device.type == "cuda"):
+        return False
+    if not torch.cuda.is_bf16_supported():
+        log.warning("train.amp: %s has no bf16 support; training in fp32", torch.cuda.get_device_name(device))
+        return False
+    return True
+
+
+def set_determinism(on: bool) -> None:
+    """``train.deterministic``: deterministic kernels (an error for an op that has none), cuDNN without
+    autotuning and TF32 off, and cuBLAS's fixed workspace, so that a resumed CUDA run repeats its
+    uninterrupted self. Off: torch's defaults (faster; CUDA results may differ in the last digits)."""
+    import torch
+
+    if on:
+        os.environ.setdefault("CUBLAS_WORKSPACE_CONFIG", ":4096:8")  # read when cuBLAS first starts
+    torch.use_deterministic_algorithms(on)
+    torch.backends.cudnn.deterministic = on
+    torch.backends.cudnn.benchmark = False
+    torch.backends.cudnn.allow_tf32 = not on  # torch's default (True) runs "fp32" convolutions in TF32
+
+
+def gpu_memory(device: torch.device) -> dict[str, float]:
+    """Peak GPU memory of the run so far (MiB reserved by torch's allocator: what another trial on the same
+    card cannot have); empty off CUDA."""
+    import torch
+
+    if device.type != "cuda":
+        return {}
+    return {"gpu_peak_mib": torch.cuda.max_memory_reserved(device) / 2**20}
+
+
+def release_gpu_memory(device: torch.device) -> None:
+    """Hand the allocator's cached blocks back to the card (trials that share a GPU see the memory free)."""
+    import torch
+
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
 
 
 def load_tokenizer(name_or_path: str) -> Any:
@@ -95,7 +143,7 @@ def _rng_state() -> dict[str, Any]:
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
                              "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
                                        *np.random.get_state()[2:]]}
-    if torch.cuda.is_available():
+    if torch.cuda.is_initialized():  # a CPU run never starts CUDA (it would hold memory on GPU 0)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
 
@@ -108,8 +156,16 @@ def _set_rng_state(state: dict[str, Any]) -> None:
     random.setstate((py[0], tuple(py[1]), py[2]))
     name, keys, *rest = state["numpy"]
     np.random.set_state((name, keys.numpy(), *rest))
-    if "cuda" in state and torch.cuda.is_available():
+    if "cuda" in state and torch.cuda.is_initialized():
         torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def load_checkpoint(checkpoint_dir: Path) -> dict[str, Any]:
+    """A resume state, every tensor on the CPU: the RNG states and the loader's generator state must be CPU
+    tensors, and ``load_state_dict`` copies weights and optimizer state onto the parameters' own device."""
+    import torch
+
+    return torch.load(checkpoint_dir / STATE_FILE, map_location="cpu", weights_only=True)
 
 
 class Evaluator:
@@ -222,13 +278,17 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
     started = time.time()
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
-    seed_everything(cfg.train.seed)
+    set_determinism(cfg.train.deterministic)
     device = pick_device(cfg.train.device)
-    amp = cfg.train.amp and device.type == "cuda"
+    seed_everything(cfg.train.seed)
+    amp = use_amp(cfg, device)
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)  # a reused trial actor must not report the last run's peak
 
     tokenizer = load_tokenizer(cfg.model.text_encoder)
     data = load_task_data(cfg, tokenizer)  # every data error is raised here, before any training
     visual_fn, cells_dim, backbone = make_visual(cfg, data, device)
+    release_gpu_memory(device)  # the feature store's build leaves cached blocks no trial step needs
     net = build_network(cfg, len(data.label_names), tokenizer, cells_dim).to(device)
     train_loader, dev_loader, test_loader = make_loaders(cfg, data)
 
@@ -240,7 +300,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
 
     state = RunState()
     if resume_from is not None:
-        ckpt = torch.load(Path(resume_from) / STATE_FILE, map_location=device, weights_only=True)
+        ckpt = load_checkpoint(Path(resume_from))
         net.load_state_dict(ckpt["model"])
         if backbone is not None and "backbone" in ckpt:
             backbone.load_state_dict(ckpt["backbone"])
@@ -303,6 +363,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
         metrics.update({"train_loss": means[0], "loss_ce": means[1], "loss_mix": means[2], "loss_kl": means[3],
                         "best_dev_f1": state.best_dev_f1, "best_epoch": float(state.best_epoch),
                         "test_f1_at_best": float(state.test_at_best["f1"]), "epoch_seconds": time.time() - t0})
+        metrics.update(gpu_memory(device))
         state.history.append(metrics)
         state.epoch = epoch
         log.info("epoch %d/%d  loss %.4f  dev F1 %.2f  test F1 %.2f  (best dev %.2f @ %d)  %.1fs", epoch,
@@ -328,6 +389,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
         # to train; the metrics come from the checkpoint's run state.
         atomic_write_text(out / "metrics.json",
                           json.dumps(_metrics_doc(cfg, state, data, started, revision, versions), indent=2))
+    release_gpu_memory(device)
     return json.loads((out / "metrics.json").read_text(encoding="utf-8"))
 
 
@@ -360,8 +422,6 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-    import torch
-
     from model.data.types import DataError
 
     try:
@@ -369,7 +429,7 @@ def main(argv: list[str] | None = None) -> int:
             state_file = Path(args.resume) / STATE_FILE
             if not state_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no {STATE_FILE} there (expected OUT/checkpoint).")
-            cfg = config_from_flat(torch.load(state_file, map_location="cpu", weights_only=True)["config"])
+            cfg = config_from_flat(load_checkpoint(Path(args.resume))["config"])
         else:
             cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else (

@@ -17,7 +17,7 @@ import socket
 import tempfile
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from model.config import Config, build_config
 
@@ -67,8 +67,22 @@ class TrialSetup:
                 "train.progress": False, "train.threads": self.threads,
                 "train.save_best": False}
 
-    def config(self, config: Mapping[str, Any]) -> Config:
-        return build_config(self.overrides(config))
+    def config(self, config: Mapping[str, Any], granted_gpus: Sequence[object] | None = None) -> Config:
+        """The trial's trainer config; ``granted_gpus`` (Ray's ``get_gpu_ids()`` inside a trial) decides
+        ``train.device: auto``, see ``trial_device``."""
+        flat = self.overrides(config)
+        if granted_gpus is not None:
+            flat["train.device"] = trial_device(str(flat.get("train.device", "auto")), granted_gpus)
+        return build_config(flat)
+
+
+def trial_device(requested: str, granted_gpus: Sequence[object]) -> str:
+    """The device of a trial: ``auto`` with no GPU granted is the CPU. Ray leaves ``CUDA_VISIBLE_DEVICES``
+    unset for an actor granted no GPU, so torch would see every card and put the trial on ``cuda:0``,
+    uncounted by Ray's scheduler. An explicit ``cuda``/``cpu`` is the user's choice and is kept."""
+    if requested == "auto" and not granted_gpus:
+        return "cpu"
+    return requested
 
 
 def node_label() -> str:
@@ -112,6 +126,7 @@ def scratch_dir(trial_id: str, root: Path | None = None) -> Path:
 
 def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     """Tune function trainable: train one run (a configuration with one seed), reporting every epoch."""
+    import ray
     from ray import tune
 
     from model.train import train
@@ -124,7 +139,7 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         # and the scheduler see how it ended, and train nothing.
         tune.report({**ended.get("result", {}), REPLAYED_KEY: True})
         return
-    cfg = setup.config(config)
+    cfg = setup.config(config, granted_gpus=ray.get_gpu_ids())
     node = node_label()
     out_dir = scratch_dir(tune.get_context().get_trial_id())
     try:
