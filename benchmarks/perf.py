@@ -156,12 +156,15 @@ def throughput(overrides: dict[str, Any], steps: int, warmup: int, reference: bo
     from model.data import load_task_data
     from model.features import build_visual_provider
     from model.network import build_network
-    from model.train import load_tokenizer, make_loaders, make_optimizer, pick_device, seed_everything
+    from model.train import (_autocast, load_tokenizer, make_loaders, make_optimizer, pick_device,
+                             release_gpu_memory, seed_everything, use_amp)
 
     cfg = build_config(overrides)
     seed_everything(cfg.train.seed)
     device = pick_device(cfg.train.device)
-    amp = cfg.train.amp and device.type == "cuda"
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
+    amp = use_amp(cfg, device)
     tokenizer = load_tokenizer(cfg.model.text_encoder)
     data = load_task_data(cfg, tokenizer)
     t0 = time.perf_counter()
@@ -173,6 +176,10 @@ def throughput(overrides: dict[str, Any], steps: int, warmup: int, reference: bo
         return provider(batch["image_keys"], device)
     _sync(device)
     setup_s = time.perf_counter() - t0
+    build_peak_gpu_mib = _peak_gpu_mib(device)
+    release_gpu_memory(device)  # as train() does: the steps' peak below excludes building the store
+    if device.type == "cuda":
+        torch.cuda.reset_peak_memory_stats(device)
     net = build_network(cfg, len(data.label_names), tokenizer, cells_dim).to(device)
     train_loader = make_loaders(cfg, data)[0]
     # The same batches in both modes: the loader's order comes from train.seed; epochs repeat as needed.
@@ -187,19 +194,27 @@ def throughput(overrides: dict[str, Any], steps: int, warmup: int, reference: bo
             _sync(device)
             start = time.perf_counter()
         batch = {k: (v.to(device, non_blocking=True) if torch.is_tensor(v) else v) for k, v in batch.items()}
-        ctx = torch.autocast("cuda", dtype=torch.bfloat16) if amp else torch.autocast("cpu", enabled=False)
-        with ctx:
+        with _autocast(device, amp):
             out = net(batch, visual_fn(batch))
         optimizer.zero_grad(set_to_none=True)
         out.loss.backward()
-        torch.nn.utils.clip_grad_norm_(trained, cfg.train.max_grad_norm)
+        if cfg.train.max_grad_norm > 0:  # as train(): 0 means no clipping (clip_grad_norm_ to 0 zeroes gradients)
+            torch.nn.utils.clip_grad_norm_(trained, cfg.train.max_grad_norm)
         optimizer.step()
         if i >= warmup:
             samples += len(batch["image_keys"])
     _sync(device)
     elapsed = time.perf_counter() - start
     return {"samples_per_s": samples / elapsed, "seconds": elapsed, "samples": samples, "setup_s": setup_s,
-            "device": str(device), "amp": amp}
+            "device": str(device), "amp": amp, "peak_gpu_mib": _peak_gpu_mib(device),
+            "build_peak_gpu_mib": build_peak_gpu_mib}
+
+
+def _peak_gpu_mib(device: Any) -> float | None:
+    """torch's peak allocated GPU memory since the last reset (MiB); None off CUDA."""
+    import torch
+
+    return torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None
 
 
 def run_throughput(plan: Plan, device: str, work: Path, steps: int, warmup: int,
