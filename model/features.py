@@ -348,7 +348,8 @@ class CachedVisualProvider:
         cells = self.cells.index_select(0, index).view(b, slots, *self.cells.shape[1:])    # [B, 1 + K, P, C]
         logits = self.logits.index_select(0, index.view(b, slots)[:, 0])                   # [B, G]
         mask = torch.arange(slots).unsqueeze(0) < torch.tensor(present).unsqueeze(1)        # [B, 1 + K] bool
-        return VisualFeatures(cells=cells.to(device), logits=logits.to(device), mask=mask.to(device))
+        return VisualFeatures(cells=cells.to(device, non_blocking=True), logits=logits.to(device, non_blocking=True),
+                              mask=mask.to(device, non_blocking=True))
 
 
 # ------------------------------------------------------------------------------------------- building

@@ -100,7 +100,7 @@ class I2SRMNetwork(nn.Module):
     def _partners(self, rows: LossRows, device: torch.device) -> tuple[float, Tensor]:
         """lam ~ Beta(alpha, alpha) and a random partner (a permutation of the mixed set) for each mixed row."""
         lam = sample_lambda(self.mixup_alpha)
-        return lam, torch.randperm(len(rows.mixed)).to(device)
+        return lam, torch.randperm(len(rows.mixed)).to(device, non_blocking=True)
 
     # ---- MNER ----------------------------------------------------------------------------------
     def _words(self, batch: dict, hidden: Tensor) -> Tensor:
@@ -121,12 +121,13 @@ class I2SRMNetwork(nn.Module):
         emissions = self.emission(self.dropout(words))                     # [N, W, T]
         zero = emissions.new_zeros(())
         rows = self.loss_rows(emissions.shape[0])
-        clean = rows.clean.to(emissions.device)
+        clean = rows.clean.to(emissions.device, non_blocking=True)
         ce = self.crf.nll(emissions[clean], labels[clean], mask[clean]).mean() if len(clean) else zero
         mix = zero
         if len(rows.scored):
             lam, perm = self._partners(rows, emissions.device)
-            mixed, scored = rows.mixed.to(emissions.device), rows.scored.to(emissions.device)
+            mixed = rows.mixed.to(emissions.device, non_blocking=True)
+            scored = rows.scored.to(emissions.device, non_blocking=True)
             # Padding emits zeros, so a shorter partner is padded to the longer one's length; each
             # label sequence is then scored under its own mask.
             padded = emissions * mask.unsqueeze(-1).to(emissions.dtype)
@@ -150,12 +151,13 @@ class I2SRMNetwork(nn.Module):
         rep = self.dropout(rep)
         zero = rep.new_zeros(())
         rows = self.loss_rows(rep.shape[0])
-        clean = rows.clean.to(rep.device)
+        clean = rows.clean.to(rep.device, non_blocking=True)
         ce = F.cross_entropy(self.classifier(rep[clean]), labels[clean]) if len(clean) else zero
         mix = zero
         if len(rows.scored):
             lam, perm = self._partners(rows, rep.device)
-            mixed, scored = rows.mixed.to(rep.device), rows.scored.to(rep.device)
+            mixed = rows.mixed.to(rep.device, non_blocking=True)
+            scored = rows.scored.to(rep.device, non_blocking=True)
             y_a = labels[mixed]
             mix = mixed_ce(self.classifier(mixup(rep, mixed, lam, perm)[scored]), y_a[scored], y_a[perm][scored], lam)
         return self._total(ce, mix, kl)

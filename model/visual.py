@@ -195,9 +195,9 @@ class OnlineVisualProvider:
         # Where each real image goes, from the CPU mask (no device sync). Missing crop slots stay zero (the
         # reference feeds zero images); they are masked out of the prefix, so skipping their forward pass
         # changes nothing the model sees.
-        rows = mask.flatten().nonzero().flatten().to(device)               # [N_real] into B * (1 + K)
+        rows = mask.flatten().nonzero().flatten().to(device, non_blocking=True)             # [N_real] into B * (1 + K)
         cells = real_cells.new_zeros(b * slots, *real_cells.shape[1:]).index_copy(0, rows, real_cells)
         logits = real_logits.new_zeros(b * slots, real_logits.shape[-1]).index_copy(0, rows, real_logits)
         return VisualFeatures(cells=cells.view(b, slots, *real_cells.shape[1:]),      # [B, 1 + K, P, C]
                               logits=logits.view(b, slots, -1)[:, 0],               # whole image [B, 1000]
-                              mask=mask.to(device))
+                              mask=mask.to(device, non_blocking=True))
