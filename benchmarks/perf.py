@@ -352,9 +352,9 @@ def run_study(plan: Plan, device: str, work: Path, env: dict[str, str]) -> dict[
     watcher.join()
     if proc.returncode != 0:
         raise RuntimeError(f"study failed (exit {proc.returncode}): {' '.join(cmd)}\n{proc.stderr[-3000:]}")
-    from study.records import read_trials
+    from study.records import read_runs
 
-    records = read_trials(study_dir)
+    records = read_runs(study_dir, with_epochs=False)
     trial_s = sum(r.wall_seconds for r in records)
     epoch_s = 0.0
     for r in records:

@@ -14,7 +14,8 @@ from typing import Any, TextIO
 
 from ray.tune import Callback
 
-from study.trainable import SEARCH_PHASE, TrialSetup
+from study.schema import SCORE_KEY, SEARCH_PHASE
+from study.trainable import TrialSetup
 
 
 def format_duration(seconds: float) -> str:
@@ -36,10 +37,9 @@ class ProgressLine(Callback):
     """Prints one line when the counts or the best result change, at most every ``interval`` seconds,
     plus a heartbeat line every ``heartbeat`` intervals."""
 
-    def __init__(self, name: str, setup: TrialSetup, metric: str, mode: str, total_runs: int, epochs: int,
-                 interval: float, heartbeat: int = 6, stream: TextIO | None = None,
-                 done_before: dict[str, str] | None = None):
-        self.name, self.setup_, self.metric, self.mode = name, setup, metric, mode
+    def __init__(self, name: str, setup: TrialSetup, total_runs: int, epochs: int, interval: float,
+                 heartbeat: int = 6, stream: TextIO | None = None, done_before: dict[str, str] | None = None):
+        self.name, self.setup_, self.metric, self.mode = name, setup, setup.metric, setup.mode
         self.total_runs, self.epochs, self.interval, self.heartbeat = total_runs, epochs, interval, heartbeat
         self.stream = stream
         # Runs that had ended before this session ({run id: status}, from the records of a resumed study):
@@ -51,7 +51,7 @@ class ProgressLine(Callback):
         self.started = time.monotonic()
         self.last_print = 0.0
         self.last_key: tuple = ()
-        self.best: dict[str, float] = {}  # trial_id -> best metric value so far
+        self.best: dict[str, float] = {}  # trial_id -> its run's score so far (schema.SCORE_KEY)
         self.epochs_at_start: int | None = None
 
     def __getstate__(self) -> dict[str, Any]:
@@ -66,19 +66,18 @@ class ProgressLine(Callback):
         return a > b if self.mode == "max" else a < b
 
     def on_trial_result(self, iteration: int, trials: list, trial: Any, result: dict, **info: Any) -> None:
-        if self.setup_.phase_of(trial.config) != SEARCH_PHASE:  # the best is the search's: fresh seeds confirm it
+        if self.setup_.run_of(trial.config).phase != SEARCH_PHASE:  # the search's best: fresh seeds confirm it
             return
-        value = result.get(self.metric)
+        value = result.get(SCORE_KEY)
         if isinstance(value, (int, float)):
-            old = self.best.get(trial.trial_id)
-            if old is None or self._better(float(value), old):
-                self.best[trial.trial_id] = float(value)
+            self.best[trial.trial_id] = float(value)
 
     def _say_failed(self, trial: Any, what: str) -> None:
         from study.recorder import error_line
 
         params = ", ".join(f"{k}={format_value(v)}" for k, v in self.setup_.params_of(trial.config).items())
-        print(f"[study {self.name}] run {self.setup_.run_id_of(trial.config)} ({params}, seed {self.setup_.seed_of(trial.config)}) "
+        run = self.setup_.run_of(trial.config)
+        print(f"[study {self.name}] run {run.id} ({params}, seed {run.seed}) "
               f"{what}: {error_line(trial)}" + (f" (traceback: {trial.error_file})" if trial.error_file else ""),
               file=self.stream or sys.stderr, flush=True)
 
@@ -101,7 +100,7 @@ class ProgressLine(Callback):
             if t.status == "RUNNING":
                 running += 1
             elif t.status in ("TERMINATED", "ERROR"):
-                ended[self.setup_.run_id_of(t.config)] = "failed" if t.status == "ERROR" else "done"
+                ended[self.setup_.run_of(t.config).id] = "failed" if t.status == "ERROR" else "done"
         failed = sum(s == "failed" for s in ended.values())
         done = len(ended) - failed
         by_id = {t.trial_id: t for t in trials}
@@ -112,7 +111,7 @@ class ProgressLine(Callback):
             if t is not None:
                 params = ", ".join(f"{k}={format_value(v)}" for k, v in self.setup_.params_of(t.config).items())
                 best_text = (f"best {self.metric} {self.best[best_id]:.4g} ({params}, "
-                             f"seed {self.setup_.seed_of(t.config)})")
+                             f"seed {self.setup_.run_of(t.config).seed})")
         # Progress in epochs: finished trials count whole (pruned and failed ones will run no more).
         epochs_done = self.epochs * len(ended) + sum(int((t.last_result or {}).get("epoch", 0)) for t in trials
                                                      if t.status == "RUNNING")

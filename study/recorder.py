@@ -16,17 +16,18 @@ from typing import Any, Mapping
 from ray.tune import Callback
 from ray.tune.result import AUTO_RESULT_KEYS
 
-from study.records import (TrialRecord, read_epochs, read_trial, read_trials, record_epoch, summarize_epochs,
-                           write_trial)
+from study.records import read_epochs, read_run, read_runs, record_epoch, write_run, write_run_config
 from study.resume_state import ResumeState
-from study.trainable import CONFIG_KEY, PHASE_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, TrialSetup
+from study.schema import (CONFIG_KEY, PHASE_KEY, REPLAYED_KEY, RESUMED_KEY, SCORE_KEY, SEED_KEY, Run, RunKey,
+                          ended_status)
+from study.trainable import TrialSetup
 
 log = logging.getLogger("study")
 
 # Keys Ray adds to every reported result; what remains (minus our "node") is the trainer's metrics dict.
 RAY_RESULT_KEYS = frozenset(AUTO_RESULT_KEYS) | {
     "trial_id", "done", "experiment_tag", "should_checkpoint", "timesteps_this_iter", "episodes_this_iter",
-    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY, CONFIG_KEY, SEED_KEY, PHASE_KEY,
+    "experiment_id", "iterations_since_restore", "node", RESUMED_KEY, CONFIG_KEY, SEED_KEY, PHASE_KEY, SCORE_KEY,
 }
 
 
@@ -86,7 +87,7 @@ class TrialRecorder(Callback):
     def setup(self, **info: Any) -> None:
         # The records and epochs of the runs seen in this session, as last written: the recorder is their only
         # writer while the study runs, so each is read from disk once (a resumed run's) and then kept here.
-        self._records: dict[str, TrialRecord] = {}
+        self._records: dict[str, Run] = {}
         self._epochs: dict[str, list[dict[str, Any]]] = {}
 
     def __getstate__(self) -> dict[str, Any]:
@@ -94,29 +95,29 @@ class TrialRecorder(Callback):
         state["_records"], state["_epochs"] = {}, {}
         return state
 
-    def _run(self, trial: Any) -> str:
-        return self.setup_.run_id_of(trial.config)
+    def _run(self, trial: Any) -> RunKey:
+        return self.setup_.run_of(trial.config)
 
     def _epochs_of(self, run: str) -> list[dict[str, Any]]:
         if run not in self._epochs:
             self._epochs[run] = read_epochs(self.study_dir, run)
         return self._epochs[run]
 
-    def _record(self, trial: Any) -> TrialRecord:
-        run = self._run(trial)
-        record = self._records.get(run) or read_trial(self.study_dir, run)
+    def _record(self, trial: Any) -> Run:
+        key = self._run(trial)
+        record = self._records.get(key.id) or read_run(self.study_dir, key.id, with_epochs=False)
         if record is None:
-            cfg = self.setup_.config(trial.config)
-            record = TrialRecord(trial_id=run, params=self.setup_.params_of(trial.config),
-                                 seed=self.setup_.seed_of(trial.config), config=cfg.flat(),
-                                 phase=self.setup_.phase_of(trial.config))
-        self._records[run] = record
+            cfg = self.setup_.config(trial.config, granted_gpus=self.setup_.requested_gpus())
+            record = Run(trial_id=key.id, configuration=key.configuration, seed=key.seed, phase=key.phase,
+                         params=self.setup_.params_of(trial.config), config=cfg.flat())
+            write_run_config(self.study_dir, key.id, cfg)
+        self._records[key.id] = record
         return record
 
     def _update(self, trial: Any, status: str, error: str = "", result: Mapping[str, Any] | None = None) -> None:
         record = self._record(trial)
         record.status, record.error = status, error
-        summarize_epochs(record, self._epochs_of(record.trial_id))
+        record.summarize(self._epochs_of(record.trial_id))
         last = result or trial.last_result or {}
         if last.get("node"):
             record.node = str(last["node"])
@@ -124,7 +125,7 @@ class TrialRecorder(Callback):
             record.resumed_from_epoch = int(last[RESUMED_KEY])
         if last.get("time_total_s") is not None:  # never lowered: a restored trial may report a stale total
             record.wall_seconds = max(record.wall_seconds, round(float(last["time_total_s"]), 3))
-        write_trial(self.study_dir, record)
+        write_run(self.study_dir, record)
 
     def on_trial_start(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
         self._update(trial, "running")
@@ -134,7 +135,7 @@ class TrialRecorder(Callback):
             return
         metrics = trainer_metrics(result)
         if "epoch" in metrics:
-            run = self._run(trial)
+            run = self._run(trial).id
             self._epochs[run] = record_epoch(self.study_dir, run, metrics, self._epochs_of(run))
         self._update(trial, "running", result=result)
 
@@ -142,12 +143,11 @@ class TrialRecorder(Callback):
         record = self._record(trial)
         epochs = self._epochs_of(record.trial_id)
         last = int(epochs[-1]["epoch"]) if epochs else 0
-        # A trial that ends before train.epochs was stopped by the scheduler (ASHA / median rule).
-        status = "completed" if last >= int(record.config["train.epochs"]) else "pruned"
+        status = ended_status(last, int(record.config["train.epochs"]))
         self._update(trial, status)
         # The run's state is marked ended (a completed run marked itself already), so that a new trial
         # handed the run again replays its end instead of training; its checkpoints go unless kept.
-        final = dict(epochs[-1]) if epochs else {}
+        final = self.setup_.with_score(epochs[-1], epochs) if epochs else {}
         final.update({k: v for k, v in (trial.last_result or {}).items() if k in ("node", RESUMED_KEY)})
         try:
             ResumeState(self.setup_.state_root, record.trial_id).finish(status, final, self.keep_checkpoints)
@@ -167,7 +167,7 @@ def close_lost_runs(study_dir: Path) -> list[str]:
     never recorded (it was killed between telling Optuna and writing the record, or a configuration was
     replaced by a new one). Each is closed as ``failed`` with the reason; their ids."""
     lost = []
-    for record in read_trials(study_dir):
+    for record in read_runs(study_dir):
         if record.status != "running":
             continue
         if record.epochs_run >= int(record.config.get("train.epochs", 0) or 0) > 0:
@@ -175,7 +175,7 @@ def close_lost_runs(study_dir: Path) -> list[str]:
         else:
             record.status = "failed"
             record.error = "lost: the driver stopped before this run's end was recorded"
-        write_trial(study_dir, record)
+        write_run(study_dir, record)
         lost.append(record.trial_id)
         log.warning("run %s was still recorded as running after the study ended; closed as %s", record.trial_id,
                     record.status)

@@ -1,8 +1,8 @@
 """The stored layout of a study (``results/<study>/``): writing and reading its JSON records.
 
 Everything a report or a resume needs is in these files; the report side reads only them, through the
-readers here (``read_json``, ``read_jsonl``, ``trial_folders``, ``read_trial_json``) that the runner and the
-recorder use too. A malformed record raises ``RecordError`` naming the file (and line) and what is expected.
+readers here (``read_json``, ``read_jsonl``, ``read_runs``) that the runner and the recorder use too; a run's
+record is typed by ``study.schema.Run``. A malformed record raises ``RecordError`` naming the file (and line) and what is expected.
 Writes are atomic (``model.fileio``: a temp file in the same folder, then ``os.replace``) so a killed driver
 never leaves half a file.
 No Ray here: the Ray-side callback that feeds these functions lives in ``study/recorder.py``.
@@ -14,19 +14,17 @@ import json
 import math
 import shlex
 import sys
-from dataclasses import dataclass, field, fields
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Iterable, Mapping
+from typing import Any, Mapping
 
 import yaml
 
 from model.config import Config
 from model.fileio import atomic_write_text
 from model.provenance import code_revision, package_versions
-from study.optuna_storage import OPTUNA_DB  # noqa: F401  (re-exported: part of the layout)
 from study.space import Space, dump_space
-from study.trainable import CONFIRM_PHASE, SEARCH_PHASE
+from study.schema import PHASES, STATUSES, RecordError, Run
 
 STUDY_JSON = "study.json"
 SPACE_YAML = "space.yaml"
@@ -36,8 +34,6 @@ TRIAL_JSON = "trial.json"
 EPOCHS_JSONL = "epochs.jsonl"
 RAY_DIR = "ray"
 OPTUNA_ERRORS = "optuna_errors.jsonl"  # results Optuna could not be told (study/progress.py, TellFailures)
-STATUSES = ("completed", "pruned", "failed", "running")
-PHASES = (SEARCH_PHASE, CONFIRM_PHASE)  # a run of the search, or of a chosen configuration on a fresh seed
 # Packages named by the study.json contract (python is added by package_versions).
 STUDY_PACKAGES = ("torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy")
 
@@ -55,10 +51,6 @@ def _clean(value: Any) -> Any:
 
 def write_json_atomic(path: Path, obj: Any) -> None:
     atomic_write_text(path, json.dumps(_clean(obj), indent=2, sort_keys=False) + "\n")
-
-
-class RecordError(ValueError):
-    """A stored record that cannot be read; the message names the file (and line) and what is expected."""
 
 
 def read_json(path: Path) -> dict[str, Any]:
@@ -134,7 +126,7 @@ def write_study_meta(study_dir: Path, space: Space, base: Config, command: str) 
     atomic_write_text(study_dir / SPACE_YAML, dump_space(space))
     atomic_write_text(study_dir / CONFIG_YAML,
                       f"# Base trainer config of study '{study_dir.name}' (searched keys and train.seed vary per "
-                      f"trial).\n" + yaml.safe_dump(base.to_dict(), sort_keys=False, allow_unicode=True))
+                      f"run; each run's complete config is trials/<run>/config.yaml).\n" + yaml.safe_dump(base.to_dict(), sort_keys=False, allow_unicode=True))
     return meta
 
 
@@ -151,44 +143,29 @@ def append_jsonl(path: Path, row: Mapping[str, Any]) -> None:
     atomic_write_text(Path(path), "".join(json.dumps(r) + "\n" for r in rows))
 
 
-# ---------------------------------------------------------------------------------------------- trials
+# ---------------------------------------------------------------------------------------------- runs
 
 
-@dataclass
-class TrialRecord:
-    """``trials/<trial_id>/trial.json``."""
-
-    trial_id: str
-    status: str = "running"
-    error: str = ""
-    params: dict[str, Any] = field(default_factory=dict)
-    seed: int = 0
-    config: dict[str, Any] = field(default_factory=dict)
-    node: str = ""
-    wall_seconds: float = 0.0
-    epochs_run: int = 0
-    best_dev_f1: float | None = None
-    best_epoch: int | None = None
-    test_f1_at_best: float | None = None
-    resumed_from_epoch: int = 0  # the checkpoint epoch of the trial's latest restart (node loss, retry, resume)
-    phase: str = SEARCH_PHASE  # one of PHASES: confirmation runs are left out of the search's statistics
-
-    def to_dict(self) -> dict[str, Any]:
-        # Shallow (the config is a flat dict of plain values): dataclasses.asdict deep-copies it, which cost
-        # the driver about 2 ms per write at scale (docs/performance.md).
-        return {f.name: getattr(self, f.name) for f in fields(self)}
+def trial_dir(study_dir: Path, run: str) -> Path:
+    return Path(study_dir) / TRIALS_DIR / run
 
 
-def trial_dir(study_dir: Path, trial_id: str) -> Path:
-    return Path(study_dir) / TRIALS_DIR / trial_id
+def write_run(study_dir: Path, run: Run) -> None:
+    """``trials/<run>/trial.json``."""
+    if run.status not in STATUSES:
+        raise ValueError(f"run status {run.status!r}; allowed: {', '.join(STATUSES)}")
+    if run.phase not in PHASES:
+        raise ValueError(f"run phase {run.phase!r}; allowed: {', '.join(PHASES)}")
+    write_json_atomic(trial_dir(study_dir, run.trial_id) / TRIAL_JSON, run.to_json())
 
 
-def write_trial(study_dir: Path, record: TrialRecord) -> None:
-    if record.status not in STATUSES:
-        raise ValueError(f"trial status {record.status!r}; allowed: {', '.join(STATUSES)}")
-    if record.phase not in PHASES:
-        raise ValueError(f"trial phase {record.phase!r}; allowed: {', '.join(PHASES)}")
-    write_json_atomic(trial_dir(study_dir, record.trial_id) / TRIAL_JSON, record.to_dict())
+def write_run_config(study_dir: Path, run: str, config: Config) -> None:
+    """``trials/<run>/config.yaml``: the complete trainer config of the run, which
+    ``python -m model.train --config`` trains again as it ran (seed, threads, derived keys written out)."""
+    atomic_write_text(trial_dir(study_dir, run) / CONFIG_YAML,
+                      f"# Trainer config of run {run}; train it again with:\n"
+                      f"#   python -m model.train --config {trial_dir(study_dir, run) / CONFIG_YAML}\n"
+                      + yaml.safe_dump(config.to_dict(), sort_keys=False, allow_unicode=True))
 
 
 def trial_folders(study_dir: Path) -> list[Path]:
@@ -199,60 +176,38 @@ def trial_folders(study_dir: Path) -> list[Path]:
     return [p for p in sorted(root.iterdir()) if (p / TRIAL_JSON).is_file()]
 
 
-def read_trial_json(folder: Path) -> dict[str, Any]:
-    """A trial folder's ``trial.json`` as stored, its status checked against ``STATUSES``."""
+def read_run_folder(folder: Path, with_epochs: bool = True) -> Run:
+    """The typed record of one run folder (``trial.json``, and ``epochs.jsonl`` unless ``with_epochs`` is false)."""
     path = Path(folder) / TRIAL_JSON
-    raw = read_json(path)
-    status = raw.get("status")
-    if status not in STATUSES:
-        raise RecordError(f"{path}: 'status' is {status!r}; allowed: {', '.join(STATUSES)}.")
-    return raw
+    return Run.from_json(read_json(path), path, read_jsonl(Path(folder) / EPOCHS_JSONL) if with_epochs else ())
 
 
-def read_trial(study_dir: Path, trial_id: str) -> TrialRecord | None:
-    folder = trial_dir(study_dir, trial_id)
-    if not (folder / TRIAL_JSON).is_file():
-        return None
-    data = read_trial_json(folder)
-    known = {f for f in TrialRecord.__dataclass_fields__}
-    return TrialRecord(**{k: v for k, v in data.items() if k in known})
+def read_run(study_dir: Path, run: str, with_epochs: bool = True) -> Run | None:
+    folder = trial_dir(study_dir, run)
+    return read_run_folder(folder, with_epochs) if (folder / TRIAL_JSON).is_file() else None
 
 
-def read_trials(study_dir: Path) -> list[TrialRecord]:
-    """Every stored trial, sorted by trial id."""
-    out = [read_trial(study_dir, p.name) for p in trial_folders(study_dir)]
-    return [r for r in out if r is not None]
+def read_runs(study_dir: Path, with_epochs: bool = True) -> list[Run]:
+    """Every stored run, sorted by run id."""
+    return [read_run_folder(p, with_epochs) for p in trial_folders(study_dir)]
 
 
-def read_epochs(study_dir: Path, trial_id: str) -> list[dict[str, Any]]:
-    return read_jsonl(trial_dir(study_dir, trial_id) / EPOCHS_JSONL)
+def read_epochs(study_dir: Path, run: str) -> list[dict[str, Any]]:
+    return read_jsonl(trial_dir(study_dir, run) / EPOCHS_JSONL)
 
 
-def record_epoch(study_dir: Path, trial_id: str, metrics: Mapping[str, Any],
+def record_epoch(study_dir: Path, run: str, metrics: Mapping[str, Any],
                  stored: list[dict[str, Any]] | None = None) -> list[dict[str, Any]]:
     """Store one epoch's metrics; returns all epochs so far. ``stored``: the run's epochs as last written, if
     the caller keeps them (the recorder does), instead of reading the file again.
 
-    Idempotent by epoch: a trial resumed from an older checkpoint (after a driver crash) reports some
+    Idempotent by epoch: a run resumed from an older checkpoint (after a driver crash) reports some
     epochs again, and those replace the stored ones instead of being appended twice.
     """
     epoch = int(metrics["epoch"])
-    stored = read_epochs(study_dir, trial_id) if stored is None else stored
+    stored = read_epochs(study_dir, run) if stored is None else stored
     kept = [e for e in stored if int(e.get("epoch", 0)) < epoch]
     kept.append(_clean(dict(metrics)))
     # Rewritten whole and atomically (a few KB): a killed driver never leaves a torn last line.
-    atomic_write_text(trial_dir(study_dir, trial_id) / EPOCHS_JSONL, "".join(json.dumps(e) + "\n" for e in kept))
+    atomic_write_text(trial_dir(study_dir, run) / EPOCHS_JSONL, "".join(json.dumps(e) + "\n" for e in kept))
     return kept
-
-
-def summarize_epochs(record: TrialRecord, epochs: Iterable[Mapping[str, Any]]) -> TrialRecord:
-    """Fill the per-trial summary fields of ``record`` from its epochs (the trainer's own best tracking)."""
-    epochs = list(epochs)
-    record.epochs_run = len(epochs)
-    if epochs:
-        last = epochs[-1]
-        record.best_dev_f1 = last.get("best_dev_f1", record.best_dev_f1)
-        best_epoch = last.get("best_epoch")
-        record.best_epoch = int(best_epoch) if best_epoch is not None else None
-        record.test_f1_at_best = last.get("test_f1_at_best", record.test_f1_at_best)
-    return record

@@ -20,7 +20,7 @@ from typing import Any, Sequence
 from model.config import Config
 from study.local_ray import check_resources, init_ray, quiet_tune, stop_ray
 from study.optuna_storage import StorageError, describe, open_storage
-from study.records import RAY_DIR, STUDY_JSON, read_study, read_trials, write_json_atomic, write_study_meta
+from study.records import RAY_DIR, STUDY_JSON, read_runs, read_study, write_json_atomic, write_study_meta
 from study.space import Space
 from study.trainable import TrialSetup
 
@@ -37,11 +37,10 @@ class StudyOutcome:
 
 def trial_dirname(trial: Any) -> str:
     """Tune's folder of a trial: the run it executes and Tune's id (a run may be executed in several sessions)."""
-    from study.trainable import CONFIG_KEY, SEED_KEY, run_id
+    from study.schema import CONFIG_KEY, SEED_KEY, RunKey
 
-    config = trial.config
-    if CONFIG_KEY in config and SEED_KEY in config:
-        return f"{run_id(config[CONFIG_KEY], config[SEED_KEY])}-{trial.trial_id}"
+    if CONFIG_KEY in trial.config and SEED_KEY in trial.config:
+        return f"{RunKey.of(trial.config, 0).id}-{trial.trial_id}"
     return trial.trial_id
 
 
@@ -88,13 +87,15 @@ def start_ray_reading_data(configs: Sequence[Config], address: str | None, host:
 
 
 def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: str | None = None,
-              command: str = "", storage: str | None = None, host: str = "127.0.0.1") -> StudyOutcome:
+              command: str = "", storage: str | None = None, host: str = "127.0.0.1",
+              threads: int | None = None) -> StudyOutcome:
     """Run (or resume) the study and build its reports. ``space`` is already validated.
 
     ``storage``: where Ray Tune keeps its trial folders and the runs keep their resume states, a folder every
     node can reach or a URI (s3://...); default ``results/<study>/ray``. Nothing is written under
     ``study_dir`` until the cluster is joined, its resources checked and the data read once, which happens
-    while Ray starts (bad input changes nothing).
+    while Ray starts (bad input changes nothing). ``threads``: torch threads of each run (default: the space's
+    ``trial_threads``; a resumed study keeps its stored ones).
     """
     quiet_tune()  # before ray.tune is imported: some of its settings are read at import
     from ray import tune
@@ -109,13 +110,18 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     epochs = max(c.train.epochs for c in space.data_configs())  # searched datasets may differ in recipe
     study_dir = study_dir.resolve()
     name = study_dir.name
-    if resume and storage is None:
-        storage = read_study(study_dir).get("storage")
+    if resume:  # the runs' resume states are under the study's own storage
+        stored = read_study(study_dir).get("storage")
+        if storage is not None and stored and storage_root(storage, study_dir) != stored:
+            raise StorageError(f"--storage {storage}: study {name} keeps its trial folders and the runs' resume "
+                               f"states in {stored}; a study resumes on its own storage (drop --storage).")
+        storage = stored or storage
     storage = storage_root(storage, study_dir)
 
     setup = TrialSetup(trainer=dict(space.trainer), seeds=tuple(space.seeds), searched=tuple(space.searched),
-                       threads=max(1, int(space.resources.cpus)), state_root=state_root(storage, name),
-                       keep_checkpoints=space.keep_checkpoints)
+                       threads=threads or space.trial_threads, metric=space.metric, mode=space.mode,
+                       state_root=state_root(storage, name), keep_checkpoints=space.keep_checkpoints,
+                       gpus=space.resources.gpus)
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
     # A storage other than the study's own optuna.db is opened (and created) before Ray starts: one that
@@ -135,9 +141,9 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
         if ot_storage is None:  # results/<study>/optuna.db, put in WAL mode (a study from before is too)
             ot_storage = open_storage(None, study_dir)
         opened = open_study(space, name, ot_storage, space.trials)
-        done_before = {r.trial_id: r.status for r in read_trials(study_dir) if r.status != "running"}
+        done_before = {r.trial_id: r.status for r in read_runs(study_dir, with_epochs=False) if r.status != "running"}
         callbacks = [TrialRecorder(study_dir, setup, keep_checkpoints=space.keep_checkpoints),
-                     ProgressLine(name, setup, space.metric, space.mode, space.total_runs, epochs,
+                     ProgressLine(name, setup, space.total_runs, epochs,
                                   space.progress_interval, done_before=done_before)]
         tuner = tune.Tuner(
             trainable,
@@ -212,7 +218,7 @@ def storage_root(storage: str | None, study_dir: Path) -> str:
 
 def count_statuses(study_dir: Path) -> dict[str, int]:
     counts: dict[str, int] = {}
-    for record in read_trials(study_dir):
+    for record in read_runs(study_dir, with_epochs=False):
         counts[record.status] = counts.get(record.status, 0) + 1
     return counts
 

@@ -7,9 +7,10 @@ that run it (``runs``, named ``c<config>-s<seed>``, see ``study/trainable.py``).
 
 * ``suggest`` asks Optuna for a configuration (a grid point is fixed with ``enqueue_trial`` first; the space's
   grid is enumerated here, in its listed order) and hands out one Tune trial per seed;
-* when every seed of a configuration has ended it tells Optuna: COMPLETE with the mean over seeds of the
-  metric, PRUNED if the scheduler stopped a seed (an early epoch's value is not comparable), FAIL if no seed
-  reported the metric. The per-seed values go into the Optuna trial's user attribute ``seed_values``.
+* when every seed of a configuration has ended it tells Optuna: COMPLETE with the mean over seeds of the runs'
+  scores (``study.schema.score``: the metric at each run's best epoch), PRUNED if the scheduler stopped a seed
+  (an early epoch's value is not comparable), FAIL if no seed reported the metric. The per-seed scores go into
+  the Optuna trial's user attribute ``seed_values``.
   A result Optuna could not be told is an error the user sees (``tell_log``), never lost.
 * it returns ``Searcher.FINISHED`` once the study's budget of configurations is handed out, and, with the
   space's ``confirm``, the confirmation runs after it.
@@ -19,7 +20,7 @@ ended, the ``top`` best by their Optuna value (COMPLETE trials, the study's dire
 stored in the study's user attribute ``confirm_configs`` the moment they are chosen, and each runs once per
 fresh seed, under its own configuration number (``c<config>-s<seed>``, disjoint from the search's runs). These
 runs are not told to Optuna (they must not change the search); their ends go into the study's user attribute
-``confirm_values`` ({config: {seed: metric or null}}). A resumed study confirms the stored choice, handing out
+``confirm_values`` ({config: {seed: score or null}}). A resumed study confirms the stored choice, handing out
 again the confirmation runs whose end ``confirm_values`` does not hold.
 
 ``open_study`` prepares the Optuna study before Tune starts. On ``--resume`` every Optuna trial left RUNNING
@@ -43,8 +44,8 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.space import Param, Space
-from study.trainable import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SEARCH_PHASE, SEED_KEY
+from study.schema import CONFIRM_PHASE, SCORE_KEY, SEARCH_PHASE, RunKey, ended_status, mean_score
+from study.space import Space
 
 log = logging.getLogger(__name__)
 # A result Optuna could not be told: its own logger, so that the runner can print it as the study's own line
@@ -55,19 +56,9 @@ ORPHANS_ATTR = "orphans"  # study user attribute: numbers of the trials closed a
 REQUEUED_ATTR = "requeued_from"  # trial user attribute: the orphan whose configuration this trial runs again
 CONFIG_ATTR = "config"  # trial user attribute: the configuration's number (its runs' names), when not its own
 OPTUNA_KEY = "__optuna_trial__"  # Tune config key: the Optuna trial a run reports to
-SEEDS_ATTR = "seed_values"  # trial user attribute: {seed: the metric, or null} once every seed has ended
+SEEDS_ATTR = "seed_values"  # trial user attribute: {seed: the run's score, or null} once every seed has ended
 CONFIRM_CONFIGS_ATTR = "confirm_configs"  # study user attribute: the configurations chosen for confirmation
-CONFIRM_VALUES_ATTR = "confirm_values"  # study user attribute: {config: {seed: the metric, or null}}
-
-
-def optuna_distribution(param: Param) -> optuna.distributions.BaseDistribution:
-    if param.finite:
-        return optuna.distributions.CategoricalDistribution(list(param.values))
-    if param.kind == "int":
-        return optuna.distributions.IntDistribution(int(param.low), int(param.high), step=int(param.step or 1))
-    if param.kind == "loguniform":
-        return optuna.distributions.FloatDistribution(param.low, param.high, log=True)
-    return optuna.distributions.FloatDistribution(param.low, param.high, step=param.step)
+CONFIRM_VALUES_ATTR = "confirm_values"  # study user attribute: {config: {seed: the run's score, or null}}
 
 
 def optuna_sampler(space: Space, trials_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -139,7 +130,7 @@ def open_study(space: Space, name: str, storage: Any, configs: int) -> OpenStudy
     study = optuna.create_study(study_name=name, storage=storage, sampler=optuna_sampler(space),
                                 direction="maximize" if space.mode == "max" else "minimize", load_if_exists=True)
     study.sampler = optuna_sampler(space, len(study.get_trials(deepcopy=False)))
-    distributions = {k: optuna_distribution(p) for k, p in space.search.items()}
+    distributions = space.distributions()
     # A trial enqueued just before a kill was never asked: ask it now, so that it is closed like the others.
     while any(t.state == TrialState.WAITING for t in study.get_trials(deepcopy=False)):
         study.ask(distributions)
@@ -183,7 +174,7 @@ class StudySearcher(Searcher):
         super().__init__(metric=space.metric, mode=space.mode)
         self.space = space
         self.study = opened.study
-        self.distributions = {k: optuna_distribution(p) for k, p in space.search.items()}
+        self.distributions = space.distributions()
         self.seeds = tuple(space.seeds)
         self.budget = opened.budget
         self.requeue = opened.requeue
@@ -219,8 +210,8 @@ class StudySearcher(Searcher):
         conf = _Configuration(trial, config_number(trial), self.seeds, epochs)
         self.open[trial.number] = conf
         for seed in self.seeds:
-            self.pending.append({**trial.params, CONFIG_KEY: conf.number, SEED_KEY: seed, OPTUNA_KEY: trial.number,
-                                 PHASE_KEY: SEARCH_PHASE})
+            self.pending.append({**trial.params, **RunKey(conf.number, seed, SEARCH_PHASE).tune_keys(),
+                                 OPTUNA_KEY: trial.number})
 
     def _queue_confirmation(self) -> None:
         """Choose the configurations to confirm (or read the stored choice) and queue their runs on the fresh
@@ -247,8 +238,7 @@ class StudySearcher(Searcher):
         for number in map(int, chosen):
             for seed in self.confirm.seeds:
                 if seed not in self.confirmed.get(number, {}):
-                    self.pending.append({**params[number], CONFIG_KEY: number, SEED_KEY: seed,
-                                         PHASE_KEY: CONFIRM_PHASE})
+                    self.pending.append({**params[number], **RunKey(number, seed, CONFIRM_PHASE).tune_keys()})
 
     def suggest(self, trial_id: str) -> dict[str, Any] | None:
         if not self.pending and self.budget > 0:
@@ -260,14 +250,16 @@ class StudySearcher(Searcher):
         if not self.pending:
             return Searcher.FINISHED
         config = self.pending.popleft()
-        if config[PHASE_KEY] == CONFIRM_PHASE:
-            self.confirm_of[trial_id] = (int(config[CONFIG_KEY]), int(config[SEED_KEY]))
+        run = RunKey.of(config, self.seeds[0])
+        if run.phase == CONFIRM_PHASE:
+            self.confirm_of[trial_id] = (run.configuration, run.seed)
         else:
-            self.trial_of[trial_id] = (int(config[OPTUNA_KEY]), int(config[SEED_KEY]))
+            self.trial_of[trial_id] = (int(config[OPTUNA_KEY]), run.seed)
         return config
 
     def _value(self, result: dict | None, error: bool) -> float | None:
-        value = result.get(self.metric) if result and not error else None
+        """The run's score, as the trial reported it with its last result (``schema.SCORE_KEY``)."""
+        value = result.get(SCORE_KEY) if result and not error else None
         return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else None
 
     def on_trial_complete(self, trial_id: str, result: dict | None = None, error: bool = False) -> None:
@@ -278,7 +270,7 @@ class StudySearcher(Searcher):
         conf = self.open.get(number) if number is not None else None
         if conf is None:
             return
-        if result and not error and float(result.get("epoch", conf.epochs)) < conf.epochs:
+        if result and not error and ended_status(int(result.get("epoch", conf.epochs)), conf.epochs) == "pruned":
             conf.stopped = True
         conf.values[seed] = self._value(result, error)
         if len(conf.values) == len(conf.seeds):
@@ -286,14 +278,13 @@ class StudySearcher(Searcher):
             self._tell(conf)
 
     def _tell(self, conf: _Configuration) -> None:
-        scores = [v for v in conf.values.values() if v is not None]
-        value: float | None = None
-        if not scores:
+        value = mean_score(list(conf.values.values()))
+        if value is None:
             state = TrialState.FAIL
         elif conf.stopped:
-            state = TrialState.PRUNED
+            state, value = TrialState.PRUNED, None
         else:
-            state, value = TrialState.COMPLETE, sum(scores) / len(scores)
+            state = TrialState.COMPLETE
         try:
             conf.trial.set_user_attr(SEEDS_ATTR, {str(k): v for k, v in conf.values.items()})
             self.study.tell(conf.trial, value, state=state)
@@ -337,11 +328,11 @@ class StudySearcher(Searcher):
 
 
 class _ConfirmationRunsToTheEnd:
-    """Mixed into a scheduler: it stops no confirmation run (a fresh seed's result is compared at the last
-    epoch), and decides on the search's runs as it is."""
+    """Mixed into a scheduler: it stops no confirmation run (a fresh seed runs every epoch the search's runs
+    did, so that their scores compare), and decides on the search's runs as it is."""
 
     def on_trial_result(self, tune_controller: Any, trial: Any, result: dict) -> str:
-        if trial.config.get(PHASE_KEY) == CONFIRM_PHASE:
+        if RunKey.of(trial.config, 0).phase == CONFIRM_PHASE:
             return TrialScheduler.CONTINUE
         return super().on_trial_result(tune_controller, trial, result)  # type: ignore[misc]
 

@@ -19,6 +19,7 @@ import yaml
 from model.config import Config, ConfigError, all_keys, build_config, coerce, flatten
 from study.optuna_storage import ACCEPTED as STORAGE_FORMS
 from study.optuna_storage import StorageError, normalize_storage
+from study.schema import typed_value
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 SPACES_DIR = REPO_ROOT / "search_spaces"
@@ -76,6 +77,30 @@ class Param:
         if self.step is not None:
             spec["step"] = self.step
         return spec
+
+    @classmethod
+    def from_dict(cls, key: str, spec: Mapping[str, Any]) -> Param:
+        """The param of a spec written by ``to_dict`` (a study's stored, already validated space)."""
+        kind = next((k for k in KINDS if k in spec), None)
+        if kind is None or not isinstance(spec[kind], list):
+            raise SpaceError(f"search key '{key}': {dict(spec)!r} is not a search spec; expected one of "
+                             f"{', '.join(KINDS)} with a list.")
+        if kind in ("grid", "choice"):
+            return cls(key, kind, values=tuple(typed_value(key, v) for v in spec[kind]))
+        low, high = spec[kind]
+        return cls(key, kind, low=low, high=high, step=spec.get("step"))
+
+    def distribution(self) -> Any:  # optuna.distributions.BaseDistribution (optuna is imported when needed)
+        """Optuna's distribution of the param: what the searcher asks for and the importance report reads."""
+        from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
+
+        if self.finite:
+            return CategoricalDistribution(list(self.values))
+        if self.kind == "int":
+            return IntDistribution(int(self.low or 0), int(self.high or 0), step=int(self.step or 1))
+        if self.kind == "loguniform":
+            return FloatDistribution(float(self.low or 0), float(self.high or 0), log=True)
+        return FloatDistribution(float(self.low or 0), float(self.high or 0), step=self.step)
 
 
 @dataclass(frozen=True)
@@ -141,6 +166,15 @@ class Space:
     def total_runs(self) -> int:
         """Every run the study makes: each configuration once per seed, then the confirmation runs."""
         return self.trials * len(self.seeds) + self.confirm_runs
+
+    @property
+    def trial_threads(self) -> int:
+        """Torch threads of each run: one per CPU a trial is granted."""
+        return max(1, int(self.resources.cpus))
+
+    def distributions(self) -> dict[str, Any]:
+        """Optuna's distribution of each searched key."""
+        return {key: param.distribution() for key, param in self.search.items()}
 
     @property
     def grid_size(self) -> int:

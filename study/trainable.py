@@ -1,9 +1,9 @@
 """The Ray Tune trainable: a thin adapter from one run's Tune config to ``model.train.train``.
 
-A run is one configuration with one seed. Tune's config carries the searched values and the run's identity
-(``CONFIG_KEY``: the configuration's number, the Optuna trial that first ran it; ``SEED_KEY``: the seed;
-``PHASE_KEY``: a run of the search or of the confirmation on fresh seeds), set by the study's searcher
-(``study/search.py``); the fixed trainer settings arrive through ``tune.with_parameters`` as a ``TrialSetup``.
+A run is one configuration with one seed (``study/schema.py``). Tune's config carries the searched values and
+the run's identity (``schema.RunKey``), set by the study's searcher (``study/search.py``); the fixed trainer
+settings arrive through ``tune.with_parameters`` as a ``TrialSetup``. Every epoch is reported with the run's
+score so far (``schema.SCORE_KEY``), the number the searcher tells Optuna.
 After every epoch the trainer's resume state is stored at the run's fixed place (``study/resume_state.py``) and
 then the epoch is reported, so whichever Tune trial runs the run next (a retry, a node loss, ``--resume`` after a
 driver kill) continues from its last epoch.
@@ -20,59 +20,55 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from model.config import Config, build_config
+from study.schema import REPLAYED_KEY, RESUMED_KEY, SCORE_KEY, RunKey, score
 
 SCRATCH_NAME = "i2srm-trials"  # per-node folder (under the system temp dir) of the trials' scratch output
-CONFIG_KEY = "__config__"  # Tune config key: the configuration's number (the Optuna trial that first ran it)
-SEED_KEY = "__seed__"  # Tune config key: the run's seed
-PHASE_KEY = "__phase__"  # Tune config key: why the run is made, SEARCH_PHASE or CONFIRM_PHASE
-SEARCH_PHASE = "search"  # a run of the search: its configuration's result is told to Optuna
-CONFIRM_PHASE = "confirm"  # a run of a chosen configuration on a fresh seed, after the search (study/search.py)
-RESUMED_KEY = "resumed_from_epoch"  # reported beside the trainer's metrics; kept in trial.json, not epochs.jsonl
-REPLAYED_KEY = "replayed_final"  # marks the final result of a run that had ended, reported again by a new trial
-
-
-def run_id(config_number: int, seed: int) -> str:
-    """The name of a run: its folder under ``trials/`` and under the resume states, e.g. ``c0003-s1``."""
-    return f"c{int(config_number):04d}-s{int(seed)}"
-
 
 @dataclass(frozen=True)
 class TrialSetup:
-    """What every trial of a study shares: fixed trainer settings, the seeds, the searched keys, threads."""
+    """What every trial of a study shares: fixed trainer settings, the seeds, the searched keys, threads, and
+    the metric (with its mode) that scores a run."""
 
     trainer: dict[str, Any]
     seeds: tuple[int, ...]
     searched: tuple[str, ...]
     threads: int
+    metric: str = "dev_f1"
+    mode: str = "max"
     state_root: str = ""
     """Where the runs keep their resume states (``resume_state.state_root``); "" in a direct call in a test."""
     keep_checkpoints: bool = False
+    gpus: float = 0.0
+    """GPUs each trial requests of Ray (the space's ``resources.gpus``)."""
 
-    def seed_of(self, config: Mapping[str, Any]) -> int:
-        return int(config[SEED_KEY]) if SEED_KEY in config else self.seeds[0]
+    def run_of(self, config: Mapping[str, Any]) -> RunKey:
+        """The run a Tune config names (configuration 0 on the first seed when it names none)."""
+        return RunKey.of(config, self.seeds[0])
 
-    def phase_of(self, config: Mapping[str, Any]) -> str:
-        return str(config.get(PHASE_KEY, SEARCH_PHASE))
-
-    def run_id_of(self, config: Mapping[str, Any]) -> str:
-        return run_id(int(config.get(CONFIG_KEY, 0)), self.seed_of(config))
+    def with_score(self, metrics: Mapping[str, Any], history: list[dict[str, Any]]) -> dict[str, Any]:
+        """``metrics`` with the run's score over ``history`` (the epochs so far, ``metrics``' own included)."""
+        return {**metrics, SCORE_KEY: score(history, self.metric, self.mode)}
 
     def params_of(self, config: Mapping[str, Any]) -> dict[str, Any]:
         return {key: config[key] for key in self.searched}
 
     def overrides(self, config: Mapping[str, Any]) -> dict[str, Any]:
         """Flat trainer overrides of the trial whose Tune config is ``config``."""
-        return {**self.trainer, **self.params_of(config), "train.seed": self.seed_of(config),
+        return {**self.trainer, **self.params_of(config), "train.seed": self.run_of(config).seed,
                 # Inside a trial: no progress bar (stderr belongs to the study), one torch thread per CPU granted.
                 "train.progress": False, "train.threads": self.threads,
                 "train.save_best": False}
 
-    def config(self, config: Mapping[str, Any], granted_gpus: Sequence[object] | None = None) -> Config:
-        """The trial's trainer config; ``granted_gpus`` (Ray's ``get_gpu_ids()`` inside a trial) decides
-        ``train.device: auto``, see ``trial_device``."""
+    def requested_gpus(self) -> list[int]:
+        """What the driver knows of a trial's grant before it runs: one GPU (its id unknown) when it requests
+        any, none otherwise; enough to resolve ``train.device: auto`` as the trial will."""
+        return [0] if self.gpus > 0 else []
+
+    def config(self, config: Mapping[str, Any], granted_gpus: Sequence[object]) -> Config:
+        """The trial's complete trainer config; ``granted_gpus`` (Ray's ``get_gpu_ids()`` inside a trial, the
+        trial's GPU request in the driver) decides ``train.device: auto``, see ``trial_device``."""
         flat = self.overrides(config)
-        if granted_gpus is not None:
-            flat["train.device"] = trial_device(str(flat.get("train.device", "auto")), granted_gpus)
+        flat["train.device"] = trial_device(str(flat.get("train.device", "auto")), granted_gpus)
         return build_config(flat)
 
 
@@ -132,7 +128,7 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
     from model.train import train
     from study.resume_state import ResumeState
 
-    state = ResumeState(setup.state_root, setup.run_id_of(config))
+    state = ResumeState(setup.state_root, setup.run_of(config).id)
     ended = state.finished()
     if ended is not None:
         # The run ended before (its records are stored): hand Tune its final result again, so the searcher
@@ -149,18 +145,18 @@ def train_trial(config: dict[str, Any], setup: TrialSetup) -> None:
         history: list[dict[str, Any]] = list(latest.get("history", [])) if resume_dir is not None else []
         # A new trial continuing the run: report the epochs it already has (the records keep them by epoch,
         # and a scheduler sees this trial's whole curve), then train the rest.
-        for metrics in history:
-            tune.report({**metrics, "node": node, RESUMED_KEY: resumed})
+        for i, metrics in enumerate(history):
+            tune.report({**setup.with_score(metrics, history[:i + 1]), "node": node, RESUMED_KEY: resumed})
 
         def on_epoch(metrics: dict[str, float], checkpoint_dir: Path | None) -> None:
             history.append(dict(metrics))
             if checkpoint_dir is not None:
                 state.save(checkpoint_dir, int(metrics["epoch"]), history)
-            tune.report({**metrics, "node": node, RESUMED_KEY: resumed})
+            tune.report({**setup.with_score(metrics, history), "node": node, RESUMED_KEY: resumed})
 
         train(cfg, out_dir / "run", on_epoch, resume_from=resume_dir)
         if history:
-            state.finish("completed", {**history[-1], "node": node, RESUMED_KEY: resumed},
+            state.finish("completed", {**setup.with_score(history[-1], history), "node": node, RESUMED_KEY: resumed},
                          keep_checkpoint=setup.keep_checkpoints)
     finally:
         shutil.rmtree(out_dir, ignore_errors=True)

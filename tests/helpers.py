@@ -96,8 +96,8 @@ def _epochs(dev_curve: list[float], test_curve: list[float]) -> list[dict[str, f
 
 def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dict[str, Any]],
                 optuna_params: dict[str, CategoricalDistribution] | None = None) -> Path:
-    """``trials``: dicts with trial_id, status, params, seed, dev/test curves (or [] for none), error,
-    and ``record_best`` False to leave the best fields null (a pruned trial cut before its record closed)."""
+    """``trials``: dicts with trial_id, status, params, seed, dev/test curves (or [] for none), error, optionally
+    configuration (default: one number per distinct params), and ``record_best`` False to leave the best fields null (a pruned trial cut before its record closed)."""
     base = {"data.name": "synthetic-mner", "train.epochs": 3, "i2srm.delta": 0.7, "model.backbone": "resnet50",
             "i2srm.ablation": "full", "train.seed": 1234}
     write_json(folder / "study.json", {
@@ -109,12 +109,15 @@ def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dic
     if optuna_params is not None:
         ostudy = optuna.create_study(study_name=name, storage=f"sqlite:///{folder / 'optuna.db'}",
                                      direction="maximize")
+    numbers: dict[str, int] = {}  # a configuration's number: the order its values first appear, unless given
     for t in trials:
+        number = t.get("configuration", numbers.setdefault(json.dumps(t["params"], sort_keys=True), len(numbers)))
         dev, test = t.get("dev", []), t.get("test", [])
         epochs = _epochs(dev, test)
         best = epochs[-1] if epochs and t.get("record_best", True) else {}
         write_json(folder / "trials" / t["trial_id"] / "trial.json", {
-            "trial_id": t["trial_id"], "status": t["status"], "error": t.get("error", ""), "params": t["params"],
+            "trial_id": t["trial_id"], "configuration": number, "status": t["status"], "error": t.get("error", ""),
+            "params": t["params"],
             "seed": t["seed"], "config": {**base, **t["params"], "train.seed": t["seed"]}, "node": "127.0.0.1",
             "wall_seconds": 10.0 * len(epochs) + 0.25, "epochs_run": len(epochs),
             "best_dev_f1": best.get("best_dev_f1"), "best_epoch": best.get("best_epoch"),

@@ -25,7 +25,7 @@ from study.optuna_storage import open_storage
 from study.search import (CONFIRM_CONFIGS_ATTR, CONFIRM_VALUES_ATTR, StudySearcher, choose_confirmed,
                           confirmation_pending, open_study)
 from study.space import Space, SpaceError, dump_space, load_space, space_from_dict
-from study.trainable import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SEARCH_PHASE, SEED_KEY
+from study.schema import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SCORE_KEY, SEARCH_PHASE, SEED_KEY
 
 GRID = [0.0, 0.5, 0.7, 1.0]
 ROOT = Path(__file__).resolve().parent.parent
@@ -45,7 +45,8 @@ def session(space: Space, tmp_path: Path) -> StudySearcher:
 
 
 def result(value: float | None, epoch: float = 3.0) -> dict[str, Any]:
-    return {"dev_f1": value, "epoch": epoch}
+    """A trial's last result: the metric and the run's score (its best epoch's value; here the last is best)."""
+    return {"dev_f1": value, SCORE_KEY: value, "epoch": epoch}
 
 
 def load(tmp_path: Path) -> optuna.Study:
@@ -208,7 +209,8 @@ def test_a_bad_confirm_from_set_names_the_set(tmp_path: Path) -> None:
 def write_records(folder: Path, runs: list[tuple[str, str, float, int, float, float]]) -> Path:
     """A stored study written with the records' own writer: ``runs`` of (run id, phase, delta, seed, dev, test),
     one epoch each; search seeds [1, 2], confirmation seeds [11, 12]."""
-    from study.records import STUDY_JSON, TrialRecord, record_epoch, write_json_atomic, write_trial
+    from study.records import STUDY_JSON, record_epoch, write_json_atomic, write_run
+    from study.schema import Run
 
     space = space_from_dict(base(confirm={"seeds": [11, 12], "top": 1}, trainer={"data.name": "synthetic-mner",
                                                                                "train.epochs": 1}))
@@ -216,12 +218,11 @@ def write_records(folder: Path, runs: list[tuple[str, str, float, int, float, fl
                                             "base_config": {"data.name": "synthetic-mner", "train.epochs": 1},
                                             "metric": "dev_f1", "mode": "max", "seeds": [1, 2]})
     for run, phase, delta, seed, dev, test in runs:
-        record_epoch(folder, run, {"epoch": 1, "dev_f1": dev, "test_f1": test, "best_dev_f1": dev, "best_epoch": 1,
-                                   "test_f1_at_best": test})
-        write_trial(folder, TrialRecord(trial_id=run, status="completed", params={"i2srm.delta": delta}, seed=seed,
-                                        config={"train.epochs": 1, "i2srm.delta": delta, "train.seed": seed},
-                                        epochs_run=1, best_dev_f1=dev, best_epoch=1, test_f1_at_best=test,
-                                        phase=phase))
+        epochs = record_epoch(folder, run, {"epoch": 1, "dev_f1": dev, "test_f1": test, "best_dev_f1": dev,
+                                            "best_epoch": 1, "test_f1_at_best": test})
+        write_run(folder, Run(trial_id=run, configuration=int(run[1:].split("-")[0]), seed=seed, phase=phase,
+                              status="completed", params={"i2srm.delta": delta},
+                              config={"train.epochs": 1, "i2srm.delta": delta, "train.seed": seed}).summarize(epochs))
     return folder
 
 
@@ -244,7 +245,7 @@ def test_reports_keep_the_confirmation_apart_and_lead_with_it(tmp_path: Path) ->
     assert summary["test_f1_mean"].tolist() == [59.0, 76.0]
     assert len(pd.read_csv(folder / "trials.csv")) == 4
     confirm = pd.read_csv(folder / "confirm.csv")
-    assert confirm[["trial_id", "config", "i2srm.delta", "seed", "best_dev_f1", "test_f1_at_best"]].values.tolist() == \
+    assert confirm[["trial_id", "configuration", "i2srm.delta", "seed", "best_dev_f1", "test_f1_at_best"]].values.tolist() == \
         [["c0001-s11", 1, 0.5, 11, 70.0, 66.0], ["c0001-s12", 1, 0.5, 12, 74.0, 70.0]]
     report = (folder / "REPORT.md").read_text(encoding="utf-8")
     sections = [ln for ln in report.splitlines() if ln.startswith("## ")]
@@ -318,10 +319,11 @@ def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path,
     study = optuna.load_study(study_name="conf", storage=f"sqlite:///{d / 'optuna.db'}")
     assert len(study.trials) == 2  # the confirmation run is not an Optuna trial
     assert study.user_attrs[CONFIRM_CONFIGS_ATTR] == [best]
-    last = json.loads((d / "trials" / f"c{best:04d}-s5" / "epochs.jsonl").read_text().splitlines()[-1])
-    assert study.user_attrs[CONFIRM_VALUES_ATTR] == {str(best): {"5": last["dev_f1"]}}
+    epochs = [json.loads(ln) for ln in (d / "trials" / f"c{best:04d}-s5" / "epochs.jsonl").read_text().splitlines()]
+    # The run's score: dev_f1 at its best epoch, as the search's runs are scored.
+    assert study.user_attrs[CONFIRM_VALUES_ATTR] == {str(best): {"5": max(e["dev_f1"] for e in epochs)}}
     confirm = pd.read_csv(d / "confirm.csv")
-    assert confirm[["trial_id", "config", "seed"]].values.tolist() == [[f"c{best:04d}-s5", best, 5]]
+    assert confirm[["trial_id", "configuration", "seed"]].values.tolist() == [[f"c{best:04d}-s5", best, 5]]
     assert confirm["test_f1_at_best"].tolist() == [pytest.approx(fresh["test_f1_at_best"], abs=1e-4)]
     assert pd.read_csv(d / "summary.csv")["n"].tolist() == [1, 1]  # the fresh seed is not in the search's
     report = (d / "REPORT.md").read_text(encoding="utf-8")

@@ -7,7 +7,9 @@ module the runner uses; the last test runs a real two-key study over both synthe
 from __future__ import annotations
 
 import csv
+import json
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -20,11 +22,12 @@ import pytest
 from optuna.distributions import FloatDistribution
 from optuna.trial import TrialState
 
-from study.records import TrialRecord, record_epoch, summarize_epochs, write_study_meta, write_trial
+from study.records import record_epoch, write_run, write_study_meta
 from study.reports import build_reports
 from study.reports.facets import facets
 from study.reports.joint import PLOTS, configurations, optuna_study
 from study.reports.load import load_study
+from study.schema import Run
 from study.space import FACET_KEY, SpaceError, space_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -70,10 +73,9 @@ def write_faceted_study(folder: Path, search: dict[str, Any] | None = None, repo
                         epochs = record_epoch(folder, tid, {
                             "epoch": e, "dev_f1": dev, "test_f1": dev - 1, "best_dev_f1": dev, "best_epoch": e,
                             "test_f1_at_best": dev - 1, "train_loss": 1.0 / e})
-                    record = TrialRecord(trial_id=tid, status="completed", params=params, seed=seed,
-                                         config={**space.trial_overrides(params, seed)}, node="127.0.0.1",
-                                         wall_seconds=1.0)
-                    write_trial(folder, summarize_epochs(record, epochs))
+                    record = Run(trial_id=tid, configuration=n, seed=seed, status="completed", params=params,
+                                 config={**space.trial_overrides(params, seed)}, node="127.0.0.1", wall_seconds=1.0)
+                    write_run(folder, record.summarize(epochs))
                 n += 1
     return folder
 
@@ -146,7 +148,12 @@ def test_summary_and_best_are_per_dataset(built: dict[str, Any]) -> None:
     assert "`synthetic-mner`, `synthetic-mre`" in report
     for d in DATASETS:
         assert f"## Dataset `{d}`" in report
-        assert f"--set data.name={d}" in report  # a best configuration per dataset
+    # A best configuration per dataset, each of its runs trained again from its own config.yaml.
+    for d, section in zip(DATASETS, report.split("## Dataset `")[1:]):
+        runs = re.findall(r"python -m model.train --config faceted/trials/(c\d+-s\d+)/config\.yaml", section)
+        assert len(runs) == len(SEEDS), section
+        assert all(json.loads((folder / "trials" / r / "trial.json").read_text())["params"][FACET_KEY] == d
+                   for r in runs)
 
 
 def test_joint_needs_two_varying_keys_and_cleans_up(built: dict[str, Any], tmp_path: Path) -> None:

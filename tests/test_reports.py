@@ -4,6 +4,7 @@ scalars and HParams read back, ablation statistics against scipy, figures, and r
 
 from __future__ import annotations
 
+import json
 import math
 import statistics
 import struct
@@ -182,11 +183,16 @@ def test_sensitivity_figures_per_searched_key(joint: Path) -> None:
 def test_axis_kinds() -> None:
     from study.reports.sensitivity import axis_kind
 
-    assert axis_kind("i2srm.delta", [0.0, 0.5, 1.0], {"grid": [0.0, 0.5, 1.0]}) == "linear"
-    assert axis_kind("i2srm.kl_weight", [0.0, 0.01, 0.1, 2.0], {"grid": []}) == "symlog"
-    assert axis_kind("i2srm.kl_weight", [0.02, 0.3], {"loguniform": [0.01, 2.0]}) == "log"
-    assert axis_kind("i2srm.attn_heads", [1, 2, 4, 8, 16], {"grid": []}) == "log2"
-    assert axis_kind("model.backbone", ["resnet18", "resnet50"], {"choice": []}) == "category"
+    from study.space import Param
+
+    def spec(key: str, **kw: object) -> Param:
+        return Param.from_dict(key, kw)
+
+    assert axis_kind("i2srm.delta", [0.0, 0.5, 1.0], spec("i2srm.delta", grid=[0.0, 0.5, 1.0])) == "linear"
+    assert axis_kind("i2srm.kl_weight", [0.0, 0.01, 0.1, 2.0], spec("i2srm.kl_weight", grid=[])) == "symlog"
+    assert axis_kind("i2srm.kl_weight", [0.02, 0.3], spec("i2srm.kl_weight", loguniform=[0.01, 2.0])) == "log"
+    assert axis_kind("i2srm.attn_heads", [1, 2, 4, 8, 16], None) == "log2"
+    assert axis_kind("model.backbone", ["resnet18", "resnet50"], spec("model.backbone", choice=[])) == "category"
 
 
 def test_continuous_search_is_binned_on_a_log_axis(tmp_path: Path) -> None:
@@ -440,7 +446,11 @@ def test_report_md_names_the_best_configuration(joint: Path) -> None:
     assert "c771943-dirty" in text and "11 completed, 1 pruned, 1 failed" in text
     # best mean dev F1: delta 1.0 with resnet50 (seeds 72 and 74)
     assert "`i2srm.delta` = 1, `model.backbone` = resnet50" in text  # shown to 4 significant digits
-    assert "--set i2srm.delta=1.0 --set model.backbone=resnet50" in text  # the command keeps the exact value
+    # Each of its runs is trained again from its own complete config (seed and derived keys included).
+    best = sorted(p.parent.name for p in (joint / "trials").glob("*/trial.json")
+                  if json.loads(p.read_text())["params"] == {"i2srm.delta": 1.0, "model.backbone": "resnet50"})
+    assert len(best) == 2 and all(f"python -m model.train --config joint/trials/{run}/config.yaml" in text
+                                  for run in best)
     assert "test F1 (%): 70.00 ± 1.41" in text
     for name in ("trials.csv", "summary.csv", "sensitivity_i2srm.delta.png", "sensitivity_model.backbone.pdf",
                  "importance.csv", "tensorboard/"):

@@ -11,9 +11,11 @@ from types import SimpleNamespace
 import pytest
 
 from study.recorder import close_lost_runs, exception_line
-from study.records import TrialRecord, read_trials, write_trial
+from study.records import read_runs, write_run
+from study.schema import Run
 from study.resume_state import FINISHED_JSON, LATEST_JSON, ResumeState, state_root
-from study.trainable import CONFIG_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, TrialSetup, run_id
+from study.schema import CONFIG_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, run_id
+from study.trainable import TrialSetup
 
 TINY = {"data.name": "synthetic-mner", "data.synthetic_size": 0.05, "data.max_len": 24, "model.backbone": "resnet18",
         "model.image_size": 32}
@@ -80,7 +82,7 @@ def test_a_run_continued_by_a_new_trial_reports_its_epochs_then_trains_the_rest(
                        state_root=state_root(str(tmp_path / "store"), "s"))
     config = {"i2srm.delta": 0.5, CONFIG_KEY: 4, SEED_KEY: 3}
     # Epoch 1 was trained and stored by an earlier trial (the driver was then killed).
-    one = train(setup.config(config), tmp_path / "first")
+    one = train(setup.config(config, granted_gpus=[]), tmp_path / "first")
     assert one["epochs_run"] == 2  # a whole run, for the reference values of both epochs
     state = ResumeState(setup.state_root, run_id(4, 3))
     partial: list[dict] = []
@@ -89,7 +91,7 @@ def test_a_run_continued_by_a_new_trial_reports_its_epochs_then_trains_the_rest(
         if metrics["epoch"] == 1:
             partial.append(dict(metrics))
             state.save(ckpt, 1, partial)
-    train(setup.config(config), tmp_path / "again", keep_first)
+    train(setup.config(config, granted_gpus=[]), tmp_path / "again", keep_first)
     train_trial(config, setup)
     assert [m["epoch"] for m in tune_calls] == [1.0, 2.0]  # epoch 1 reported again, then epoch 2 trained
     assert all(m[RESUMED_KEY] == 1 for m in tune_calls) and REPLAYED_KEY not in tune_calls[-1]
@@ -103,11 +105,10 @@ def test_a_run_continued_by_a_new_trial_reports_its_epochs_then_trains_the_rest(
 
 def test_runs_still_running_after_the_study_ended_are_closed(tmp_path: Path) -> None:
     base = {"train.epochs": 3}
-    write_trial(tmp_path, TrialRecord("c0000-s1", status="running", config=base, epochs_run=3))
-    write_trial(tmp_path, TrialRecord("c0001-s1", status="running", config=base, epochs_run=1))
-    write_trial(tmp_path, TrialRecord("c0002-s1", status="completed", config=base, epochs_run=3))
+    for number, status, epochs in ((0, "running", 3), (1, "running", 1), (2, "completed", 3)):
+        write_run(tmp_path, Run(f"c{number:04d}-s1", number, 1, status=status, config=base, epochs_run=epochs))
     assert close_lost_runs(tmp_path) == ["c0000-s1", "c0001-s1"]
-    got = {r.trial_id: (r.status, r.error) for r in read_trials(tmp_path)}
+    got = {r.trial_id: (r.status, r.error) for r in read_runs(tmp_path)}
     assert got["c0000-s1"] == ("completed", "") and got["c0002-s1"] == ("completed", "")
     assert got["c0001-s1"][0] == "failed" and got["c0001-s1"][1].startswith("lost: the driver stopped")
 

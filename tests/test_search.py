@@ -20,7 +20,7 @@ from study.optuna_storage import open_storage
 from study.search import (CONFIG_ATTR, ORPHANS_ATTR, REQUEUED_ATTR, SEEDS_ATTR, StudySearcher, grid_points,
                           open_study, tell_log)
 from study.space import Space, load_space
-from study.trainable import CONFIG_KEY, SEED_KEY
+from study.schema import CONFIG_KEY, SCORE_KEY, SEED_KEY
 
 GRID = [0.0, 0.5, 0.7, 1.0]
 
@@ -41,7 +41,8 @@ def session(space: Space, tmp_path: Path) -> StudySearcher:
 
 
 def result(value: float | None, epoch: float = 3.0) -> dict[str, Any]:
-    return {"dev_f1": value, "epoch": epoch}
+    """A trial's last result: the metric and the run's score (its best epoch's value; here the last is best)."""
+    return {"dev_f1": value, SCORE_KEY: value, "epoch": epoch}
 
 
 def trials_of(tmp_path: Path) -> list[optuna.trial.FrozenTrial]:

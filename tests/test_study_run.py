@@ -19,14 +19,14 @@ import pytest
 import yaml
 
 from model.config import all_keys
-from study.records import read_epochs, read_trials
+from study.records import read_epochs, read_runs
 from study.space import load_space
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
 STUDY_KEYS = {"name", "space_file", "space", "base_config", "searched", "metric", "mode", "seeds", "code_revision",
               "packages", "command", "created"}
-TRIAL_KEYS = {"trial_id", "status", "error", "params", "seed", "config", "node", "wall_seconds", "epochs_run",
+TRIAL_KEYS = {"trial_id", "configuration", "status", "error", "params", "seed", "config", "node", "wall_seconds", "epochs_run",
               "best_dev_f1", "best_epoch", "test_f1_at_best", "resumed_from_epoch", "phase"}
 PACKAGES = {"torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy", "python"}
 
@@ -104,7 +104,7 @@ def test_study_metadata(study: dict[str, Any]) -> None:
 @pytest.mark.slow
 def test_trial_records(study: dict[str, Any]) -> None:
     d = study["dir"]
-    trials = read_trials(d)
+    trials = read_runs(d)
     assert len(trials) == 4 and [t.trial_id for t in trials] == sorted(t.trial_id for t in trials)
     for t in trials:
         raw = json.loads((d / "trials" / t.trial_id / "trial.json").read_text(encoding="utf-8"))
@@ -112,6 +112,9 @@ def test_trial_records(study: dict[str, Any]) -> None:
         assert t.config["train.seed"] == t.seed and t.config["train.progress"] is False
         assert t.config["train.threads"] == 1 and t.config["model.backbone_weights"] == t.params[
             "model.backbone_weights"]
+        assert t.trial_id == f"c{t.configuration:04d}-s{t.seed}"
+        rerun = yaml.safe_load((d / "trials" / t.trial_id / "config.yaml").read_text(encoding="utf-8"))
+        assert {f"{s}.{k}": v for s, sec in rerun.items() for k, v in sec.items()} == t.config
     good = [t for t in trials if t.params["model.backbone_weights"] == "none"]
     bad = [t for t in trials if t.params["model.backbone_weights"] == study["bad"]]
     assert sorted(t.seed for t in good) == [1, 2] and sorted(t.seed for t in bad) == [1, 2]
@@ -145,9 +148,9 @@ def test_optuna_study_holds_one_trial_per_configuration(study: dict[str, Any]) -
     assert set(by_weights) == {"none", study["bad"]}
     done = by_weights["none"]
     assert done.state == optuna.trial.TrialState.COMPLETE
-    # The searcher tells Optuna the mean over seeds of each run's last reported dev_f1.
-    last = [read_epochs(d, t.trial_id)[-1]["dev_f1"] for t in read_trials(d) if t.status == "completed"]
-    assert done.value == pytest.approx(sum(last) / len(last))
+    # The searcher tells Optuna the mean over seeds of each run's score: dev_f1 at its best epoch.
+    best = [max(e["dev_f1"] for e in read_epochs(d, t.trial_id)) for t in read_runs(d) if t.status == "completed"]
+    assert done.value == pytest.approx(sum(best) / len(best))
     assert by_weights[study["bad"]].state != optuna.trial.TrialState.COMPLETE
 
 
@@ -166,7 +169,7 @@ def test_existing_name_is_refused_and_resume_reruns_only_unfinished(study: dict[
     # --resume: every configuration has ended (one COMPLETE, one FAIL in the Optuna study): nothing runs again.
     proc = run_py(["--name", "e2e", "--results-dir", str(study["results"]), "--resume"], cwd=study["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    trials = read_trials(d)
+    trials = read_runs(d)
     assert len(trials) == 4 and sorted(t.status for t in trials) == ["completed", "completed", "failed", "failed"]
     for path, content in before.items():
         if path.name == "epochs.jsonl" or (path.name == "trial.json" and b'"completed"' in content):

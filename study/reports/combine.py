@@ -33,7 +33,7 @@ from study.reports.significance import keys_tests
 from study.reports.studies import (DATASET_KEY, check_out, common_keys, curve, dataset, labels, load_studies,
                                    numeric, ordered_values, pooled_test)
 from study.reports.tables import SUMMARY_STATS, summary_rows
-from study.reports.values import (display_values, fmt_display, fmt_mean_std, fmt_value, listed_values, order_key,
+from study.reports.values import (display_values, fmt_display, fmt_mean_std, fmt_value, order_key,
                                   reference_value)
 
 PANELS = ("study", "dataset", "key")
@@ -159,7 +159,7 @@ def table(studies: Sequence[Study], names: Sequence[str], keys: Sequence[str]) -
         tests.append({tuple(fmt_value(v) for v in g.values): p for g, p in zip(groups, paired)})
         for g in groups:
             configs.setdefault(tuple(fmt_value(v) for v in g.values), g.values)
-    listed = [listed_values(studies[0].search_spec(k)) for k in keys]
+    listed = [studies[0].listed(k) for k in keys]
     order = sorted(configs, key=lambda c: tuple(order_key(k, v, lst) for k, v, lst in zip(keys, configs[c], listed)))
     shown = [display_values(configs[c][i] for c in order) for i in range(len(keys))]
     rows, means = [], [[None] * len(order) for _ in studies]

@@ -27,7 +27,7 @@ from study.reports.stats import Spread, group_trials, spread
 from study.reports.studies import (check_out, common_keys, dataset, labels, load_studies, numeric, ordered_values)
 from study.reports.tables import F1_DIGITS, paired_cells
 from study.reports.values import (display_values, fmt_display, fmt_float, fmt_mean_std, fmt_p, fmt_value,
-                                  listed_values, order_key)
+                                  order_key)
 
 OPTION = "--compare"
 DIGITS = 2
@@ -48,7 +48,7 @@ def rows(a: Study, b: Study, keys: Sequence[str]) -> list[tuple[tuple[Any, ...],
     """(values, A's test F1, B's, B - A paired) for each configuration of ``keys`` both ran."""
     ga = {tuple(fmt_value(v) for v in g.values): g for g in group_trials(a, keys)}
     gb = {tuple(fmt_value(v) for v in g.values): g for g in group_trials(b, keys)}
-    listed = [listed_values(a.search_spec(k)) for k in keys]
+    listed = [a.listed(k) for k in keys]
     both = sorted((c for c in ga if c in gb),
                   key=lambda c: tuple(order_key(k, v, lst) for k, v, lst in zip(keys, ga[c].values, listed)))
     tests = with_holm([paired_test(*pair_trials(gb[c].trials, ga[c].trials, ())) for c in both])

@@ -9,33 +9,21 @@ confirmed configuration's test F1 on the fresh seeds against its test F1 on the 
 
 from __future__ import annotations
 
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-
-from study.reports.document import Block, Heading, Para, TableBlock
+from study.reports.document import Block, Code, Heading, Para, TableBlock
 from study.reports.files import write_csv
-from study.reports.load import Study, Trial
+from study.reports.load import Study
 from study.reports.markup import Table
-from study.reports.stats import Spread, spread, trial_score
+from study.reports.stats import Spread, spread
 from study.reports.values import NA, fmt_display, fmt_float, fmt_mean_std, fmt_value
-from study.trainable import CONFIRM_PHASE, SEARCH_PHASE
+from study.schema import CONFIRM_PHASE, SEARCH_PHASE, Run, mean_score
 
 CONFIRM_CSV = "confirm.csv"
 F1_DIGITS = 4
 DIGITS = 2
-_RUN_ID = re.compile(r"^c(\d+)-s(-?\d+)$")  # study.trainable.run_id: c<config>-s<seed>
-
-
-def config_of(trial: Trial) -> int | None:
-    """The configuration number in a run's name (``c0003-s11`` -> 3)."""
-    match = _RUN_ID.match(trial.trial_id)
-    return int(match.group(1)) if match else None
-
-
 def confirm_spec(study: Study) -> dict[str, Any] | None:
     """The space's ``confirm`` ({seeds, top}), or None when the study confirms nothing."""
     spec = study.space.get("confirm")
@@ -48,10 +36,10 @@ class Confirmed:
 
     config: int
     params: dict[str, Any]
-    search: tuple[Trial, ...]
-    fresh: tuple[Trial, ...]
+    search: tuple[Run, ...]
+    fresh: tuple[Run, ...]
     score: float | None
-    """Mean study metric over the search's seeds (each seed's best epoch), what the choice rests on."""
+    """Mean score over the search's seeds (``Study.score``): the value Optuna was told, which the choice rests on."""
 
     @property
     def fresh_test(self) -> Spread:
@@ -64,24 +52,21 @@ class Confirmed:
 
 def confirmed(study: Study) -> list[Confirmed]:
     """The confirmed configurations, best search score first (ties by configuration number)."""
-    by_config: dict[int, list[Trial]] = {}
+    by_config: dict[int, list[Run]] = {}
     for t in study.confirmations:
-        number = config_of(t)
-        if number is not None:
-            by_config.setdefault(number, []).append(t)
+        by_config.setdefault(t.configuration, []).append(t)
     out = []
     for number, fresh in by_config.items():
-        search = tuple(t for t in study.trials if config_of(t) == number)
-        scores = [s for s in (trial_score(t, study.metric, study.mode) for t in search if t.counted) if s is not None]
+        search = tuple(t for t in study.trials if t.configuration == number)
         out.append(Confirmed(number, dict(fresh[0].params), search, tuple(fresh),
-                             float(np.mean(scores)) if scores else None))
+                             mean_score([study.score(t) for t in search if t.counted])))
     sign = -1.0 if study.mode == "max" else 1.0
     return sorted(out, key=lambda c: (c.score is None, sign * (c.score or 0.0), c.config))
 
 
 def write_confirm_csv(study: Study) -> Path:
     """``confirm.csv``: one row per confirmation run, by configuration then seed."""
-    header = ["trial_id", "config", "status", *study.searched, "seed", "best_dev_f1", "best_epoch",
+    header = ["trial_id", "configuration", "status", *study.searched, "seed", "best_dev_f1", "best_epoch",
               "test_f1_at_best"]
     rows = [[t.trial_id, str(c.config), t.status, *(fmt_value(t.value(k)) for k in study.searched),
              "" if t.seed is None else str(t.seed), fmt_float(t.best_dev_f1, F1_DIGITS),
@@ -132,9 +117,11 @@ def confirm_blocks(study: Study) -> list[Block]:
                        f"in the choice. Every run: [{CONFIRM_CSV}]({CONFIRM_CSV})."))
     blocks.append(TableBlock(Table(["configuration", "phase", "seeds", "n", "test F1 (%)", "dev F1 (%)"], rows,
                                    "lllrcc")))
+    blocks.append(Para("Train the confirmation runs again, each as it ran (from the repository root):"))
+    blocks.append(Code("\n".join(study.rerun_command(t) for c in found for t in c.fresh)))
     return blocks
 
 
-def _dev(trials: tuple[Trial, ...]) -> tuple[float, float]:
+def _dev(trials: tuple[Run, ...]) -> tuple[float, float]:
     s = spread([t.best_dev_f1 for t in trials if t.counted])
     return s.mean, s.std

@@ -12,7 +12,7 @@ from __future__ import annotations
 import dataclasses
 
 from study.reports.load import Study
-from study.reports.values import fmt_value, listed_values, order_key
+from study.reports.values import fmt_value, order_key
 from study.space import FACET_KEY
 
 
@@ -29,7 +29,7 @@ def facets(study: Study) -> list[tuple[str, Study]]:
         value = t.value(FACET_KEY)
         if value is not None:
             names.setdefault(fmt_value(value), []).append(t)
-    listed = listed_values(study.search_spec(FACET_KEY))
+    listed = study.listed(FACET_KEY)
     out = []
     for name in sorted(names, key=lambda n: order_key(FACET_KEY, n, listed)):
         reference = {**(study.space.get("reference") or {}), FACET_KEY: name}

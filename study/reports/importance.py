@@ -24,8 +24,9 @@ import numpy as np
 from study.reports.figures import new_figure, paper_style
 from study.reports.files import save_figure, write_csv
 from study.reports.load import Study
-from study.reports.stats import group_trials, trial_score
-from study.reports.values import fmt_float, typed_value
+from study.reports.stats import group_trials
+from study.reports.values import fmt_float
+from study.schema import mean_score
 
 MIN_CONFIGURATIONS = 4
 """Fewer configurations than this give no meaningful forest; the CSV says so instead."""
@@ -50,36 +51,15 @@ class Importance:
     note: str = ""
 
 
-def distribution(key: str, spec: dict[str, Any]):  # -> optuna.distributions.BaseDistribution | None
-    """The Optuna distribution of a searched key's spec (as ``study.search.optuna_distribution`` builds it)."""
-    from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
-
-    for kind in ("grid", "choice"):
-        if isinstance(spec.get(kind), list):
-            return CategoricalDistribution([typed_value(key, v) for v in spec[kind]])
-    if isinstance(spec.get("int"), list):
-        low, high = spec["int"]
-        return IntDistribution(int(low), int(high), step=int(spec.get("step") or 1))
-    for kind, log in (("uniform", False), ("loguniform", True)):
-        if isinstance(spec.get(kind), list):
-            low, high = spec[kind]
-            return FloatDistribution(float(low), float(high), log=log, step=None if log else spec.get("step"))
-    return None
-
-
 def compute_importance(study: Study) -> Importance:
     import optuna
     from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 
     optuna.logging.set_verbosity(logging.WARNING)
     keys = list(study.searched)
-    dists = {k: distribution(k, study.search_spec(k)) for k in keys}
-    groups = group_trials(study, keys)
-    points = []
-    for g in groups:
-        scores = [s for s in (trial_score(t, study.metric, study.mode) for t in g.trials) if s is not None]
-        if scores:
-            points.append((g, float(np.mean(scores))))
+    dists = {k: study.params[k].distribution() if k in study.params else None for k in keys}
+    points = [(g, value) for g in group_trials(study, keys)
+              if (value := mean_score([study.score(t) for t in g.trials])) is not None]
     n_trials = sum(len(g.trials) for g, _ in points)
     n_pruned = sum(t.status == "pruned" for g, _ in points for t in g.trials)
     counts = dict(n_configurations=len(points), n_trials=n_trials, n_pruned=n_pruned)

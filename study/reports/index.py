@@ -49,12 +49,6 @@ DESCRIPTIONS = {
 }
 
 
-def _study_path(study: Study) -> str:
-    """The folder as a user at the repository root names it; independent of how report.py was called."""
-    folder = study.dir.resolve()
-    return f"{folder.parent.name}/{folder.name}" if folder.parent.name == "results" else folder.name
-
-
 def _describe(study: Study, name: str) -> str:
     if name.startswith("sensitivity_"):
         key = name.removeprefix("sensitivity_").rsplit(".", 1)[0]
@@ -77,12 +71,6 @@ def _spec_text(spec: dict) -> str:
     return "; ".join(f"{kind}: {vals(v)}" for kind, v in spec.items())
 
 
-def retrain_command(study: Study, values: Sequence[Any]) -> str:
-    """The trainer command of one configuration, exact values (what ``config.yaml`` and ``--set`` need)."""
-    sets = " ".join(f"--set {k}={fmt_value(v)}" for k, v in zip(study.searched, values))
-    return f"python -m model.train --config {_study_path(study)}/config.yaml {sets}".rstrip()
-
-
 def _datasets(study: Study) -> str:
     if is_faceted(study):
         return "`, `".join(name for name, _ in facets(study))
@@ -91,7 +79,7 @@ def _datasets(study: Study) -> str:
 
 def _overview(study: Study) -> list[Block]:
     counts = ", ".join(f"{study.count(s)} {s}" for s in STATUSES if study.count(s) or s != "running")
-    searched = ", ".join(f"`{k}` ({_spec_text(study.search_spec(k))})" for k in study.searched) or "nothing"
+    searched = ", ".join(f"`{k}` ({_spec_text(study.params[k].to_dict() if k in study.params else {})})" for k in study.searched) or "nothing"
     blocks: list[Block] = [Heading(1, f"Study `{study.name}`")]
     if study.description:
         blocks.append(Para(study.description.strip()))
@@ -121,8 +109,8 @@ def _best(study: Study) -> list[Block]:
         Bullets([f"mean `{study.metric}`: {score:.{DIGITS}f}",
                  f"dev F1 (%): {fmt_mean_std(g.dev.mean, g.dev.std, DIGITS)}",
                  f"test F1 (%): {fmt_mean_std(g.test.mean, g.test.std, DIGITS)} (at each seed's best dev epoch)"]),
-        Para("Train it again (from the repository root):"),
-        Code(retrain_command(study, g.values)),
+        Para("Train its runs again, each as it ran (from the repository root):"),
+        Code("\n".join(study.rerun_command(t) for t in g.trials)),
     ]
 
 
@@ -218,10 +206,10 @@ def _files(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> li
         desc = _describe(study, path.name)
         item = f"[{name}]({name})" + (f": {desc}" if desc else "")
         if path.name == "tensorboard":
-            item += f" (`tensorboard --logdir {_study_path(study)}/tensorboard`)"
+            item += f" (`tensorboard --logdir {study.shown_dir}/tensorboard`)"
         items.append(item)
     items.append(f"[REPORT.md](REPORT.md), [{HTML_NAME}]({HTML_NAME}): this report (the page embeds the "
-                 f"figures), rebuilt by `python study/report.py {_study_path(study)}`")
+                 f"figures), rebuilt by `python study/report.py {study.shown_dir}`")
     blocks: list[Block] = [Heading(2, "Files"), Bullets(items)]
     if skipped:
         blocks += [Para("Not drawn:"), Bullets([f"{name}: {why}" for name, why in skipped.items()])]

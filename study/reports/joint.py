@@ -3,7 +3,7 @@
 Drawn with Optuna's matplotlib plots (``optuna.visualization.matplotlib``) on an in-memory Optuna study built
 from the stored records alone, so a rebuild needs neither ``optuna.db`` nor the runner's Optuna study:
 - one Optuna trial per configuration (seeds pooled), whose value is the mean over seeds of the study metric
-  (``stats.trial_score``, as the best configuration of ``REPORT.md``), added in the order the configurations
+  (``Study.score``, the value Optuna was told and the best configuration of ``REPORT.md`` is chosen by), added in the order the configurations
   first ran (their first trial's id);
 - its parameters are the searched keys that take two or more values there, with the distributions of the
   space: a numeric grid/choice becomes a range over its values (log-scaled where the sensitivity figure's
@@ -29,10 +29,11 @@ import numpy as np
 from study.reports.facets import facets
 from study.reports.figures import COLUMN_WIDTH_IN, FONT_PT, SMALL_FONT_PT, paper_style
 from study.reports.files import save_figure
-from study.reports.load import Study, Trial, natural_key
+from study.reports.load import Study, natural_key
 from study.reports.sensitivity import axis_kind
-from study.reports.stats import group_trials, trial_score
+from study.reports.stats import group_trials
 from study.reports.values import fmt_value, is_number, order_key
+from study.schema import Run, mean_score
 from study.space import FACET_KEY
 
 PLOTS = ("contour", "parallel", "history")
@@ -52,23 +53,23 @@ class Configuration:
     first_trial: str
 
 
-def configurations(study: Study, keys: Sequence[str], trials: Sequence[Trial]) -> list[Configuration]:
+def configurations(study: Study, keys: Sequence[str], trials: Sequence[Run]) -> list[Configuration]:
     """The configurations of ``trials`` over ``keys`` that have a score, in the order they first ran."""
     out = []
     for g in group_trials(study, keys, trials):
-        scores = [s for s in (trial_score(t, study.metric, study.mode) for t in g.trials) if s is not None]
-        if scores:
+        value = mean_score([study.score(t) for t in g.trials])
+        if value is not None:
             first = min((t.trial_id for t in g.trials), key=natural_key)
-            out.append(Configuration(dict(zip(keys, g.values)), float(np.mean(scores)), first))
+            out.append(Configuration(dict(zip(keys, g.values)), value, first))
     return sorted(out, key=lambda c: natural_key(c.first_trial))
 
 
-def distribution(study: Study, key: str, values: Sequence[Any]) -> Any:
-    """The Optuna distribution of ``key`` over the values its configurations took."""
+def plotted_distribution(study: Study, key: str, values: Sequence[Any]) -> Any:
+    """The axis Optuna's plots draw ``key`` on: an Optuna distribution over the values its configurations took
+    (not the space's distribution: a numeric grid becomes a range, on the sensitivity figure's scale)."""
     from optuna.distributions import CategoricalDistribution, FloatDistribution, IntDistribution
 
-    spec = study.search_spec(key)
-    kind = axis_kind(key, values, spec)
+    kind = axis_kind(key, values, study.params.get(key))
     if kind == "category" or not all(is_number(v) for v in values):
         distinct = sorted({fmt_value(v): v for v in values}.values(), key=lambda v: order_key(key, v))
         return CategoricalDistribution(distinct)
@@ -86,7 +87,7 @@ def optuna_study(study: Study, keys: Sequence[str], configs: Sequence[Configurat
 
     ostudy = optuna.create_study(direction="maximize" if study.mode == "max" else "minimize",
                                  study_name=study.name)
-    dists = {k: distribution(study, k, [c.values[k] for c in configs]) for k in keys}
+    dists = {k: plotted_distribution(study, k, [c.values[k] for c in configs]) for k in keys}
     for c in configs:
         params = {k: c.values[k] for k in keys}
         ostudy.add_trial(create_trial(value=c.value, params=params, distributions=dists,

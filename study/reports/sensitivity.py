@@ -24,10 +24,12 @@ from study.reports.facets import facets, is_faceted
 from study.reports.figures import (FIGURE_HEIGHT_IN, SMALL_FONT_PT, STARS_NOTE, mark_significance, new_figure,
                                    paper_style)
 from study.reports.files import save_figure
-from study.reports.load import Study, Trial
+from study.reports.load import Study
+from study.schema import Run
+from study.space import Param
 from study.reports.significance import key_tests
 from study.reports.stats import group_trials, spread
-from study.reports.values import fmt_value, is_number, reference_value, spec_kind
+from study.reports.values import fmt_value, is_number, reference_value
 from study.space import FACET_KEY
 
 MAX_DISTINCT_POINTS = 12
@@ -47,16 +49,16 @@ legend and the x axis)."""
 @dataclass(frozen=True)
 class Point:
     x: float
-    trials: tuple[Trial, ...]
+    trials: tuple[Run, ...]
 
 
-def axis_kind(key: str, values: Sequence[Any], spec: dict[str, Any]) -> str:
+def axis_kind(key: str, values: Sequence[Any], param: Param | None) -> str:
     """``category``, ``log``, ``log2``, ``symlog`` or ``linear``."""
     if not all(is_number(v) for v in values):
         return "category"
     nums = [float(v) for v in values]
     positive = [v for v in nums if v > 0]
-    if spec_kind(spec) == "loguniform" and len(positive) == len(nums):
+    if param is not None and param.kind == "loguniform" and len(positive) == len(nums):
         return "log"
     if len(positive) == len(nums) and all(isinstance(v, int) and v & (v - 1) == 0 for v in values) \
             and max(nums) / min(nums) >= LOG2_SPAN:
@@ -66,8 +68,8 @@ def axis_kind(key: str, values: Sequence[Any], spec: dict[str, Any]) -> str:
     return "linear"
 
 
-def is_range(spec: dict[str, Any]) -> bool:
-    return spec_kind(spec) in ("uniform", "loguniform", "int")
+def is_range(param: Param | None) -> bool:
+    return param is not None and not param.finite
 
 
 def bin_edges(kind: str, values: Sequence[Any]) -> np.ndarray:
@@ -107,12 +109,12 @@ def plot_sensitivity(study: Study, key: str) -> list[Path]:
     panels = facets(study)
     if key == FACET_KEY and len(study.searched) > 1:
         return []  # the datasets are the panels of the other keys' figures
-    spec = study.search_spec(key)
+    param = study.params.get(key)
     values = [t.value(key) for t in study.counted]
     if not values:
         return []
-    kind = axis_kind(key, values, spec)
-    limit = N_BINS if is_range(spec) else MAX_DISTINCT_POINTS
+    kind = axis_kind(key, values, param)
+    limit = N_BINS if is_range(param) else MAX_DISTINCT_POINTS
     binned = kind != "category" and len({fmt_value(v) for v in values}) > limit
     _, cats = _points(study, key, kind, binned)  # one category order and one set of bins for every panel
     edges = bin_edges(kind, values) if binned else None
@@ -138,7 +140,7 @@ def plot_sensitivity(study: Study, key: str) -> list[Path]:
             if x_ref is not None and (kind not in ("log", "log2") or x_ref > 0):
                 ax.axvline(x_ref, color="0.35", linestyle=":", linewidth=0.9, zorder=0,
                            label=f"reference {ref:g}" if is_number(ref) else f"reference {fmt_value(ref)}")
-            _set_x_axis(ax, kind, cats, values, ticks_at_values=not binned and not is_range(spec))
+            _set_x_axis(ax, kind, cats, values, ticks_at_values=not binned and not is_range(param))
             ax.set_ylabel(f"{name}\nF1 (%)" if name else "F1 (%)")
             ax.grid(True, linewidth=0.3, alpha=0.5)
             if ax is not axes[-1]:

@@ -29,9 +29,10 @@ from typing import Any, Callable, Hashable, Sequence
 
 import numpy as np
 
-from study.reports.load import Study, Trial
+from study.reports.load import Study
 from study.reports.stats import Group, group_trials
-from study.reports.values import fmt_value, reference_value, typed_value
+from study.reports.values import fmt_value, reference_value
+from study.schema import Run, typed_value
 
 MIN_PAIRS = 2
 ALPHA = 0.05
@@ -130,10 +131,10 @@ def with_holm(results: Sequence[Paired]) -> list[Paired]:
     return [replace(r, p_holm=p) for r, p in zip(results, adjusted)]
 
 
-def pair_trials(x: Sequence[Trial], y: Sequence[Trial], match: Sequence[str],
-                score: Callable[[Trial], float | None] = lambda t: getattr(t, METRIC)) -> tuple[list[float], list[float]]:
+def pair_trials(x: Sequence[Run], y: Sequence[Run], match: Sequence[str],
+                score: Callable[[Run], float | None] = lambda t: getattr(t, METRIC)) -> tuple[list[float], list[float]]:
     """The paired scores of the units (seed + values of ``match``) both ``x`` and ``y`` ran, in unit order."""
-    def by_unit(trials: Sequence[Trial]) -> dict[Hashable, float]:
+    def by_unit(trials: Sequence[Run]) -> dict[Hashable, float]:
         units: dict[Hashable, list[float]] = {}
         for t in trials:
             s = score(t)

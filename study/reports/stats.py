@@ -9,8 +9,9 @@ from typing import Any, Sequence
 import numpy as np
 from scipy.special import stdtrit  # Student t quantile; scipy.stats would add ~1 s of import to every study
 
-from study.reports.load import Study, Trial
-from study.reports.values import listed_values, order_key
+from study.reports.load import Study
+from study.reports.values import order_key
+from study.schema import Run, mean_score
 
 CI_LEVEL = 0.95
 
@@ -42,7 +43,7 @@ def spread(xs: Sequence[float]) -> Spread:
 class Group:
     """One configuration of the searched keys, with the trials (one per seed) that ran it."""
     values: tuple[Any, ...]
-    trials: tuple[Trial, ...]
+    trials: tuple[Run, ...]
 
     @property
     def dev(self) -> Spread:
@@ -52,17 +53,14 @@ class Group:
     def test(self) -> Spread:
         return spread([t.test_f1_at_best for t in self.trials])
 
-    def by_seed(self) -> dict[int | None, Trial]:
-        return {t.seed: t for t in self.trials}
 
-
-def group_trials(study: Study, keys: Sequence[str], trials: Sequence[Trial] | None = None) -> list[Group]:
+def group_trials(study: Study, keys: Sequence[str], trials: Sequence[Run] | None = None) -> list[Group]:
     """Counted trials grouped by their values of ``keys``, in each key's natural order."""
     trials = study.counted if trials is None else trials
-    groups: dict[tuple[Any, ...], list[Trial]] = {}
+    groups: dict[tuple[Any, ...], list[Run]] = {}
     for t in trials:
         groups.setdefault(tuple(t.value(k) for k in keys), []).append(t)
-    listed = [listed_values(study.search_spec(k)) for k in keys]
+    listed = [study.listed(k) for k in keys]
 
     def sort_key(values: tuple[Any, ...]) -> tuple[Any, ...]:
         return tuple(order_key(k, v, lst) for k, v, lst in zip(keys, values, listed))
@@ -71,23 +69,13 @@ def group_trials(study: Study, keys: Sequence[str], trials: Sequence[Trial] | No
             for v in sorted(groups, key=sort_key)]
 
 
-def trial_score(trial: Trial, metric: str, mode: str) -> float | None:
-    """A trial's result on the study metric: the best epoch's value (first best for ties)."""
-    if metric == "dev_f1":
-        return trial.best_dev_f1
-    vals = [float(r[metric]) for r in trial.epochs if isinstance(r.get(metric), (int, float))]
-    if not vals:
-        return None
-    return max(vals) if mode == "max" else min(vals)
-
-
 def best_group(study: Study, groups: Sequence[Group]) -> tuple[Group, float] | None:
-    """The configuration with the best mean study metric over seeds (``mode`` max or min)."""
+    """The configuration with the best mean score over seeds (``mode`` max or min): the value Optuna was told."""
     scored = []
     for g in groups:
-        vals = [s for s in (trial_score(t, study.metric, study.mode) for t in g.trials) if s is not None]
-        if vals:
-            scored.append((g, float(np.mean(vals))))
+        value = mean_score([study.score(t) for t in g.trials])
+        if value is not None:
+            scored.append((g, value))
     if not scored:
         return None
     pick = max if study.mode == "max" else min

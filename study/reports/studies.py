@@ -12,7 +12,7 @@ from typing import Any, Sequence
 from study.reports.load import ReportError, Study, load_study
 from study.reports.significance import Paired, key_tests
 from study.reports.stats import Spread, group_trials, spread
-from study.reports.values import fmt_value, is_number, listed_values, order_key
+from study.reports.values import fmt_value, is_number, order_key
 
 DATASET_KEY = "data.name"
 
@@ -74,7 +74,7 @@ def ordered_values(studies: Sequence[Study], key: str) -> list[Any]:
     for s in studies:
         for g in group_trials(s, [key]):
             values.setdefault(fmt_value(g.values[0]), g.values[0])
-    listed = listed_values(studies[0].search_spec(key))
+    listed = studies[0].listed(key)
     return sorted(values.values(), key=lambda v: order_key(key, v, listed))
 
 

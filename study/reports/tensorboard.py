@@ -27,9 +27,9 @@ from tensorboard.plugins.hparams import summary_v2 as hp
 from torch.utils.tensorboard import SummaryWriter
 
 from model.fileio import swap_folder, temp_folder
-from study.records import STATUSES
-from study.reports.load import Study, Trial
-from study.reports.values import is_number, listed_values, spec_kind
+from study.reports.load import Study
+from study.reports.values import is_number
+from study.schema import STATUSES, Run
 
 # trainer metric -> scalar tag (grouped by prefix in TensorBoard's scalar dashboard)
 SCALAR_TAGS = {
@@ -77,14 +77,13 @@ def _discrete(values: list[Any]) -> hp.Discrete:
 
 def _hparam(study: Study, key: str) -> hp.HParam:
     """A searched key with the domain its spec declares (listed values, or a range's bounds)."""
-    spec, kind = study.search_spec(key), spec_kind(study.search_spec(key))
-    bounds = spec.get(kind)
-    if listed_values(spec):
-        return hp.HParam(key, _discrete(listed_values(spec)))
-    if kind in ("uniform", "loguniform") and isinstance(bounds, list) and len(bounds) >= 2:
-        return hp.HParam(key, hp.RealInterval(float(bounds[0]), float(bounds[1])))
-    if kind == "int" and isinstance(bounds, list) and len(bounds) >= 2:
-        return hp.HParam(key, hp.IntInterval(int(bounds[0]), int(bounds[1])))
+    param = study.params.get(key)
+    if param is not None and param.finite:
+        return hp.HParam(key, _discrete(list(param.values)))
+    if param is not None and param.kind in ("uniform", "loguniform"):
+        return hp.HParam(key, hp.RealInterval(float(param.low or 0), float(param.high or 0)))
+    if param is not None and param.kind == "int":
+        return hp.HParam(key, hp.IntInterval(int(param.low or 0), int(param.high or 0)))
     return hp.HParam(key, _discrete(list({t.value(key) for t in study.trials})))  # no domain: the seen values
 
 
@@ -95,14 +94,14 @@ def _experiment(study: Study) -> summary_pb2.Summary:
     return hp.hparams_config_pb(hparams, HPARAM_METRICS, time_created_secs=_base_time(study))
 
 
-def _session_end(trial: Trial, wall: float) -> summary_pb2.Summary:
+def _session_end(trial: Run, wall: float) -> summary_pb2.Summary:
     end = plugin_data_pb2.SessionEndInfo(status=SESSION_STATUS[trial.status], end_time_secs=wall)
     meta = metadata.create_summary_metadata(plugin_data_pb2.HParamsPluginData(session_end_info=end))
     return summary_pb2.Summary(value=[summary_pb2.Summary.Value(
         tag=metadata.SESSION_END_INFO_TAG, metadata=meta, tensor=metadata.NULL_TENSOR)])
 
 
-def _write_trial(writer: SummaryWriter, study: Study, trial: Trial, base: float) -> None:
+def _write_trial(writer: SummaryWriter, study: Study, trial: Run, base: float) -> None:
     values = {k: _hparam_value(trial.value(k)) for k in study.searched}
     if trial.seed is not None:
         values["seed"] = float(trial.seed)

@@ -8,7 +8,7 @@ from __future__ import annotations
 import math
 from typing import Any, Iterable, Sequence
 
-from model.config import ABLATIONS, BACKBONES, Config, ConfigError, coerce
+from model.config import ABLATIONS, BACKBONES, Config
 
 # Keys whose values have a meaningful order that string sorting would break (resnet101 < resnet18).
 KNOWN_ORDERS: dict[str, tuple[str, ...]] = {"i2srm.ablation": ABLATIONS, "model.backbone": BACKBONES}
@@ -108,32 +108,9 @@ def order_key(key: str, value: Any, listed: Sequence[Any] = ()) -> tuple[Any, ..
     return (4, 0.0, text)
 
 
-def listed_values(spec: dict[str, Any]) -> list[Any]:
-    """The values a grid/choice search lists (empty for ranges)."""
-    for kind in ("grid", "choice"):
-        if isinstance(spec.get(kind), list):
-            return list(spec[kind])
-    return []
-
-
-def spec_kind(spec: dict[str, Any]) -> str:
-    for kind in ("grid", "choice", "uniform", "loguniform", "int"):
-        if kind in spec:
-            return kind
-    return ""
-
-
 def reference_value(key: str, space: dict[str, Any]) -> Any:
     """The paper's value for ``key``: the space's ``reference`` or the trainer's dataclass default."""
     ref = space.get("reference") or {}
     if isinstance(ref, dict) and key in ref:
         return ref[key]
     return Config().flat().get(key)
-
-
-def typed_value(key: str, value: Any) -> Any:
-    """``value`` in the trainer's declared type for ``key`` (YAML's 0 and a record's 0.0 are one value)."""
-    try:
-        return coerce(key, value)
-    except ConfigError:
-        return value
