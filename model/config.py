@@ -495,6 +495,28 @@ def load_config(config_file: str | Path | None = None, sets: list[str] | None = 
     return build_config(overrides, where)
 
 
+RUN_ONLY_KEYS = ("train.progress", "train.save_best", "train.save_checkpoint")
+"""Keys that change how a run is shown or what it saves, never what it computes: the only ones a resumed run
+may take from ``--set``/``--config``."""
+
+
+def resume_config(stored: Mapping[str, Any], config_file: str | Path | None = None,
+                  sets: list[str] | None = None, where: str = "") -> Config:
+    """The config of a resumed run: its checkpoint's (``stored``, flat), with the ``RUN_ONLY_KEYS`` that a
+    ``--config`` file or ``--set`` items give. Any other key they set to another value is refused, by name."""
+    given: dict[str, Any] = load_yaml(config_file) if config_file else {}
+    given.update(parse_set(sets))
+    base = config_from_flat(stored).flat()
+    changed = {k: v for k, v in given.items() if k in base and coerce(k, v, where) != base[k]}
+    changed.update({k: v for k, v in given.items() if k not in base})
+    refused = sorted(k for k in changed if k not in RUN_ONLY_KEYS)
+    if refused:
+        raise ConfigError(f"{where}a resumed run keeps its checkpoint's {', '.join(refused)}: they change what it "
+                          f"computes. With --resume, --config/--set may change only {', '.join(RUN_ONLY_KEYS)}; "
+                          f"train a new run (no --resume) to change the others.")
+    return build_config({**stored, **changed}, where)
+
+
 def config_from_flat(flat: Mapping[str, Any]) -> Config:
     """Rebuild a Config from ``Config.flat()`` output (e.g. a stored trial), validating again."""
     return build_config({k: v for k, v in flat.items()})

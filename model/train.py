@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from model.config import Config, ConfigError, config_from_flat, load_config
+from model.config import RUN_ONLY_KEYS, Config, ConfigError, load_config, resume_config
 from model.fileio import atomic_torch_save, atomic_write_text
 
 if TYPE_CHECKING:
@@ -417,19 +417,20 @@ def main(argv: list[str] | None = None) -> int:
                         help="override one dotted key, e.g. --set i2srm.delta=0.5 (repeatable)")
     parser.add_argument("--out", help="output folder (default results/runs/<data.name>-seed<seed>-<time>)")
     parser.add_argument("--resume", metavar="CHECKPOINT_DIR",
-                        help="continue a run from its checkpoint folder (OUT/checkpoint); its stored config is used "
-                             "unless --config/--set are given")
+                        help="continue a run from its checkpoint folder (OUT/checkpoint) with its stored config; "
+                             "--config/--set may then change only " + ", ".join(RUN_ONLY_KEYS))
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from model.data.types import DataError
 
     try:
-        if args.resume and not args.config and not args.set:
+        if args.resume:
             state_file = Path(args.resume) / STATE_FILE
             if not state_file.is_file():
                 raise ConfigError(f"--resume {args.resume}: no {STATE_FILE} there (expected OUT/checkpoint).")
-            cfg = config_from_flat(load_checkpoint(Path(args.resume))["config"])
+            cfg = resume_config(load_checkpoint(Path(args.resume))["config"], args.config, args.set,
+                                f"--resume {args.resume}: ")
         else:
             cfg = load_config(args.config, args.set)
         out = Path(args.out) if args.out else (

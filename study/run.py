@@ -55,10 +55,14 @@ def main(argv: list[str] | None = None) -> int:
     from model.errors import DataError  # not model.data: that would load torch before Ray starts
 
     try:
-        space, study_dir = resolve_study(args.space, args.set, args.name, Path(args.results_dir), args.resume)
+        resolved = resolve_study(args.space, args.set, args.name, Path(args.results_dir), args.resume)
+        space, study_dir = resolved.space, resolved.study_dir
+        for key, (stored, given) in resolved.applied.items():
+            print(f"[study {space.study}] --resume applies {key}={given} for this session (stored: {stored})",
+                  file=sys.stderr)
         outcome = run_study(space, study_dir, resume=args.resume, address=args.address,
                             command=command_line(sys.argv if argv is None else ["study/run.py", *argv]),
-                            storage=args.storage, host=args.host)
+                            storage=args.storage, host=args.host, threads=resolved.threads)
     except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, RecordError, StorageError,
             OSError) as e:  # OSError: missing file; RecordError: a stored record that cannot be read
         # One line: the first of the message (library errors such as a missing PLM run over several).

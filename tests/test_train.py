@@ -73,6 +73,19 @@ def test_resume_continues_where_the_run_stopped(tmp_path: Path, tiny_encoder: Pa
                   resume_from=tmp_path / "cut" / "checkpoint")
     assert calls == [] and again["history"] == resumed["history"]
     assert json.loads((tmp_path / "fresh" / "metrics.json").read_text())["best_dev_f1"] == resumed["best_dev_f1"]
+    # The CLI resumes with the checkpoint's config: --set may change how the run shows or saves, nothing else.
+    ckpt = str(tmp_path / "cut" / "checkpoint")
+    before = sorted(p.name for p in (tmp_path / "cut").rglob("*"))
+    proc = subprocess.run([sys.executable, "-m", "model.train", "--resume", ckpt, "--set", "train.epochs=9",
+                           "--set", "train.lr=0.1", "--set", "train.progress=false"], capture_output=True, text=True,
+                          timeout=300, cwd=ROOT)
+    lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr[-2000:]
+    assert "keeps its checkpoint's train.epochs, train.lr:" in lines[0] and "train.progress" in lines[0]
+    assert sorted(p.name for p in (tmp_path / "cut").rglob("*")) == before
+    from model.config import resume_config
+
+    assert resume_config(cfg.flat(), sets=["train.progress=false", "train.epochs=2"]).train.progress is False
 
 
 def test_cli_trains_and_refuses_bad_values(tmp_path: Path, tiny_encoder: Path) -> None:
