@@ -164,7 +164,8 @@ def test_report_html_is_self_contained(studies: dict[str, Path]) -> None:
     assert img.tobytes() == Image.open(a / "sensitivity_i2srm.delta.png").convert(img.mode).tobytes()
     text = "".join(page.text)
     best = pd.read_csv(a / "summary.csv")
-    assert "python -m model.train --config results/tiny_a/config.yaml --set i2srm.delta=" in text
+    rerun = re.findall(r"python -m model\.train --config results/tiny_a/(trials/c\d+-s\d+/config\.yaml)", text)
+    assert rerun and all((a / path).is_file() for path in rerun)  # the best configuration's runs, each as it ran
     assert page.tables >= 2 and "Significance against the reference" in text
     assert not [h for h in page.links if "://" in h]  # nothing outside the folder
     assert all((a / h).exists() for h in page.links), page.links
