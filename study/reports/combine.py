@@ -23,12 +23,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from model.fileio import atomic_write_text
-from study.reports.document import Block, Bullets, Heading, Image, Para, TableBlock, to_markdown
 from study.reports.figures import (FONT_PT, ONE_COLUMN_IN, SMALL_FONT_PT, STARS_NOTE, TWO_COLUMN_IN, mark_significance,
-                                   paper_style)
-from study.reports.files import save_figure, write_csv
+                                   paper_style, save_figure)
 from study.reports.load import ReportError, Study
-from study.reports.markup import Table, best_in_column, latex, markdown, tex_escape, tex_label
+from study.reports.render import (Block, Bullets, Heading, Image, Para, Table, best_in_column, latex_table,
+                                  markdown_table, tex_escape, tex_label, write_csv, write_page)
 from study.reports.significance import keys_tests
 from study.reports.studies import (DATASET_KEY, check_out, common_keys, curve, dataset, labels, load_studies,
                                    numeric, ordered_values, pooled_test)
@@ -207,25 +206,20 @@ def combine(dirs: Sequence[Path], out: Path, by: str = "study") -> list[Path]:
                   f"{', '.join(f'`{k}`' for k in keys)}{' (other searched keys pooled)' if any(len(s.searched) > len(keys) for s in studies) else ''}. "
                   f"Best of each study in bold. * p(Holm) < 0.05, ** < 0.01, *** < 0.001 against the study's "
                   f"reference ({refs}): paired t-test over seeds, Holm-adjusted within the study.")
-    written.append(atomic_write_text(out / "table.md", "\n".join([caption_md, "", *markdown(tab)]) + "\n"))
+    written.append(atomic_write_text(out / "table.md", "\n".join([caption_md, "", *markdown_table(tab)]) + "\n"))
     caption_tex = (r"Test F1 (\%) as mean $\pm$ std over seeds, by " + ", ".join(rf"\texttt{{{tex_escape(k)}}}" for k in keys)
                    + r". Best of each study in bold. * $p_\mathrm{Holm}<0.05$, ** $<0.01$, *** $<0.001$ against "
                    r"the study's reference (" + tex_escape(refs) + r"): paired t-test over seeds.")
-    written.append(atomic_write_text(out / "table.tex", latex(tab, caption_tex, f"tab:{tex_label('-'.join(keys))}")))
+    written.append(atomic_write_text(out / "table.tex", latex_table(tab, caption_tex, f"tab:{tex_label('-'.join(keys))}")))
     blocks: list[Block] = [
         Heading(1, "Combined studies"),
         Bullets([f"`{n}`: `{s.dir}` ({dataset(s)}, {len(s.counted)} trials with a result, searched "
                  f"{', '.join(f'`{k}`' for k in s.searched)})" for n, s in zip(names, studies)]),
         Para(f"Panels by {by}; shared key(s): {', '.join(f'`{k}`' for k in keys)}."),
-        Heading(2, "Table"), Para(caption_md), TableBlock(tab),
+        Heading(2, "Table"), Para(caption_md), tab,
         Heading(2, "Figure"), Image(out / "sensitivity_2col.png", "test F1 against the shared key(s), two-column width"),
         Heading(2, "Files"),
         Bullets([f"[{p.name}]({p.name})" for p in written]
                 + ["[REPORT.md](REPORT.md), [REPORT.html](REPORT.html): this page"]),
     ]
-    from study.reports.html import write_html
-
-    write_html(out / "REPORT.html", "Combined studies", blocks)
-    written.append(out / "REPORT.html")
-    written.append(atomic_write_text(out / "REPORT.md", to_markdown(blocks)))
-    return written
+    return written + write_page(out, "Combined studies", blocks)

@@ -17,11 +17,10 @@ from typing import Any, Sequence
 import numpy as np
 
 from model.fileio import atomic_write_text
-from study.reports.document import Block, Bullets, Heading, Image, Para, TableBlock, to_markdown
-from study.reports.figures import ONE_COLUMN_IN, SMALL_FONT_PT, TWO_COLUMN_IN, mark_significance, paper_style
-from study.reports.files import save_figure, write_csv
+from study.reports.figures import ONE_COLUMN_IN, SMALL_FONT_PT, TWO_COLUMN_IN, mark_significance, paper_style, save_figure
 from study.reports.load import Study
-from study.reports.markup import Table, latex, markdown, tex_escape, tex_label
+from study.reports.render import (Block, Bullets, Heading, Image, Para, Table, latex_table, markdown_table, tex_escape,
+                                  tex_label, write_csv, write_page)
 from study.reports.significance import Paired, pair_trials, paired_test, with_holm
 from study.reports.stats import Spread, group_trials, spread
 from study.reports.studies import (check_out, common_keys, dataset, labels, load_studies, numeric, ordered_values)
@@ -122,9 +121,9 @@ def compare(a_dir: Path, b_dir: Path, out: Path) -> list[Path]:
                f"over seeds, by {', '.join(f'`{k}`' for k in keys)}. Δ: B minus A over the seeds both ran; paired "
                f"t-test, Holm-adjusted over the configurations; * p(Holm) < 0.05, ** < 0.01, *** < 0.001. "
                f"Fixed settings that differ (A → B): {differ_text}.")
-    written.append(atomic_write_text(out / "compare.md", "\n".join([caption, "", *markdown(table)]) + "\n"))
+    written.append(atomic_write_text(out / "compare.md", "\n".join([caption, "", *markdown_table(table)]) + "\n"))
     caption_tex = tex_escape(caption.replace("`", "")).replace("→", r"$\to$")
-    written.append(atomic_write_text(out / "compare.tex", latex(
+    written.append(atomic_write_text(out / "compare.tex", latex_table(
         table, caption_tex, f"tab:compare-{tex_label(names[0])}-{tex_label(names[1])}")))
     written += _figure(a, b, names, keys, out)
     blocks: list[Block] = [
@@ -132,14 +131,9 @@ def compare(a_dir: Path, b_dir: Path, out: Path) -> list[Path]:
         Bullets([f"A = `{names[0]}`: `{a.dir}` ({dataset(a)}, {len(a.counted)} trials with a result)",
                  f"B = `{names[1]}`: `{b.dir}` ({dataset(b)}, {len(b.counted)} trials with a result)",
                  f"fixed settings that differ (A → B): {differ_text}"]),
-        Heading(2, "Table"), Para(caption), TableBlock(table),
+        Heading(2, "Table"), Para(caption), table,
         Heading(2, "Figure"), Image(out / "compare.png", "test F1 of both studies against the shared key(s)"),
         Heading(2, "Files"),
         Bullets([f"[{p.name}]({p.name})" for p in written] + ["[REPORT.md](REPORT.md), [REPORT.html](REPORT.html): this page"]),
     ]
-    from study.reports.html import write_html
-
-    write_html(out / "REPORT.html", f"{names[1]} against {names[0]}", blocks)
-    written.append(out / "REPORT.html")
-    written.append(atomic_write_text(out / "REPORT.md", to_markdown(blocks)))
-    return written
+    return written + write_page(out, f"{names[1]} against {names[0]}", blocks)

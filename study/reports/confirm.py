@@ -16,10 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from study.reports.document import Block, Heading, Para, TableBlock
-from study.reports.files import write_csv
 from study.reports.load import Study, Trial
-from study.reports.markup import Table
+from study.reports.render import Block, Heading, Para, Table, write_csv
 from study.reports.stats import Spread, spread, trial_score
 from study.reports.values import NA, fmt_display, fmt_float, fmt_mean_std, fmt_value
 from study.trainable import CONFIRM_PHASE, SEARCH_PHASE
@@ -130,8 +128,7 @@ def confirm_blocks(study: Study) -> list[Block]:
     blocks.append(Para("Test F1 at each run's best dev epoch, mean ± std over seeds (n/a for one seed). The search "
                        "chose on the search seeds, so its own numbers lean high; the fresh seeds did not take part "
                        f"in the choice. Every run: [{CONFIRM_CSV}]({CONFIRM_CSV})."))
-    blocks.append(TableBlock(Table(["configuration", "phase", "seeds", "n", "test F1 (%)", "dev F1 (%)"], rows,
-                                   "lllrcc")))
+    blocks.append(Table(["configuration", "phase", "seeds", "n", "test F1 (%)", "dev F1 (%)"], rows, "lllrcc"))
     return blocks
 
 

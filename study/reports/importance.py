@@ -21,9 +21,9 @@ from typing import Any
 
 import numpy as np
 
-from study.reports.figures import new_figure, paper_style
-from study.reports.files import save_figure, write_csv
+from study.reports.figures import new_figure, paper_style, save_figure
 from study.reports.load import Study
+from study.reports.render import write_csv
 from study.reports.stats import group_trials, trial_score
 from study.reports.values import fmt_float, typed_value
 

@@ -1,6 +1,6 @@
 """``REPORT.md`` and ``REPORT.html``: what ran, how it went, the best configuration and the command to train it
 again, every configuration against the reference, the significance of each searched key, the importance, the
-figures and the files. One list of blocks (``document.py``), written as Markdown and as a self-contained page.
+figures and the files. One list of blocks (``render.py``), written as Markdown and as a self-contained page.
 When the study confirmed configurations on fresh seeds, that section leads, after the overview (``confirm.py``).
 
 Searched values are shown to ``DISPLAY_DIGITS`` significant digits (0.5488, not 0.5488135039273248); the
@@ -12,21 +12,19 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from model.fileio import atomic_write_text
 from study.records import STATUSES
 from study.reports.confirm import confirm_blocks
-from study.reports.document import Block, Bullets, Code, Heading, Image, Para, TableBlock, to_markdown
 from study.reports.facets import facets, is_faceted
 from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
-from study.reports.markup import Table, best_in_column
+from study.reports.render import (HTML_NAME, MD_NAME, Block, Bullets, Code, Heading, Image, Para, Table,
+                                  best_in_column, write_page)
 from study.reports.significance import MIN_PAIRS, Paired, configuration_tests, key_tests
 from study.reports.stats import best_group, group_trials
 from study.reports.values import (NA, display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
                                   reference_value)
 from study.space import FACET_KEY
 
-HTML_NAME = "REPORT.html"
 MAX_TABLE_ROWS = 40
 """Configurations listed in the report's results table; all of them are in summary.csv."""
 DIGITS = 2
@@ -159,7 +157,7 @@ def _results(study: Study) -> list[Block]:
         note += " The reference configuration did not run, so no configuration is compared with it."
     if len(groups) > MAX_TABLE_ROWS:
         note += f" The first {MAX_TABLE_ROWS} of {len(groups)} configurations; all are in summary.csv."
-    return [Heading(2, "Results"), Para(note), TableBlock(table)]
+    return [Heading(2, "Results"), Para(note), table]
 
 
 def _significance(study: Study) -> list[Block]:
@@ -179,7 +177,7 @@ def _significance(study: Study) -> list[Block]:
         rows = [[shown[fmt_value(g.values[0])], "" if g is reference else str(p.n_paired if p else 0),
                  *_diff_cells(p, g is reference)] for g, p in zip(groups, tests)]
         head = [key, "pairs", "Δ test F1", "95% CI of Δ", "d_z", "p (t-test)", "p (sign-flip)", "p (Holm)"]
-        blocks.append(TableBlock(Table(head, rows, "lrrcrrrr")))
+        blocks.append(Table(head, rows, "lrrcrrrr"))
     if not blocks:
         return []
     others = " and the other searched keys" if len(study.searched) > 1 else ""
@@ -220,7 +218,7 @@ def _files(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> li
         if path.name == "tensorboard":
             item += f" (`tensorboard --logdir {_study_path(study)}/tensorboard`)"
         items.append(item)
-    items.append(f"[REPORT.md](REPORT.md), [{HTML_NAME}]({HTML_NAME}): this report (the page embeds the "
+    items.append(f"[{MD_NAME}]({MD_NAME}), [{HTML_NAME}]({HTML_NAME}): this report (the page embeds the "
                  f"figures), rebuilt by `python study/report.py {_study_path(study)}`")
     blocks: list[Block] = [Heading(2, "Files"), Bullets(items)]
     if skipped:
@@ -243,8 +241,4 @@ def report_blocks(study: Study, written: Sequence[Path], skipped: dict[str, str]
 
 def write_index(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> Path:
     """``REPORT.html`` and ``REPORT.md`` (returned: the index ``report.py`` names)."""
-    from study.reports.html import write_html
-
-    blocks = report_blocks(study, written, skipped)
-    write_html(study.dir / HTML_NAME, f"Study {study.name}", blocks)
-    return atomic_write_text(study.dir / "REPORT.md", to_markdown(blocks))
+    return write_page(study.dir, f"Study {study.name}", report_blocks(study, written, skipped))[-1]

@@ -11,8 +11,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.reports.facets import facets
-from study.reports.files import write_csv
 from study.reports.load import Study
+from study.reports.render import write_csv
 from study.reports.significance import Paired, configuration_tests
 from study.reports.values import fmt_float, fmt_number, fmt_value
 
