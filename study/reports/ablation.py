@@ -17,12 +17,12 @@ from pathlib import Path
 from typing import Any
 
 from study.reports.load import Study
+from study.reports.registry import ABLATION_KEY as KEY
 from study.reports.render import Table, tex_code, tex_escape, tex_label, write_csv, write_table
 from study.reports.significance import MIN_PAIRS, Paired, compare_groups, pair_trials
 from study.reports.stats import Group, Spread, group_trials
 from study.reports.values import fmt_display, fmt_float, fmt_mean_std, fmt_number, fmt_p, fmt_value
 
-KEY = "i2srm.ablation"
 FULL = "full"
 MIN_WILCOXON_PAIRS = 6
 """Below this many seed pairs the signed-rank test cannot reach p < 0.05; it is reported as n/a."""
