@@ -19,15 +19,15 @@ from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
 from study.reports.render import (HTML_NAME, MD_NAME, Block, Bullets, Code, Heading, Image, Para, Table,
                                   best_in_column, write_page)
-from study.reports.significance import MIN_PAIRS, Paired, configuration_tests, key_tests
+from study.reports.significance import MIN_PAIRS, configuration_tests, key_tests
 from study.reports.stats import best_group, group_trials
-from study.reports.values import (NA, display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
+from study.reports.tables import DIGITS, diff_cells
+from study.reports.values import (display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
                                   reference_value)
 from study.space import FACET_KEY
 
 MAX_TABLE_ROWS = 40
 """Configurations listed in the report's results table; all of them are in summary.csv."""
-DIGITS = 2
 
 DESCRIPTIONS = {
     "trials.csv": "one row per trial: status (with the error of a failed one), searched values, seed, "
@@ -124,17 +124,6 @@ def _best(study: Study) -> list[Block]:
     ]
 
 
-def _diff_cells(p: Paired | None, is_reference: bool) -> list[str]:
-    """Δ test F1 (with stars), 95% CI, d_z, p (t-test), p (sign-flip), p (Holm)."""
-    if is_reference:
-        return ["reference", "", "", "", "", ""]
-    if p is None or p.diff is None:
-        return [NA] * 6
-    ci = NA if p.diff_ci_low is None else f"[{p.diff_ci_low:+.{DIGITS}f}, {p.diff_ci_high:+.{DIGITS}f}]"
-    dz = NA if p.effect_size is None else f"{p.effect_size:+.2f}"
-    return [f"{p.diff:+.{DIGITS}f}{p.stars}", ci, dz, fmt_p(p.p_value), fmt_p(p.p_signflip), fmt_p(p.p_holm)]
-
-
 def _results(study: Study) -> list[Block]:
     groups, tests, reference = configuration_tests(study)
     if not groups:
@@ -142,7 +131,7 @@ def _results(study: Study) -> list[Block]:
     shown = {k: display_values(g.values[i] for g in groups) for i, k in enumerate(study.searched)}
     rows = [[*(shown[k][fmt_value(v)] for k, v in zip(study.searched, g.values)), str(g.test.n),
              fmt_mean_std(g.test.mean, g.test.std, DIGITS), fmt_mean_std(g.dev.mean, g.dev.std, DIGITS),
-             *_diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else ""]
+             *diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else ""]
             for g, p in zip(groups, tests)][:MAX_TABLE_ROWS]
     best = best_in_column([g.test.mean for g in groups[:MAX_TABLE_ROWS]])
     head = [*study.searched, "n", "test F1 (%)", "dev F1 (%)", "Δ test vs reference", "p (Holm)"]
@@ -175,7 +164,7 @@ def _significance(study: Study) -> list[Block]:
             continue
         shown = display_values(g.values[0] for g in groups)
         rows = [[shown[fmt_value(g.values[0])], "" if g is reference else str(p.n_paired if p else 0),
-                 *_diff_cells(p, g is reference)] for g, p in zip(groups, tests)]
+                 *diff_cells(p, g is reference)] for g, p in zip(groups, tests)]
         head = [key, "pairs", "Δ test F1", "95% CI of Δ", "d_z", "p (t-test)", "p (sign-flip)", "p (Holm)"]
         blocks.append(Table(head, rows, "lrrcrrrr"))
     if not blocks:
