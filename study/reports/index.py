@@ -14,7 +14,7 @@ from typing import Any, Sequence
 
 from study.records import STATUSES
 from study.reports.confirm import confirm_blocks
-from study.reports.facets import facets, is_faceted
+from study.reports.facets import dataset, facets, is_faceted
 from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
 from study.reports.render import (HTML_NAME, MD_NAME, Block, Bullets, Code, Heading, Image, Para, Table,
@@ -82,9 +82,7 @@ def retrain_command(study: Study, values: Sequence[Any]) -> str:
 
 
 def _datasets(study: Study) -> str:
-    if is_faceted(study):
-        return "`, `".join(name for name, _ in facets(study))
-    return str(study.base_config.get(FACET_KEY, "unknown"))
+    return "`, `".join(name for name, _ in facets(study)) if is_faceted(study) else dataset(study)
 
 
 def _overview(study: Study) -> list[Block]:

@@ -33,6 +33,7 @@ from typing import Any, Sequence
 
 import numpy as np
 
+from study.reports.facets import dataset
 from study.reports.figures import (FONT_PT, ONE_COLUMN_IN, SMALL_FONT_PT, STARS_NOTE, TWO_COLUMN_IN, mark_significance,
                                    paper_style, save_figure)
 from study.reports.load import ReportError, Study, load_study
@@ -100,10 +101,6 @@ def open_studies(dirs: Sequence[Path], out: Path, option: str) -> tuple[list[Stu
                           f"search the same key, e.g. i2srm.delta.")
     out.mkdir(parents=True, exist_ok=True)
     return studies, keys, labels(studies)
-
-
-def dataset(study: Study) -> str:
-    return str(study.base_config.get(FACET_KEY, "unknown"))
 
 
 def about(study: Study) -> str:
@@ -207,7 +204,8 @@ def figure(studies: Sequence[Study], names: Sequence[str], layout: Sequence[Pane
                 if fmt_value(ref) in position:
                     ax.axvline(position[fmt_value(ref)], color=color if multi else "0.35", linestyle=":",
                                linewidth=0.8, zorder=0)
-            shown = [display_values(values)[fmt_value(v)] for v in values]
+            text = display_values(values)
+            shown = [text[fmt_value(v)] for v in values]
             if category:
                 long = sum(map(len, shown)) > 20
                 ax.set_xticks(range(len(values)), shown, rotation=30 if long else 0, ha="right" if long else "center")

@@ -42,7 +42,7 @@ def write_trials_csv(study: Study) -> Path:
 
 
 def paired_cells(paired: Paired | None) -> list[str]:
-    """``n_paired`` .. ``p_holm`` of ``SUMMARY_STATS``; all empty for the reference (None)."""
+    """``n_paired`` .. ``p_holm`` of ``SUMMARY_STATS``; all empty for the reference or without one (None)."""
     if paired is None:
         return [""] * 8
     return [str(paired.n_paired), fmt_float(paired.diff, F1_DIGITS), fmt_float(paired.diff_ci_low, F1_DIGITS),
@@ -72,8 +72,7 @@ def summary_rows(study: Study) -> list[list[str]]:
             rows.append([*(fmt_value(v) for v in g.values), str(dev.n),
                          *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std,
                                                              test.ci95)),
-                         "true" if g is reference else "false",
-                         *(paired_cells(paired) if reference is not None and g is not reference else [""] * 8)])
+                         "true" if g is reference else "false", *paired_cells(paired)])
     return rows
 
 
