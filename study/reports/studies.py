@@ -103,9 +103,9 @@ def open_studies(dirs: Sequence[Path], out: Path, option: str) -> tuple[list[Stu
     return studies, keys, labels(studies)
 
 
-def about(study: Study) -> str:
+def about(study: Study, more: str = "") -> str:
     """Where a study lies and what it holds, for the list of studies that opens a report."""
-    return f"`{study.dir}` ({dataset(study)}, {len(study.counted)} trials with a result"
+    return f"`{study.dir}` ({dataset(study)}, {len(study.counted)} trials with a result{more})"
 
 
 def ordered_values(studies: Sequence[Study], key: str) -> list[Any]:
@@ -301,7 +301,7 @@ def combine(dirs: Sequence[Path], out: Path, by: str = "study") -> list[Path]:
                    r"the study's reference (" + tex_escape(refs) + r"): paired t-test over seeds.")
     table = combined_table(studies, names, keys)
     written += write_table(out / "table", table, caption_md, caption_tex, f"tab:{tex_label('-'.join(keys))}")
-    intro = [Bullets([f"`{n}`: {about(s)}, searched {code_list(s.searched)})" for n, s in zip(names, studies)]),
+    intro = [Bullets([f"`{n}`: {about(s, f', searched {code_list(s.searched)}')}" for n, s in zip(names, studies)]),
              Para(f"Panels by {by}; shared key(s): {code_list(keys)}.")]
     image = Image(out / "sensitivity_2col.png", "test F1 against the shared key(s), two-column width")
     return write_report(out, "Combined studies", "Combined studies", intro, caption_md, table, image, written)
@@ -384,7 +384,7 @@ def compare(a_dir: Path, b_dir: Path, out: Path) -> list[Path]:
     written += write_table(out / "compare", table, caption, caption_tex,
                            f"tab:compare-{tex_label(names[0])}-{tex_label(names[1])}")
     written += compare_figure(a, b, names, keys, out)
-    intro = [Bullets([f"A = `{names[0]}`: {about(a)})", f"B = `{names[1]}`: {about(b)})",
+    intro = [Bullets([f"A = `{names[0]}`: {about(a)}", f"B = `{names[1]}`: {about(b)}",
                       f"fixed settings that differ (A → B): {differ}"])]
     image = Image(out / "compare.png", "test F1 of both studies against the shared key(s)")
     return write_report(out, f"{names[1]} against {names[0]}", f"`{names[1]}` against `{names[0]}`", intro, caption,
