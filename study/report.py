@@ -23,7 +23,7 @@ if str(ROOT) not in sys.path:
 
 from study.reports import ReportError, build_reports  # noqa: E402
 
-PANELS = ("study", "dataset", "key")  # as study.reports.combine.PANELS, without importing matplotlib for --help
+PANELS = ("study", "dataset", "key")  # as study.reports.studies.PANELS, without importing matplotlib for --help
 
 
 class UsageError(Exception):
@@ -76,12 +76,12 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     try:
         if args.combine is not None:
-            from study.reports.combine import combine
+            from study.reports.studies import combine
 
             written = combine(args.combine, args.out, args.panels or "study")
             where = args.out
         elif args.compare is not None:
-            from study.reports.compare import compare
+            from study.reports.studies import compare
 
             written = compare(args.compare[0], args.compare[1], args.out)
             where = args.out

@@ -34,10 +34,6 @@ SCHEDULER_OPTIONS: dict[str, dict[str, int]] = {
     "median": {"grace_period": 1, "min_samples_required": 3},
 }
 KINDS = ("grid", "choice", "uniform", "loguniform", "int")
-# The reports a space may ask for, in the order study/reports builds them (all that apply when none are asked for).
-REPORTS = ("summary", "sensitivity", "ablation", "importance", "joint", "tensorboard")
-# Drawn for any space; parse_reports adds ablation, importance and joint when the search has them.
-DEFAULT_REPORTS = ("summary", "sensitivity", "tensorboard")
 FACET_KEY = "data.name"
 """A searched ``data.name`` is a facet: the metric means something else on each dataset, so the reports
 draw one panel (and pick one best configuration) per dataset instead of pooling over it."""
@@ -139,7 +135,8 @@ class Space:
     resources: Resources = field(default_factory=Resources)
     max_concurrent: int | None = None
     max_failures: int = 0
-    reports: list[str] = field(default_factory=lambda: list(DEFAULT_REPORTS))
+    reports: list[str] = field(default_factory=list)
+    """Names of ``study/reports/registry.py``; empty: every report that applies to the search."""
     reference: dict[str, Any] = field(default_factory=dict)
     sampler_seed: int = 0
     progress_interval: float = 5.0
@@ -679,15 +676,13 @@ class _Parser:
         return Resources(cpus=float(cpus), gpus=float(gpus))
 
     def parse_reports(self, tree: Mapping[str, Any], search: Mapping[str, Param]) -> list[str]:
+        """The space's ``reports``; without one, every report that applies to the search. The registry is imported
+        here, not at the top: the reports package imports this module."""
+        from study.reports.registry import REPORTS, default_reports
+
         value = tree.get("reports")
         if value is None:
-            value = list(DEFAULT_REPORTS)
-            if "i2srm.ablation" in search:
-                value.append("ablation")
-            if len(search) > 1:
-                value.append("importance")
-            if len([k for k in search if k != FACET_KEY]) > 1:
-                value.append("joint")
+            value = default_reports(tuple(search))
         if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
             raise self.error(("reports",), f"must be a list drawn from {', '.join(REPORTS)}, got {value!r}.")
         for r in value:

@@ -203,9 +203,8 @@ def test_combined_figure_widths_and_pdf(combined: Path) -> None:
 
 @pytest.mark.slow
 def test_combined_panels_share_one_y_axis(studies: dict[str, Path]) -> None:
-    from study.reports.combine import figure, panels
     from study.reports.load import load_study
-    from study.reports.studies import labels
+    from study.reports.studies import figure, labels, panels
 
     ss = [load_study(studies["a"]), load_study(studies["b"])]
     for by, n in (("study", 2), ("dataset", 1), ("key", 1)):

@@ -191,3 +191,26 @@ def test_run_py_refuses_with_status_2_and_one_line(tmp_path: Path, label: str, t
     assert len(lines) == 1 and lines[0].startswith("error: ") and needle in lines[0], proc.stderr
     assert "Traceback" not in proc.stderr
     assert not (tmp_path / "results").exists()  # refused before anything was written
+
+
+def test_the_report_registry_decides_the_default_reports_and_why_one_does_not_apply() -> None:
+    from study.reports.registry import REPORTS, default_reports
+    from study.space import space_from_dict
+
+    def reports(search: dict) -> list[str]:
+        return space_from_dict({"study": "r", "search": search, "sampler": "grid", "seeds": [1]}).reports
+
+    assert reports({"i2srm.delta": {"grid": [0.0, 1.0]}}) == ["summary", "sensitivity", "tensorboard"]
+    assert reports({"i2srm.ablation": {"grid": ["full", "no_kl"]}}) == ["summary", "ablation", "tensorboard"]
+    two = {"i2srm.delta": {"grid": [0.0, 1.0]}, "i2srm.kl_weight": {"grid": [0.0, 0.5]}}
+    assert reports(two) == ["summary", "sensitivity", "importance", "joint", "tensorboard"]
+    faceted = {"data.name": {"grid": ["synthetic-mner", "synthetic-mre"]}, "i2srm.delta": {"grid": [0.0, 1.0]}}
+    assert reports(faceted) == ["summary", "sensitivity", "importance", "tensorboard"]
+    assert default_reports(("data.name", "i2srm.delta")) == reports(faceted)
+    assert REPORTS["joint"].applies(("data.name", "i2srm.delta")) == \
+        "needs a search over at least two keys besides data.name"
+    assert REPORTS["ablation"].applies(("i2srm.delta",)) == "the space does not search i2srm.ablation"
+    with pytest.raises(SpaceError, match=r"names 'sensitivty'; allowed: summary, sensitivity, .* Did you mean "
+                                         r"'sensitivity'\?"):
+        space_from_dict({"study": "r", "search": {"i2srm.delta": {"grid": [0.0]}}, "sampler": "grid", "seeds": [1],
+                         "reports": ["sensitivty"]})

@@ -1,7 +1,7 @@
 """Every report of a stored study, rebuilt from ``results/<study>/`` alone (no training).
 
-``build_reports(study_dir)`` writes ``trials.csv`` and ``REPORT.md`` always, and the reports the
-space's ``reports:`` list asks for (all that apply when it has none): ``summary.csv``,
+``build_reports(study_dir)`` writes ``trials.csv`` and ``REPORT.md`` always, and the reports of ``registry.py``
+that the space's ``reports:`` list asks for (all that apply when it has none): ``summary.csv``,
 ``sensitivity_<key>.png/.pdf``, ``ablation.csv/.md/.tex``, ``importance.csv/.png/.pdf``,
 ``joint_<plot>.png/.pdf`` and ``tensorboard/``. Every file is written atomically; CSV and Markdown
 files are byte-identical when rebuilt from the same records.
@@ -15,11 +15,10 @@ from pathlib import Path
 from filelock import FileLock
 
 from study.reports.load import NotAStudy, ReportError, Study, load_study
-from study.space import FACET_KEY, REPORTS
+from study.reports.registry import REPORTS
 
 __all__ = ["REPORTS", "NotAStudy", "ReportError", "build_reports", "load_study"]
 
-ABLATION_KEY = "i2srm.ablation"
 LOCK_FILE = ".report.lock"
 LOCK_TIMEOUT_S = 600
 
@@ -33,9 +32,10 @@ def requested(study: Study) -> tuple[list[str], bool]:
 
 
 def build_reports(study_dir: Path) -> list[Path]:
-    """Rebuild every report of ``study_dir``; returns the paths written (``REPORT.md`` last)."""
+    """Rebuild every report of ``study_dir``; returns the paths written (``REPORT.md`` last). A listed report that
+    does not apply to the search is named with the reason under "Not drawn"; one the space did not list is not."""
     from study.reports.index import write_index
-    from study.reports.tables import write_summary_csv, write_trials_csv
+    from study.reports.tables import write_trials_csv
 
     study = load_study(study_dir)  # raises NotAStudy before anything is written
     # Two builders at once (the end of run.py and a user's report.py) would race on the tensorboard swap.
@@ -48,46 +48,18 @@ def build_reports(study_dir: Path) -> list[Path]:
 
             written.append(write_confirm_csv(study))
         for name in wanted:
-            if name not in REPORTS:
+            report = REPORTS.get(name)
+            if report is None:
                 skipped[name] = f"unknown report; known: {', '.join(REPORTS)}"
-            elif name == "summary":
-                written.append(write_summary_csv(study))
-            elif name == "sensitivity":
-                from study.reports.sensitivity import plot_sensitivity
-
-                keys = [k for k in study.searched if k != ABLATION_KEY]
-                for key in keys:
-                    written += plot_sensitivity(study, key)
-                if not keys and explicit:
-                    skipped[name] = "no searched key other than i2srm.ablation"
-            elif name == "ablation":
-                if ABLATION_KEY in study.searched:
-                    from study.reports.ablation import write_ablation
-
-                    written += write_ablation(study)
-                elif explicit:
-                    skipped[name] = "the space does not search i2srm.ablation"
-            elif name == "importance":
-                if len(study.searched) >= 2:
-                    from study.reports.importance import write_importance
-
-                    written += write_importance(study)
-                elif explicit:
-                    skipped[name] = "needs a search over at least two keys"
-            elif name == "joint":
-                if len([k for k in study.searched if k != FACET_KEY]) >= 2:
-                    from study.reports.joint import write_joint
-
-                    paths, why = write_joint(study)
-                    written += paths
-                    if why:
-                        skipped[name] = why
-                elif explicit:
-                    skipped[name] = f"needs a search over at least two keys besides {FACET_KEY}"
-            elif name == "tensorboard":
-                from study.reports.tensorboard import write_tensorboard
-
-                written.append(write_tensorboard(study))
+                continue
+            why = report.applies(study.searched)
+            if why is None:
+                paths, why = report.build(study)
+                written += paths
+            elif not explicit:
+                continue
+            if why:
+                skipped[name] = why
         if not study.counted:
             skipped.setdefault("figures", "no completed or pruned trial reported an epoch yet")
         written.append(write_index(study, written, skipped))

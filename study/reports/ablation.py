@@ -16,15 +16,13 @@ from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
-from model.fileio import atomic_write_text
-from study.reports.files import write_csv
 from study.reports.load import Study
-from study.reports.markup import Table, latex, markdown, tex_escape, tex_label
+from study.reports.registry import ABLATION_KEY as KEY
+from study.reports.render import Table, tex_code, tex_escape, tex_label, write_csv, write_table
 from study.reports.significance import MIN_PAIRS, Paired, compare_groups, pair_trials
 from study.reports.stats import Group, Spread, group_trials
 from study.reports.values import fmt_display, fmt_float, fmt_mean_std, fmt_number, fmt_p, fmt_value
 
-KEY = "i2srm.ablation"
 FULL = "full"
 MIN_WILCOXON_PAIRS = 6
 """Below this many seed pairs the signed-rank test cannot reach p < 0.05; it is reported as n/a."""
@@ -121,19 +119,18 @@ def write_ablation(study: Study) -> list[Path]:
     align = "l" * (len(others) + 1) + "rccrrrr"
     bold = frozenset((i, j) for i, r in enumerate(rows) if r.best for j in range(len(head)))
     table = Table(head, cells, align, bold, head_tex=[
-        *(rf"\texttt{{{tex_escape(k)}}}" for k in others), "Ablation", "$n$", r"Test F1 (\%)", r"Dev F1 (\%)",
+        *(tex_code(k) for k in others), "Ablation", "$n$", r"Test F1 (\%)", r"Dev F1 (\%)",
         r"$\Delta$ test", r"$p$ (t-test)", r"$p$ (Holm)", r"$p$ (Wilcoxon)"])
-    md = [f"Ablation of I2SRM, study `{study.name}` ({study.base_config.get('data.name', '?')}): mean ± std over "
-          f"seeds (n/a for one seed); Δ is test F1 minus the full model's; p from paired tests over the seeds "
-          f"both ran (t-test, Holm-adjusted over the rows; Wilcoxon from {MIN_WILCOXON_PAIRS} pairs); "
-          f"* p(Holm) < 0.05, ** < 0.01, *** < 0.001. Best test F1 in bold.", "", *markdown(table)]
-    md_path = atomic_write_text(study.dir / "ablation.md", "\n".join(md) + "\n")
+    dataset = str(study.base_config.get("data.name", "?"))
+    caption_md = (f"Ablation of I2SRM, study `{study.name}` ({dataset}): mean ± std over seeds (n/a for one seed); "
+                  f"Δ is test F1 minus the full model's; p from paired tests over the seeds both ran (t-test, "
+                  f"Holm-adjusted over the rows; Wilcoxon from {MIN_WILCOXON_PAIRS} pairs); "
+                  f"* p(Holm) < 0.05, ** < 0.01, *** < 0.001. Best test F1 in bold.")
     unit_tex = r"\%"
-    caption = (rf"Ablation of I2SRM on {tex_escape(str(study.base_config.get('data.name', '?')))}: "
-               rf"F1 ({unit_tex}) as mean $\pm$ std over seeds. $\Delta$: test F1 minus the full model's. "
-               rf"$p$: paired t-test (Holm-adjusted over the rows) and Wilcoxon signed-rank test (from "
-               rf"{MIN_WILCOXON_PAIRS} seed pairs) of test F1 against the full model on the same seeds; "
-               rf"* $p_\mathrm{{Holm}}<0.05$, ** $<0.01$, *** $<0.001$. Best test F1 in bold.")
-    tex_path = atomic_write_text(study.dir / "ablation.tex",
-                                 latex(table, caption, f"tab:ablation-{tex_label(study.name)}"))
-    return [csv_path, md_path, tex_path]
+    caption_tex = (rf"Ablation of I2SRM on {tex_escape(dataset)}: "
+                   rf"F1 ({unit_tex}) as mean $\pm$ std over seeds. $\Delta$: test F1 minus the full model's. "
+                   rf"$p$: paired t-test (Holm-adjusted over the rows) and Wilcoxon signed-rank test (from "
+                   rf"{MIN_WILCOXON_PAIRS} seed pairs) of test F1 against the full model on the same seeds; "
+                   rf"* $p_\mathrm{{Holm}}<0.05$, ** $<0.01$, *** $<0.001$. Best test F1 in bold.")
+    return [csv_path, *write_table(study.dir / "ablation", table, caption_md, caption_tex,
+                                   f"tab:ablation-{tex_label(study.name)}")]

@@ -13,10 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from study.reports.document import Block, Code, Heading, Para, TableBlock
-from study.reports.files import write_csv
 from study.reports.load import Study
-from study.reports.markup import Table
+from study.reports.render import Block, Code, Heading, Para, Table, write_csv
 from study.reports.stats import Spread, spread
 from study.reports.values import NA, fmt_display, fmt_float, fmt_mean_std, fmt_value
 from study.schema import CONFIRM_PHASE, SEARCH_PHASE, Run, mean_score
@@ -115,8 +113,7 @@ def confirm_blocks(study: Study) -> list[Block]:
     blocks.append(Para("Test F1 at each run's best dev epoch, mean ± std over seeds (n/a for one seed). The search "
                        "chose on the search seeds, so its own numbers lean high; the fresh seeds did not take part "
                        f"in the choice. Every run: [{CONFIRM_CSV}]({CONFIRM_CSV})."))
-    blocks.append(TableBlock(Table(["configuration", "phase", "seeds", "n", "test F1 (%)", "dev F1 (%)"], rows,
-                                   "lllrcc")))
+    blocks.append(Table(["configuration", "phase", "seeds", "n", "test F1 (%)", "dev F1 (%)"], rows, "lllrcc"))
     blocks.append(Para("Train the confirmation runs again, each as it ran (from the repository root):"))
     blocks.append(Code("\n".join(study.rerun_command(t) for c in found for t in c.fresh)))
     return blocks

@@ -4,7 +4,8 @@ F1 on one dataset is not F1 on another (synthetic MNER entity F1 and synthetic M
 ceilings and text-only floors), so the reports that average or compare configurations do it per dataset:
 ``facets(study)`` splits the study into one sub-study per dataset, each holding that dataset's trials and
 taking that dataset as the reference value of ``data.name`` (so a configuration is compared with the
-reference configuration of its own dataset). Without ``data.name`` searched it is the study itself.
+reference configuration of its own dataset). Without ``data.name`` searched it is the study itself, on the one
+dataset of its base config (``dataset``).
 """
 
 from __future__ import annotations
@@ -18,6 +19,11 @@ from study.space import FACET_KEY
 
 def is_faceted(study: Study) -> bool:
     return FACET_KEY in study.searched
+
+
+def dataset(study: Study) -> str:
+    """The dataset of a study that does not search ``data.name``."""
+    return str(study.base_config.get(FACET_KEY, "unknown"))
 
 
 def facets(study: Study) -> list[tuple[str, Study]]:

@@ -1,11 +1,15 @@
-"""Figure style shared by the report figures: sized for one column of a two-column paper."""
+"""Figure style shared by the report figures (sized for one column of a two-column paper), and how they are saved:
+``.png`` and ``.pdf``, atomically (a temp file in the same folder, then ``os.replace``; see ``model.fileio``)."""
 
 from __future__ import annotations
 
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any, Iterator, Sequence
 
 import matplotlib
+
+from model.fileio import atomic_path
 
 matplotlib.use("Agg")  # no display on a cluster node; also keeps figures identical across machines
 
@@ -17,6 +21,10 @@ ONE_COLUMN_IN = 3.5
 TWO_COLUMN_IN = 7.2
 """The same across both columns."""
 FIGURE_HEIGHT_IN = 2.4
+PNG_DPI = 200
+# Metadata that would otherwise stamp the build time or tool version into the file.
+PDF_METADATA = {"CreationDate": None}
+PNG_METADATA = {"Software": None}
 FONT_PT = 8
 SMALL_FONT_PT = 7
 
@@ -55,3 +63,15 @@ def mark_significance(ax: Any, points: Sequence[tuple[float, float, str]], color
 
 
 STARS_NOTE = "*: p(Holm) < 0.05 vs reference"
+
+
+def save_figure(fig: Any, stem: Path) -> list[Path]:
+    """``stem.png`` (200 dpi) and ``stem.pdf``, both without timestamps in their metadata."""
+    out = []
+    for suffix, kwargs in ((".png", {"dpi": PNG_DPI, "metadata": PNG_METADATA}),
+                           (".pdf", {"metadata": PDF_METADATA})):
+        path = stem.with_name(stem.name + suffix)
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format=suffix[1:], **kwargs)
+        out.append(path)
+    return out

@@ -17,13 +17,12 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 
-from study.reports.figures import new_figure, paper_style
-from study.reports.files import save_figure, write_csv
+from study.reports.figures import new_figure, paper_style, save_figure
 from study.reports.load import Study
+from study.reports.render import write_csv
 from study.reports.stats import group_trials
 from study.reports.values import fmt_float
 from study.schema import mean_score

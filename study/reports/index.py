@@ -1,6 +1,6 @@
 """``REPORT.md`` and ``REPORT.html``: what ran, how it went, the best configuration and the command to train it
 again, every configuration against the reference, the significance of each searched key, the importance, the
-figures and the files. One list of blocks (``document.py``), written as Markdown and as a self-contained page.
+figures and the files. One list of blocks (``render.py``), written as Markdown and as a self-contained page.
 When the study confirmed configurations on fresh seeds, that section leads, after the overview (``confirm.py``).
 
 Searched values are shown to ``DISPLAY_DIGITS`` significant digits (0.5488, not 0.5488135039273248); the
@@ -12,24 +12,22 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any, Sequence
 
-from model.fileio import atomic_write_text
 from study.records import STATUSES
 from study.reports.confirm import confirm_blocks
-from study.reports.document import Block, Bullets, Code, Heading, Image, Para, TableBlock, to_markdown
-from study.reports.facets import facets, is_faceted
+from study.reports.facets import dataset, facets, is_faceted
 from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
-from study.reports.markup import Table, best_in_column
-from study.reports.significance import MIN_PAIRS, Paired, configuration_tests, key_tests
+from study.reports.render import (HTML_NAME, MD_NAME, Block, Bullets, Code, Heading, Image, Para, Table,
+                                  best_in_column, write_page)
+from study.reports.significance import MIN_PAIRS, configuration_tests, key_tests
 from study.reports.stats import best_group, group_trials
-from study.reports.values import (NA, display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
+from study.reports.tables import DIGITS, diff_cells
+from study.reports.values import (display_values, fmt_display, fmt_mean_std, fmt_p, fmt_value,
                                   reference_value)
 from study.space import FACET_KEY
 
-HTML_NAME = "REPORT.html"
 MAX_TABLE_ROWS = 40
 """Configurations listed in the report's results table; all of them are in summary.csv."""
-DIGITS = 2
 
 DESCRIPTIONS = {
     "trials.csv": "one row per trial: status (with the error of a failed one), searched values, seed, "
@@ -72,9 +70,7 @@ def _spec_text(spec: dict) -> str:
 
 
 def _datasets(study: Study) -> str:
-    if is_faceted(study):
-        return "`, `".join(name for name, _ in facets(study))
-    return str(study.base_config.get(FACET_KEY, "unknown"))
+    return "`, `".join(name for name, _ in facets(study)) if is_faceted(study) else dataset(study)
 
 
 def _overview(study: Study) -> list[Block]:
@@ -114,17 +110,6 @@ def _best(study: Study) -> list[Block]:
     ]
 
 
-def _diff_cells(p: Paired | None, is_reference: bool) -> list[str]:
-    """Δ test F1 (with stars), 95% CI, d_z, p (t-test), p (sign-flip), p (Holm)."""
-    if is_reference:
-        return ["reference", "", "", "", "", ""]
-    if p is None or p.diff is None:
-        return [NA] * 6
-    ci = NA if p.diff_ci_low is None else f"[{p.diff_ci_low:+.{DIGITS}f}, {p.diff_ci_high:+.{DIGITS}f}]"
-    dz = NA if p.effect_size is None else f"{p.effect_size:+.2f}"
-    return [f"{p.diff:+.{DIGITS}f}{p.stars}", ci, dz, fmt_p(p.p_value), fmt_p(p.p_signflip), fmt_p(p.p_holm)]
-
-
 def _results(study: Study) -> list[Block]:
     groups, tests, reference = configuration_tests(study)
     if not groups:
@@ -132,7 +117,7 @@ def _results(study: Study) -> list[Block]:
     shown = {k: display_values(g.values[i] for g in groups) for i, k in enumerate(study.searched)}
     rows = [[*(shown[k][fmt_value(v)] for k, v in zip(study.searched, g.values)), str(g.test.n),
              fmt_mean_std(g.test.mean, g.test.std, DIGITS), fmt_mean_std(g.dev.mean, g.dev.std, DIGITS),
-             *_diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else ""]
+             *diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else ""]
             for g, p in zip(groups, tests)][:MAX_TABLE_ROWS]
     best = best_in_column([g.test.mean for g in groups[:MAX_TABLE_ROWS]])
     head = [*study.searched, "n", "test F1 (%)", "dev F1 (%)", "Δ test vs reference", "p (Holm)"]
@@ -147,7 +132,7 @@ def _results(study: Study) -> list[Block]:
         note += " The reference configuration did not run, so no configuration is compared with it."
     if len(groups) > MAX_TABLE_ROWS:
         note += f" The first {MAX_TABLE_ROWS} of {len(groups)} configurations; all are in summary.csv."
-    return [Heading(2, "Results"), Para(note), TableBlock(table)]
+    return [Heading(2, "Results"), Para(note), table]
 
 
 def _significance(study: Study) -> list[Block]:
@@ -165,9 +150,9 @@ def _significance(study: Study) -> list[Block]:
             continue
         shown = display_values(g.values[0] for g in groups)
         rows = [[shown[fmt_value(g.values[0])], "" if g is reference else str(p.n_paired if p else 0),
-                 *_diff_cells(p, g is reference)] for g, p in zip(groups, tests)]
+                 *diff_cells(p, g is reference)] for g, p in zip(groups, tests)]
         head = [key, "pairs", "Δ test F1", "95% CI of Δ", "d_z", "p (t-test)", "p (sign-flip)", "p (Holm)"]
-        blocks.append(TableBlock(Table(head, rows, "lrrcrrrr")))
+        blocks.append(Table(head, rows, "lrrcrrrr"))
     if not blocks:
         return []
     others = " and the other searched keys" if len(study.searched) > 1 else ""
@@ -208,7 +193,7 @@ def _files(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> li
         if path.name == "tensorboard":
             item += f" (`tensorboard --logdir {study.shown_dir}/tensorboard`)"
         items.append(item)
-    items.append(f"[REPORT.md](REPORT.md), [{HTML_NAME}]({HTML_NAME}): this report (the page embeds the "
+    items.append(f"[{MD_NAME}]({MD_NAME}), [{HTML_NAME}]({HTML_NAME}): this report (the page embeds the "
                  f"figures), rebuilt by `python study/report.py {study.shown_dir}`")
     blocks: list[Block] = [Heading(2, "Files"), Bullets(items)]
     if skipped:
@@ -231,8 +216,4 @@ def report_blocks(study: Study, written: Sequence[Path], skipped: dict[str, str]
 
 def write_index(study: Study, written: Sequence[Path], skipped: dict[str, str]) -> Path:
     """``REPORT.html`` and ``REPORT.md`` (returned: the index ``report.py`` names)."""
-    from study.reports.html import write_html
-
-    blocks = report_blocks(study, written, skipped)
-    write_html(study.dir / HTML_NAME, f"Study {study.name}", blocks)
-    return atomic_write_text(study.dir / "REPORT.md", to_markdown(blocks))
+    return write_page(study.dir, f"Study {study.name}", report_blocks(study, written, skipped))[-1]

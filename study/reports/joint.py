@@ -27,8 +27,7 @@ from typing import Any, Sequence
 import numpy as np
 
 from study.reports.facets import facets
-from study.reports.figures import COLUMN_WIDTH_IN, FONT_PT, SMALL_FONT_PT, paper_style
-from study.reports.files import save_figure
+from study.reports.figures import COLUMN_WIDTH_IN, FONT_PT, SMALL_FONT_PT, paper_style, save_figure
 from study.reports.load import Study, natural_key
 from study.reports.sensitivity import axis_kind
 from study.reports.stats import group_trials
@@ -196,4 +195,4 @@ def describe(filename: str) -> str:
     return what.get(plot, "") + (f" ({dataset})" if dataset and plot in what else "")
 
 
-__all__ = ["Configuration", "PLOTS", "configurations", "describe", "distribution", "optuna_study", "write_joint"]
+__all__ = ["Configuration", "PLOTS", "configurations", "describe", "optuna_study", "write_joint"]

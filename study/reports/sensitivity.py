@@ -22,8 +22,7 @@ from matplotlib.ticker import FixedLocator, FuncFormatter, NullLocator
 
 from study.reports.facets import facets, is_faceted
 from study.reports.figures import (FIGURE_HEIGHT_IN, SMALL_FONT_PT, STARS_NOTE, mark_significance, new_figure,
-                                   paper_style)
-from study.reports.files import save_figure
+                                   paper_style, save_figure)
 from study.reports.load import Study
 from study.schema import Run
 from study.space import Param

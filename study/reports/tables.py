@@ -3,7 +3,8 @@
 ``summary.csv`` compares every configuration with the reference configuration (each searched key at the
 space's ``reference`` value, else the trainer's default) on the seeds both ran, with the statistics of
 ``study.reports.significance``: ``reference`` is ``true`` on that row, whose comparison columns stay empty,
-as they do where fewer than 2 seeds pair up or no reference configuration ran.
+as they do where fewer than 2 seeds pair up or no reference configuration ran. A paired comparison's cells are
+written here for a CSV (``paired_cells``) and for a reader (``diff_cells``), the same for every report.
 """
 
 from __future__ import annotations
@@ -11,12 +12,14 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.reports.facets import facets
-from study.reports.files import write_csv
 from study.reports.load import Study
+from study.reports.render import write_csv
 from study.reports.significance import Paired, configuration_tests
-from study.reports.values import fmt_float, fmt_number, fmt_value
+from study.reports.values import NA, fmt_float, fmt_number, fmt_p, fmt_value
 
 F1_DIGITS = 4
+DIGITS = 2
+"""Decimals of F1 and its differences where people read them."""
 SECONDS_DIGITS = 1
 SUMMARY_STATS = ["n", "dev_f1_mean", "dev_f1_std", "dev_f1_ci95", "test_f1_mean", "test_f1_std", "test_f1_ci95",
                  "reference", "n_paired", "test_f1_diff", "diff_ci_low", "diff_ci_high", "effect_size", "p_value",
@@ -39,12 +42,23 @@ def write_trials_csv(study: Study) -> Path:
 
 
 def paired_cells(paired: Paired | None) -> list[str]:
-    """``n_paired`` .. ``p_holm`` of ``SUMMARY_STATS``; all empty for the reference (None)."""
+    """``n_paired`` .. ``p_holm`` of ``SUMMARY_STATS``; all empty for the reference or without one (None)."""
     if paired is None:
         return [""] * 8
     return [str(paired.n_paired), fmt_float(paired.diff, F1_DIGITS), fmt_float(paired.diff_ci_low, F1_DIGITS),
             fmt_float(paired.diff_ci_high, F1_DIGITS), fmt_number(paired.effect_size), fmt_number(paired.p_value),
             fmt_number(paired.p_signflip), fmt_number(paired.p_holm)]
+
+
+def diff_cells(p: Paired | None, is_reference: bool = False) -> list[str]:
+    """Δ test F1 (with stars), 95% CI, d_z, p (t-test), p (sign-flip), p (Holm); n/a without enough pairs."""
+    if is_reference:
+        return ["reference", "", "", "", "", ""]
+    if p is None or p.diff is None:
+        return [NA] * 6
+    ci = NA if p.diff_ci_low is None else f"[{p.diff_ci_low:+.{DIGITS}f}, {p.diff_ci_high:+.{DIGITS}f}]"
+    dz = NA if p.effect_size is None else f"{p.effect_size:+.2f}"
+    return [f"{p.diff:+.{DIGITS}f}{p.stars}", ci, dz, fmt_p(p.p_value), fmt_p(p.p_signflip), fmt_p(p.p_holm)]
 
 
 def summary_rows(study: Study) -> list[list[str]]:
@@ -58,8 +72,7 @@ def summary_rows(study: Study) -> list[list[str]]:
             rows.append([*(fmt_value(v) for v in g.values), str(dev.n),
                          *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std,
                                                              test.ci95)),
-                         "true" if g is reference else "false",
-                         *(paired_cells(paired) if reference is not None and g is not reference else [""] * 8)])
+                         "true" if g is reference else "false", *paired_cells(paired)])
     return rows
 
 
