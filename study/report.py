@@ -22,6 +22,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from study.reports import ReportError, build_reports  # noqa: E402
+from study.schema import RecordError  # noqa: E402
 
 PANELS = ("study", "dataset", "key")  # as study.reports.studies.PANELS, without importing matplotlib for --help
 
@@ -88,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
         else:
             written = build_reports(args.study_dir)
             where = args.study_dir
-    except ReportError as e:
+    except (ReportError, RecordError) as e:
         print(f"report.py: error: {e}", file=sys.stderr)
         return 2
     print(f"wrote {len(written)} reports in {where}; index: {written[-1]}")

@@ -5,7 +5,7 @@ The files are read by ``study/records.py``, the module that writes them, and a r
 ``study.schema.Run``; this module adds the study around the runs for the reports. The runs of the
 confirmation on fresh seeds (``phase: confirm``) are set apart here, once: ``Study.trials`` holds the search's
 runs, which every search statistic reads, and ``Study.confirmations`` the others (``confirm.py``). A malformed
-record raises ``ReportError`` naming the file (and line) and what is expected.
+record raises ``RecordError`` naming the file (and line) and what is expected.
 """
 
 from __future__ import annotations
@@ -20,8 +20,10 @@ from study.records import CONFIG_YAML, STUDY_JSON, TRIALS_DIR, read_json, read_r
 from study.schema import CONFIRM_PHASE, RecordError, Run
 from study.space import Param, SpaceError
 
-ReportError = RecordError
-"""A stored study the reports cannot read; the message names the file and what is expected."""
+class ReportError(ValueError):
+    """A report that cannot be made as asked (a folder that is no study, ``--combine``/``--compare`` inputs); the
+    message names the folder or option and what is accepted. A stored record that cannot be read raises
+    ``study.schema.RecordError`` instead."""
 
 
 class NotAStudy(ReportError):
@@ -87,7 +89,7 @@ def _params(meta_path: Path, space: dict[str, Any]) -> dict[str, Param]:
     try:
         return {str(k): Param.from_dict(str(k), v) for k, v in search.items() if isinstance(v, dict)}
     except SpaceError as e:
-        raise ReportError(f"{meta_path}: 'space': {e}") from None
+        raise RecordError(f"{meta_path}: 'space': {e}") from None
 
 
 def load_study(study_dir: str | Path) -> Study:
@@ -101,10 +103,10 @@ def load_study(study_dir: str | Path) -> Study:
     meta = read_json(meta_path)
     for key in ("name", "searched"):
         if key not in meta:
-            raise ReportError(f"{meta_path}: missing '{key}'; a study.json holds name, space, base_config, "
+            raise RecordError(f"{meta_path}: missing '{key}'; a study.json holds name, space, base_config, "
                               f"searched, metric, mode, seeds, code_revision, packages, command, created.")
     if not isinstance(meta["searched"], list):
-        raise ReportError(f"{meta_path}: 'searched' must be a list of dotted keys.")
+        raise RecordError(f"{meta_path}: 'searched' must be a list of dotted keys.")
     space = meta.get("space") or {}
     runs = sorted(read_runs(study_dir), key=lambda t: natural_key(t.trial_id))
     command = meta.get("command") or ""
