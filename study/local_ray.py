@@ -1,9 +1,8 @@
 """Ray for a study: join a cluster (``--address``) or start a private local instance, check it can run a
 trial, and keep Tune's console quiet. Ray Tune itself is used by ``study/runner.py``.
 
-The local instance listens on 127.0.0.1 only (``keep_on_loopback``): the one place the study reaches into a
-private Ray module, because Ray 2.60 offers no public setting that keeps a Linux node's gRPC servers off the
-machine's other interfaces (the environment variable it reads is read once, when ray is imported).
+The local instance listens on 127.0.0.1 only: ``keep_local_ray_on_loopback`` sets the environment variable Ray
+reads when it is first imported, and the study's command line calls it before anything imports ray.
 """
 
 from __future__ import annotations
@@ -13,6 +12,9 @@ import os
 import socket
 
 from study.space import REPO_ROOT, Space
+
+
+log = logging.getLogger("study")
 
 
 class ClusterError(RuntimeError):
@@ -74,8 +76,6 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
         return False
     # A new local instance turns token authentication on by itself and says so in a warning: expected here.
     logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
-    if host in LOOPBACK:
-        keep_on_loopback(True)
     try:
         # No idle workers started ahead of time (one per CPU by default): Tune gives its trial actors their own
         # runtime env, so those workers would never host a trial; skipping them frees the CPUs while the
@@ -86,46 +86,39 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
     except BaseException:
         stop_ray()
         raise
+    node_ip = ray.util.get_node_ip_address()
+    if host in LOOPBACK and node_ip not in LOOPBACK:
+        log.warning("the local Ray instance listens on %s, not only on 127.0.0.1: ray was imported before "
+                    "keep_local_ray_on_loopback() could set %s=0 (study/run.py calls it first)", node_ip, LOOPBACK_ENV)
     return True
 
 
 def stop_ray() -> None:
-    """End the local instance ``init_ray`` started and undo what it set for it in this process."""
+    """End the local instance ``init_ray`` started."""
     import ray
 
     ray.shutdown()
-    keep_on_loopback(False)
 
 
 LOOPBACK = ("127.0.0.1", "localhost", "::1")
-_LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
-_saved_loopback: list[tuple[str | None, bool]] = []
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 
 
-def keep_on_loopback(on: bool) -> None:
-    """Make a local Ray instance listen on 127.0.0.1 only (``on``), or undo that after ``ray.shutdown``.
+def keep_local_ray_on_loopback(address: str | None, host: str) -> bool:
+    """Before ray is first imported in this process: make a private local instance on a loopback ``host`` listen
+    on 127.0.0.1 only. True when it applies (no ``address`` and no ``RAY_ADDRESS``; ``host`` a loopback one).
 
-    On Linux, Ray 2.60 replaces a 127.0.0.1 node address by the machine's own IP (``ray_constants.
-    ENABLE_RAY_CLUSTER``, from the environment variable above, read when ray is imported) and its gRPC
-    servers (GCS, raylet, workers) listen on all interfaces unless the node address is 127.0.0.1. Setting
-    the variable to 0 keeps the node on 127.0.0.1, and with it every port; the raylet passes it on to the
-    processes it starts. Only for a private single-node instance: a node started this way cannot be joined
-    by others, so a cluster (``--address``) keeps its own settings.
+    On Linux, Ray 2.60 replaces a 127.0.0.1 node address by the machine's own IP and its gRPC servers (GCS,
+    raylet, workers) listen on all interfaces, unless ``RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER`` is 0 when ray is
+    imported (it is read once, then). With it 0 the node, and every port, stays on 127.0.0.1, and the raylet
+    passes the variable on to the processes it starts. Only for a private single-node instance: Ray refuses to
+    start a worker node with it, so a process that joins a cluster (``--address``) leaves it alone.
+    ``tests/test_loopback.py`` checks every listening socket of such an instance.
     """
-    from ray._private import ray_constants
-
-    if on:
-        saved = (os.environ.get(_LOOPBACK_ENV), getattr(ray_constants, "ENABLE_RAY_CLUSTER", True))
-        _saved_loopback.append(saved)
-        os.environ[_LOOPBACK_ENV] = "0"
-        ray_constants.ENABLE_RAY_CLUSTER = False
-    elif _saved_loopback:
-        env, constant = _saved_loopback.pop()
-        if env is None:
-            os.environ.pop(_LOOPBACK_ENV, None)
-        else:
-            os.environ[_LOOPBACK_ENV] = env
-        ray_constants.ENABLE_RAY_CLUSTER = constant
+    if address or os.environ.get("RAY_ADDRESS") or host not in LOOPBACK:
+        return False
+    os.environ[LOOPBACK_ENV] = "0"
+    return True
 
 
 def check_resources(space: Space) -> None:

@@ -24,7 +24,7 @@ if __package__ in (None, ""):  # run as a plain script: make the repository impo
 from model.config import ConfigError  # noqa: E402
 from study.optuna_storage import StorageError  # noqa: E402
 from study.records import RecordError, command_line  # noqa: E402
-from study.local_ray import ClusterError  # noqa: E402
+from study.local_ray import ClusterError, keep_local_ray_on_loopback  # noqa: E402
 from study.resolve import StudyExistsError, resolve_study  # noqa: E402
 from study.runner import run_study  # noqa: E402
 from study.space import REPO_ROOT, SpaceError  # noqa: E402
@@ -50,6 +50,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
+    keep_local_ray_on_loopback(args.address, args.host)  # before anything imports ray
     os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
     from model.errors import DataError  # not model.data: that would load torch before Ray starts

@@ -21,8 +21,10 @@ PROBE = textwrap.dedent("""
     import json, os, socket, struct
     from pathlib import Path
 
+    from study.local_ray import init_ray, keep_local_ray_on_loopback, stop_ray
+
+    assert keep_local_ray_on_loopback(None, "127.0.0.1")  # as study/run.py does, before ray is imported
     import ray
-    from study.local_ray import init_ray, stop_ray
 
     def listening():
         '''inode -> "ip:port" of every listening TCP socket (IPv4 and IPv6) of the machine.'''
@@ -84,8 +86,7 @@ PROBE = textwrap.dedent("""
             name = Path(f"/proc/{pid}/comm").read_text().strip() if Path(f"/proc/{pid}/comm").exists() else "?"
             found.append({"pid": pid, "process": name, "ip": ip, "port": int(port)})
     stop_ray()
-    print("LOOPBACK " + json.dumps({"node_ip": node_ip, "sockets": found,
-                                    "env_after": os.environ.get("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}))
+    print("LOOPBACK " + json.dumps({"node_ip": node_ip, "sockets": found}))
 """)
 
 
@@ -104,4 +105,19 @@ def test_local_ray_instance_listens_on_loopback_only(tmp_path: Path) -> None:
     assert {"gcs_server", "raylet"} <= names, result["sockets"]  # the check saw Ray's own servers
     exposed = [s for s in result["sockets"] if s["ip"] not in ("127.0.0.1", "::ffff:127.0.0.1", "::1")]
     assert not exposed, exposed
-    assert result["env_after"] is None  # undone after shutdown: a later join of a cluster is unaffected
+
+
+def test_only_a_private_local_instance_is_kept_on_loopback(monkeypatch: pytest.MonkeyPatch) -> None:
+    from study.local_ray import LOOPBACK_ENV, keep_local_ray_on_loopback
+
+    monkeypatch.delenv(LOOPBACK_ENV, raising=False)
+    monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    # Joining a cluster, or a local instance other machines may reach: Ray's default (it refuses worker nodes
+    # started with the variable at 0).
+    assert not keep_local_ray_on_loopback("10.0.0.5:6379", "127.0.0.1")
+    assert not keep_local_ray_on_loopback(None, "0.0.0.0")
+    monkeypatch.setenv("RAY_ADDRESS", "10.0.0.5:6379")
+    assert not keep_local_ray_on_loopback(None, "127.0.0.1")
+    assert LOOPBACK_ENV not in os.environ
+    monkeypatch.delenv("RAY_ADDRESS")
+    assert keep_local_ray_on_loopback(None, "127.0.0.1") and os.environ[LOOPBACK_ENV] == "0"
