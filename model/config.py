@@ -4,14 +4,13 @@ One name for one idea: the dotted key (``i2srm.delta``) is the YAML key, the
 ``--set`` key, the study's search-space key, the CSV column and the plot label.
 
 Precedence, lowest first: dataclass defaults (the paper's reference values) ->
-the recipe of ``data.name`` (the per-task recipe table of the method page) ->
+the recipe of ``data.name`` (the per-task recipe table of docs/method.md) ->
 ``--config FILE`` -> ``--set key=value``. A value given by the user always
 wins over a recipe.
 """
 
 from __future__ import annotations
 
-import copy
 import dataclasses
 import difflib
 import functools
@@ -35,7 +34,7 @@ ABLATIONS = ("full", "no_kl", "no_attnmixup", "transfer_only", "mixup_only", "no
 LAYOUTS = ("reference", "clean")  # the values of i2srm.variant and of each switch it sets
 
 # i2srm.variant: the value each switch takes unless the user sets it. ``reference`` is the authors' model
-# (LUMIA-Group/I2SRM on zjunlp/HVPNeT); ``clean`` is this project's earlier, standard-layout variant.
+# (LUMIA-Group/I2SRM on zjunlp/HVPNeT); ``clean`` is a standard-layout variant of the same modules (docs/method.md).
 # docs/fidelity.md lists every difference with the authors' file and function.
 VARIANTS: dict[str, dict[str, Any]] = {
     "reference": {"i2srm.loss_layout": "reference", "model.prefix_layout": "reference",
@@ -184,7 +183,7 @@ class Config:
         return {f"{s}.{k}": v for s, sec in self.to_dict().items() for k, v in sec.items()}
 
 
-# The per-task recipes of the method page, plus laptop-sized recipes for the synthetic benchmark.
+# The per-task recipes of docs/method.md, plus laptop-sized recipes for the synthetic benchmark.
 RECIPES: dict[str, dict[str, Any]] = {
     "twitter2015": {"train.epochs": 30, "train.batch_size": 8, "train.warmup": 0.01, "data.max_len": 80,
                     "model.backbone_weights": "imagenet"},
@@ -338,7 +337,7 @@ def build_config(overrides: Mapping[str, Any] | None = None, where: str = "") ->
 
 
 def resolve_ablation(cfg: Config) -> None:
-    """Turn ``i2srm.ablation`` into the switches the model reads (one row of the method page)."""
+    """Turn ``i2srm.ablation`` into the switches the model reads (one row of docs/method.md's ablation table)."""
     a, m, i = cfg.i2srm.ablation, cfg.model, cfg.i2srm
     if a == "no_kl":
         i.kl_weight = 0.0
@@ -520,7 +519,3 @@ def resume_config(stored: Mapping[str, Any], config_file: str | Path | None = No
 def config_from_flat(flat: Mapping[str, Any]) -> Config:
     """Rebuild a Config from ``Config.flat()`` output (e.g. a stored trial), validating again."""
     return build_config({k: v for k, v in flat.items()})
-
-
-def clone(cfg: Config) -> Config:
-    return copy.deepcopy(cfg)

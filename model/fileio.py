@@ -41,8 +41,8 @@ def temp_path(path: Path) -> Path:
 
 
 def remove_stale_temps(path: Path) -> None:
-    """Delete the temporary files a killed writer of ``path`` left: ``temp_path``'s, and the ``<name>.tmp*``
-    of earlier versions (still in caches written by them). Only under a lock that every writer holds: a
+    """Delete the temporary files a killed writer of ``path`` left: ``temp_path``'s, and ``<name>.tmp*`` files
+    (the other name a cache folder may hold). Only under a lock that every writer holds: a
     live writer's file matches too."""
     for pattern in (f".{path.name}.*.tmp*", f"{path.name}.tmp*"):
         for stale in path.parent.glob(pattern):

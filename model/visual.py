@@ -19,9 +19,9 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models import ResNet
 
-from model.config import BACKBONES, Config
+from model.config import BACKBONES
 
-if TYPE_CHECKING:  # the data engineer's module; imported lazily at run time
+if TYPE_CHECKING:  # imported lazily at run time
     from model.data.images import ImageLoader
 
 # Output channels of layer1..layer4: BasicBlock nets (18/34) and Bottleneck nets (50/101/152).
@@ -130,11 +130,6 @@ class ResNetFeatures(nn.Module):
         if frozen:
             self.net.requires_grad_(False)
             self.net.eval()
-
-    @classmethod
-    def from_config(cls, cfg: Config) -> "ResNetFeatures":
-        net = build_resnet(cfg.model.backbone, cfg.model.backbone_weights)
-        return cls(net, cfg.model.prompt_len, frozen=not cfg.model.finetune_backbone)
 
     def train(self, mode: bool = True) -> "ResNetFeatures":
         # A frozen backbone keeps BatchNorm running statistics fixed and features a pure function of

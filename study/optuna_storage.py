@@ -7,9 +7,8 @@
     optuna_storage: journal:PATH      Optuna's journal file (``JournalStorage`` over ``JournalFileBackend``),
                                       for a folder several machines share (PATH made absolute)
 
-``normalize_storage`` checks a value (the space parser calls it; no Optuna import), ``open_storage`` opens
-it for the study's searcher (the runner, before Ray starts) and ``open_storage_for_reading`` for the
-reports. The default SQLite file is put in WAL journal mode when it is opened for the study, so a live
+``normalize_storage`` checks a value (the space parser calls it; no Optuna import) and ``open_storage`` opens
+it for the study's searcher (the runner, before Ray starts). The default SQLite file is put in WAL journal mode when it is opened for the study, so a live
 ``optuna-dashboard`` (or ``optuna.load_study`` in another process) reads it while the study writes, and the
 study waits up to ``SQLITE_TIMEOUT_S`` for a lock instead of SQLite's 5 s.
 """
@@ -136,28 +135,3 @@ def open_storage(spec: str | None, study_dir: Path) -> Any:
                            f"postgresql+psycopg2:// or mysql+pymysql://).") from None
     except Exception as e:  # sqlalchemy OperationalError (server down, permissions, bad database) ...
         raise StorageError(f"optuna_storage {where}: cannot be opened: {_first_line(e)}") from None
-
-
-def storage_exists(spec: str | None, study_dir: Path) -> bool:
-    """False when a file storage (the default, a SQLite file, a journal) has no file yet; True otherwise."""
-    if spec is None:
-        return (Path(study_dir) / OPTUNA_DB).is_file()
-    if spec.startswith(JOURNAL_PREFIX):
-        return Path(spec[len(JOURNAL_PREFIX):]).is_file()
-    if spec.startswith("sqlite"):
-        return Path(spec.partition(":///")[2].partition("?")[0]).is_file()
-    return True
-
-
-def open_storage_for_reading(spec: str | None, study_dir: Path) -> Any:
-    """The study's Optuna storage as a reader opens it (a report): no WAL switch, nothing created but what
-    Optuna's own constructors create; the caller checks ``storage_exists`` first."""
-    import optuna
-
-    if spec is None:
-        return f"sqlite:///{(Path(study_dir) / OPTUNA_DB).resolve()}"
-    if spec.startswith(JOURNAL_PREFIX):
-        from optuna.storages.journal import JournalFileBackend
-
-        return optuna.storages.JournalStorage(JournalFileBackend(spec[len(JOURNAL_PREFIX):]))
-    return optuna.storages.RDBStorage(spec, engine_kwargs=_sqlite_engine_kwargs(spec))

@@ -4,7 +4,6 @@ visual prefix passed through the encoder's ``cache`` argument (reaches the atten
 from __future__ import annotations
 
 import os
-import socket
 import subprocess
 import sys
 import time

@@ -20,7 +20,6 @@ import pytest
 
 from model.config import ALLOW_SIMULATE_ENV, ConfigError, build_config, config_from_flat
 from model.simulate import STATE_FILE, epoch_metrics, quality
-from study.optuna_storage import open_storage_for_reading
 
 ROOT = Path(__file__).resolve().parent.parent
 # What model.train.train reports every epoch for MNER; the stand-in must report the same keys.
@@ -212,7 +211,7 @@ def test_scale_study_records_are_correct(scale_run: dict[str, Any], monkeypatch:
         r["score"] = max(e["dev_f1"] for e in epochs)  # the run's best epoch (schema.score)
     # The cell's Optuna study is in the journal file beside its study folder (--optuna-storage journal).
     (journal,) = (scale_run["root"] / "work").glob("*/optuna.journal")
-    storage = open_storage_for_reading(f"journal:{journal}", study_dir)
+    storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     (name,) = optuna.get_all_study_names(storage)
     trials = optuna.load_study(study_name=name, storage=storage).get_trials(deepcopy=False)
     assert len(trials) == 4 and all(t.state == optuna.trial.TrialState.COMPLETE for t in trials)

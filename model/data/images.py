@@ -72,9 +72,3 @@ class ImageLoader:
         return (x - self._mean) / self._std
 
     __call__ = load
-
-    def load_many(self, paths: list[str]) -> torch.Tensor:
-        """[N, 3, S, S] for ``paths`` in order."""
-        if not paths:
-            return torch.zeros(0, 3, self.image_size, self.image_size)
-        return torch.stack([self.load(p) for p in paths])

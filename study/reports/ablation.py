@@ -1,6 +1,6 @@
 """``ablation.csv/.md/.tex``: the paper's ablation table from a study that searches ``i2srm.ablation``.
 
-Rows follow the method page's order (``model.config.ABLATIONS``). Each row is compared with
+Rows follow docs/method.md's order (``model.config.ABLATIONS``). Each row is compared with
 the full model on the same seeds (``study.reports.significance``): difference of mean test F1, the
 paired t-test with Holm's adjustment over the rows of a block, the exact sign-flip test, Cohen's d_z and
 a bootstrap 95% interval of the paired difference, and, from ``MIN_WILCOXON_PAIRS`` pairs on, the

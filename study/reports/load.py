@@ -42,7 +42,6 @@ class Study:
     mode: str
     seeds: tuple[int, ...]
     code_revision: str
-    packages: dict[str, str]
     command: str
     created: str
     trials: tuple[Run, ...]
@@ -123,7 +122,6 @@ def load_study(study_dir: str | Path) -> Study:
         mode=str(meta.get("mode") or "max"),
         seeds=tuple(int(s) for s in meta.get("seeds") or ()),
         code_revision=str(meta.get("code_revision") or "unknown"),
-        packages={str(k): str(v) for k, v in (meta.get("packages") or {}).items()},
         command=str(command),
         created=str(meta.get("created") or ""),
         trials=tuple(t for t in runs if t.phase != CONFIRM_PHASE),

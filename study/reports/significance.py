@@ -35,7 +35,6 @@ from study.reports.values import fmt_value, reference_value
 from study.schema import Run, typed_value
 
 MIN_PAIRS = 2
-ALPHA = 0.05
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 """Markers of the Holm-adjusted t-test p-value, in figures and tables."""
 BOOTSTRAP_RESAMPLES = 9999
