@@ -220,7 +220,7 @@ def _suggest(key: str) -> str:
 
 
 def _field_type(section_obj: Any, name: str) -> Any:
-    return _hints(type(section_obj))[name]
+    return _hints(type(section_obj))[name]  # type: ignore[arg-type]  # (lru_cache: a class hashes)
 
 
 @functools.lru_cache(maxsize=None)
@@ -438,17 +438,18 @@ def validate(cfg: Config, where: str = "") -> None:
                        ("model.prefix_heads", cfg.model.prefix_heads)):
         if value not in LAYOUTS:
             raise bad(key, value, ", ".join(LAYOUTS))
-    for key, value in (("i2srm.clean_share", cfg.i2srm.clean_share), ("i2srm.mix_share", cfg.i2srm.mix_share)):
-        if not 0.0 < value <= 1.0:
-            raise bad(key, value, "a share in (0, 1]")
+    for key, share in (("i2srm.clean_share", cfg.i2srm.clean_share), ("i2srm.mix_share", cfg.i2srm.mix_share)):
+        if not 0.0 < share <= 1.0:
+            raise bad(key, share, "a share in (0, 1]")
     if cfg.train.max_grad_norm < 0:
         raise bad("train.max_grad_norm", cfg.train.max_grad_norm, "a number >= 0 (0 = no clipping)")
-    for key, value, lo in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
+    for key, count, lo in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
                            ("train.eval_batch_size", cfg.train.eval_batch_size, 1),
                            ("model.prompt_len", cfg.model.prompt_len, 1), ("data.max_len", cfg.data.max_len, 8),
-                           ("model.image_size", cfg.model.image_size, 32), ("data.max_objects", cfg.data.max_objects, 0)):
-        if value < lo:
-            raise bad(key, value, f"an integer >= {lo}")
+                           ("model.image_size", cfg.model.image_size, 32),
+                           ("data.max_objects", cfg.data.max_objects, 0)):
+        if count < lo:
+            raise bad(key, count, f"an integer >= {lo}")
     for key in ("lr", "head_lr", "prefix_lr", "crf_lr"):
         if getattr(cfg.train, key) is not None and getattr(cfg.train, key) <= 0:
             raise bad(f"train.{key}", getattr(cfg.train, key), "a number > 0")

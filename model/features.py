@@ -174,7 +174,8 @@ class SplitFeatures:
 def tensors_checksum(cells: Tensor, logits: Tensor) -> str:
     h = hashlib.sha256()
     for t in (cells, logits):
-        h.update(memoryview(t.detach().cpu().contiguous().numpy()).cast("B"))
+        array: Any = t.detach().cpu().contiguous().numpy()
+        h.update(memoryview(array).cast("B"))
     return h.hexdigest()
 
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import inspect
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -69,7 +70,9 @@ class VisualPrefix(nn.Module):
                              "features cached for another prompt_len cannot be reused.")
         # model.prefix_norm works on the backbone's channels (per channel, or per cell), whatever the layout;
         # model.prefix_layout then only decides how the normalised values are cut into P vectors.
-        cells = arrange_cells(self._normalise(cells.to(self.mlp[0].weight.dtype), mask), self.layout)  # [B, S, P, C]
+        dtype = self.mlp[0].weight.dtype
+        assert isinstance(dtype, torch.dtype)
+        cells = arrange_cells(self._normalise(cells.to(dtype), mask), self.layout)  # [B, S, P, C]
         cand = self.mlp(cells)                                             # [B, S, P, 4 * 2H]
         cand = cand.view(b, s, p, NUM_CANDIDATES, 2 * self.hidden)         # [B, S, P, 4, 2H]
         summary = cand.mean(dim=3).reshape(b, s, p * 2 * self.hidden)      # [B, S, P * 2H]
@@ -135,6 +138,7 @@ def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
         mean = (x * w).sum(dims) / n                                       # [C]
         var = (((x - mean) * w) ** 2).sum(dims) / n                        # [C] biased, as BatchNorm normalises
         if bn.training and bn.track_running_stats:
+            assert bn.running_mean is not None and bn.running_var is not None and bn.num_batches_tracked is not None
             with torch.no_grad():
                 bn.num_batches_tracked.add_(1)
                 m = bn.momentum if bn.momentum is not None else 1.0 / float(bn.num_batches_tracked)
@@ -142,6 +146,7 @@ def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
                 unbiased = var.detach() * n / (n - 1).clamp(min=1)
                 bn.running_var.lerp_(unbiased.to(bn.running_var.dtype), m)
     else:
+        assert bn.running_mean is not None and bn.running_var is not None
         mean, var = bn.running_mean.to(x.dtype), bn.running_var.to(x.dtype)
     out = (x - mean) * torch.rsqrt(var + bn.eps)
     if bn.affine:
@@ -157,8 +162,9 @@ def text_position_ids(encoder: PreTrainedModel, input_ids: Tensor) -> Tensor:
     """
     embeddings = getattr(encoder, "embeddings", None)
     make = getattr(embeddings, "create_position_ids_from_input_ids", None)
-    if make is not None and getattr(embeddings, "padding_idx", None) is not None:
-        return make(input_ids, embeddings.padding_idx, 0)
+    padding_idx = getattr(embeddings, "padding_idx", None)
+    if make is not None and padding_idx is not None:
+        return make(input_ids, padding_idx, 0)
     length = input_ids.shape[1]
     return torch.arange(length, device=input_ids.device).unsqueeze(0).expand_as(input_ids)
 
@@ -184,12 +190,13 @@ def encode_with_prefix(encoder: PreTrainedModel, input_ids: Tensor, attention_ma
         cache.update(key, value, layer_idx)
     full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1)  # [B, T + L]
     out = encoder(input_ids=input_ids, attention_mask=full_mask,
-                  position_ids=text_position_ids(encoder, input_ids), **{_cache_keyword(type(encoder)): cache})
+                  position_ids=text_position_ids(encoder, input_ids),
+                  **{_cache_keyword(type(encoder)): cache})  # type: ignore[arg-type]  # (lru_cache: a class hashes)
     return out.last_hidden_state                                           # [B, L, H]
 
 
 @functools.lru_cache(maxsize=None)
-def _cache_keyword(encoder_class: type) -> str:
+def _cache_keyword(encoder_class: type[Any]) -> str:
     """The keyword under which ``encoder_class.forward`` takes a ``Cache``.
 
     transformers 5.24 (the tested line) takes ``cache`` in every model's forward; ``past_key_values`` is only an

@@ -207,8 +207,8 @@ class I2SRMNetwork(nn.Module):
         no_decay = set() if cfg.train.decay_norm_bias else (
             _no_decay_ids(self) | (_no_decay_ids(backbone) if backbone is not None else set()))
         params = list(self.parameters()) + (list(backbone.parameters()) if backbone is not None else [])
-        lr = {"encoder": cfg.train.lr, "prefix": cfg.train.prefix_lr if cfg.train.prefix_lr is not None else cfg.train.lr,
-              "crf": cfg.train.crf_lr, "head": cfg.train.head_lr}
+        prefix_lr = cfg.train.prefix_lr if cfg.train.prefix_lr is not None else cfg.train.lr
+        lr = {"encoder": cfg.train.lr, "prefix": prefix_lr, "crf": cfg.train.crf_lr, "head": cfg.train.head_lr}
         groups: dict[str, list[nn.Parameter]] = {}
         for p in params:
             if not p.requires_grad or id(p) in unused:  # a frozen backbone never reaches the optimizer

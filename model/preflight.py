@@ -60,7 +60,8 @@ def check_encoder_source(where: str, name: str | None = None) -> None:
         return
     if _looks_like_path(where):
         raise ConfigError(f"model.text_encoder={name!r} is not a folder on this machine (nor a hub name); set it to "
-                          f"a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub name.")
+                          f"a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub "
+                          f"name.")
     if _in_hub_cache(where):
         return
     endpoint = constants.ENDPOINT

@@ -19,7 +19,7 @@ import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable
+from typing import TYPE_CHECKING, Any, Callable, cast
 
 import numpy as np
 
@@ -29,6 +29,8 @@ from model.fileio import atomic_torch_save, atomic_write_text
 if TYPE_CHECKING:
     import torch
     from torch.utils.data import DataLoader
+
+    from model.network import I2SRMNetwork
 
 log = logging.getLogger("i2srm")
 
@@ -140,9 +142,10 @@ def _to_device(batch: dict[str, Any], device: torch.device) -> dict[str, Any]:
 def _rng_state() -> dict[str, Any]:
     import torch
 
+    np_state = np.random.get_state()
+    assert isinstance(np_state, tuple)  # legacy=True: (name, keys, pos, has_gauss, cached_gaussian)
     state: dict[str, Any] = {"torch": torch.get_rng_state(), "python": random.getstate(),
-                             "numpy": [np.random.get_state()[0], torch.from_numpy(np.random.get_state()[1].copy()),
-                                       *np.random.get_state()[2:]]}
+                             "numpy": [np_state[0], torch.from_numpy(np_state[1].copy()), *np_state[2:]]}
     if torch.cuda.is_initialized():  # a CPU run never starts CUDA (it would hold memory on GPU 0)
         state["cuda"] = torch.cuda.get_rng_state_all()
     return state
@@ -174,14 +177,14 @@ class Evaluator:
     def __init__(self, task: str, label_names: list[str], none_index: int | None) -> None:
         self.task, self.label_names, self.none_index = task, label_names, none_index
 
-    def __call__(self, net: torch.nn.Module, loader: DataLoader, visual_fn: Callable, device: torch.device,
+    def __call__(self, net: I2SRMNetwork, loader: DataLoader, visual_fn: Callable, device: torch.device,
                  amp: bool) -> dict[str, float]:
         import torch
 
         with torch.no_grad():
             return self._score(net, loader, visual_fn, device, amp)
 
-    def _score(self, net: torch.nn.Module, loader: DataLoader, visual_fn: Callable, device: torch.device,
+    def _score(self, net: I2SRMNetwork, loader: DataLoader, visual_fn: Callable, device: torch.device,
                amp: bool) -> dict[str, float]:
         from model.metrics import mner_scores, mre_scores
 
@@ -195,12 +198,12 @@ class Evaluator:
             if self.task == "mner":
                 lengths = batch["word_mask"].sum(1).tolist()
                 labels = batch["labels"].tolist()
-                for n, g, p in zip(lengths, labels, out):
+                for n, g, p in zip(lengths, labels, cast("list[list[int]]", out)):  # MNER: a tag path per sentence
                     gold.append([self.label_names[i] for i in g[:n]])
                     pred.append([self.label_names[i] for i in p[:n]])
             else:
                 gold.extend(batch["label"].tolist())
-                pred.extend(int(p) for p in out)
+                pred.extend(int(p) for p in cast("list[int]", out))  # MRE: a relation per sample
         if self.task == "mner":
             return mner_scores(gold, pred)
         assert self.none_index is not None

@@ -154,6 +154,7 @@ class ResNetFeatures(nn.Module):
 def _out_channels(layer: nn.Sequential) -> int:
     block = layer[-1]
     last_bn = getattr(block, "bn3", None) or block.bn2
+    assert isinstance(last_bn, nn.BatchNorm2d)
     return int(last_bn.num_features)
 
 
@@ -170,7 +171,8 @@ class OnlineVisualProvider:
     def _images(self, image_keys: list[list[str]]) -> tuple[Tensor, Tensor]:
         """The existing images of the batch, flattened [N_real, 3, S, S], and the slot mask [B, 1 + K]."""
         slots = 1 + self.max_objects
-        images, mask = [], torch.zeros(len(image_keys), slots, dtype=torch.bool)
+        images: list[Tensor] = []
+        mask = torch.zeros(len(image_keys), slots, dtype=torch.bool)
         for b, keys in enumerate(image_keys):
             if not keys:
                 raise ValueError(f"sample {b} of the batch has no image key; the whole image must come first.")

@@ -8,9 +8,9 @@
                                       for a folder several machines share (PATH made absolute)
 
 ``normalize_storage`` checks a value (the space parser calls it; no Optuna import) and ``open_storage`` opens
-it for the study's searcher (the runner, before Ray starts). The default SQLite file is put in WAL journal mode when it is opened for the study, so a live
-``optuna-dashboard`` (or ``optuna.load_study`` in another process) reads it while the study writes, and the
-study waits up to ``SQLITE_TIMEOUT_S`` for a lock instead of SQLite's 5 s.
+it for the study's searcher (the runner, before Ray starts). The default SQLite file is put in WAL journal mode
+when it is opened for the study, so a live ``optuna-dashboard`` (or ``optuna.load_study`` in another process)
+reads it while the study writes, and the study waits up to ``SQLITE_TIMEOUT_S`` for a lock instead of SQLite's 5 s.
 """
 
 from __future__ import annotations

@@ -59,7 +59,8 @@ class ProgressLine(Callback):
         state["stream"] = None  # sys.stderr is not picklable; Ray pickles callbacks with the experiment
         return state
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         self._reset()
 
     def _better(self, a: float, b: float) -> bool:

@@ -84,7 +84,8 @@ class TrialRecorder(Callback):
         self.keep_checkpoints = keep_checkpoints
         self.setup()
 
-    def setup(self, **info: Any) -> None:
+    def setup(self, stop: Any = None, num_samples: int | None = None, total_num_samples: int | None = None,
+              **info: Any) -> None:
         # The records and epochs of the runs seen in this session, as last written: the recorder is their only
         # writer while the study runs, so each is read from disk once (a resumed run's) and then kept here.
         self._records: dict[str, Run] = {}

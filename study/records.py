@@ -2,7 +2,8 @@
 
 Everything a report or a resume needs is in these files; the report side reads only them, through the
 readers here (``read_json``, ``read_jsonl``, ``read_runs``) that the runner and the recorder use too; a run's
-record is typed by ``study.schema.Run``. A malformed record raises ``RecordError`` naming the file (and line) and what is expected.
+record is typed by ``study.schema.Run``. A malformed record raises ``RecordError`` naming the file (and line)
+and what is expected.
 Writes are atomic (``model.fileio``: a temp file in the same folder, then ``os.replace``) so a killed driver
 never leaves half a file.
 No Ray here: the Ray-side callback that feeds these functions lives in ``study/recorder.py``.
@@ -126,7 +127,8 @@ def write_study_meta(study_dir: Path, space: Space, base: Config, command: str) 
     atomic_write_text(study_dir / SPACE_YAML, dump_space(space))
     atomic_write_text(study_dir / CONFIG_YAML,
                       f"# Base trainer config of study '{study_dir.name}' (searched keys and train.seed vary per "
-                      f"run; each run's complete config is trials/<run>/config.yaml).\n" + yaml.safe_dump(base.to_dict(), sort_keys=False, allow_unicode=True))
+                      f"run; each run's complete config is trials/<run>/config.yaml).\n"
+                      + yaml.safe_dump(base.to_dict(), sort_keys=False, allow_unicode=True))
     return meta
 
 

@@ -90,8 +90,9 @@ def resolve_study(space_arg: str | None, sets: list[str], name: str | None, resu
     if resume:
         if name is None and space_arg is None:
             raise SpaceError("--resume needs --name or --space to know which study to continue.")
-        if name is None:
+        if name is None and space_arg is not None:
             name = load_space(space_arg, sets).study
+        assert name is not None
         study_dir = results_dir / name
         stored_file = study_dir / SPACE_YAML
         if not stored_file.is_file():

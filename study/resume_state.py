@@ -20,7 +20,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Sequence
 
 from model.fileio import atomic_write_fs
 
@@ -98,7 +98,7 @@ class ResumeState:
     def _write_json(self, name: str, doc: Mapping[str, Any]) -> None:
         atomic_write_fs(self.fs, f"{self.path}/{name}", (json.dumps(doc) + "\n").encode("utf-8"))
 
-    def save(self, checkpoint: Path, epoch: int, history: list[Mapping[str, Any]]) -> None:
+    def save(self, checkpoint: Path, epoch: int, history: Sequence[Mapping[str, Any]]) -> None:
         """Store the local checkpoint folder of ``epoch`` and name it the newest; the older one is deleted."""
         from pyarrow.fs import LocalFileSystem, copy_files
 

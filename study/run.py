@@ -34,9 +34,9 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python study/run.py", description=__doc__.split("\n")[0])
     parser.add_argument("--space", help="search space YAML file, or a name in search_spaces/ (e.g. mixup.yaml)")
     parser.add_argument("--address", help="Ray cluster to join (default: RAY_ADDRESS, else a local instance)")
-    parser.add_argument("--storage", help="where Ray Tune keeps its trial folders and the runs their resume states: a folder "
-                        "every node can reach, or a URI such as s3://bucket/path (default: results/<study>/ray; a resume reuses the "
-                        "study's own)")
+    parser.add_argument("--storage", help="where Ray Tune keeps its trial folders and the runs their resume states: "
+                        "a folder every node can reach, or a URI such as s3://bucket/path (default: "
+                        "results/<study>/ray; a resume uses the study's own)")
     parser.add_argument("--host", default="127.0.0.1",
                         help="address a local Ray instance binds to (default 127.0.0.1: not reachable from "
                         "other machines)")

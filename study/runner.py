@@ -127,7 +127,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     # A storage other than the study's own optuna.db is opened (and created) before Ray starts: one that
     # cannot be opened is refused while nothing is written under results/.
     ot_storage = open_storage(space.optuna_storage, study_dir) if space.optuna_storage is not None else None
-    if ot_storage is not None and not resume:
+    if space.optuna_storage is not None and not resume:
         check_new_in_storage(ot_storage, space.optuna_storage, name)
     # Read once: every searched dataset, except on --resume (read before) and for a simulated trainer (no data).
     reading = space.data_configs() if not resume and base.train.simulate_seconds is None else []

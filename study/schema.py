@@ -170,7 +170,7 @@ class Run:
         best = best_row(self.epochs, "dev_f1", "max")
         if best is not None:
             self.best_dev_f1 = float(best["dev_f1"])
-            self.best_epoch = int(best.get("epoch", self.epochs.index(best) + 1))  # type: ignore[arg-type]
+            self.best_epoch = int(best.get("epoch", self.epochs.index(best) + 1))
             self.test_f1_at_best = _finite(best.get("test_f1"))
         return self
 
@@ -205,8 +205,8 @@ class Run:
             config=config, wall_seconds=_finite(raw.get("wall_seconds")) or 0.0,
             best_dev_f1=_finite(raw.get("best_dev_f1")), test_f1_at_best=_finite(raw.get("test_f1_at_best")))
         run = cls(**kwargs)
-        best_epoch = raw.get("best_epoch")
-        run.best_epoch = int(best_epoch) if _finite(best_epoch) is not None else None
+        best_epoch = _finite(raw.get("best_epoch"))
+        run.best_epoch = int(best_epoch) if best_epoch is not None else None
         if epochs:  # the epochs file is the truth: a running run's record may lag behind it
             run.summarize(epochs)
         return run

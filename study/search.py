@@ -88,7 +88,7 @@ def choose_confirmed(study: optuna.Study, top: int) -> list[int]:
     in the study's direction, ties by trial number."""
     sign = -1.0 if study.direction == StudyDirection.MAXIMIZE else 1.0
     ranked = sorted(study.get_trials(deepcopy=False, states=(TrialState.COMPLETE,)),
-                    key=lambda t: (sign * float(t.value), t.number))
+                    key=lambda t: (sign * float(t.value or 0.0), t.number))  # COMPLETE: a value
     return list(dict.fromkeys(config_number(t) for t in ranked))[:top]
 
 
@@ -143,7 +143,8 @@ def open_study(space: Space, name: str, storage: Any, configs: int) -> OpenStudy
             study.tell(t.number, state=TrialState.FAIL)
     requeued = {int(t.user_attrs[REQUEUED_ATTR]) for t in trials if REQUEUED_ATTR in t.user_attrs}
     by_number = {t.number: t for t in trials}
-    opened = OpenStudy(study, budget=max(0, configs - (len(trials) - len(orphans))), orphans=[t.number for t in running])
+    opened = OpenStudy(study, budget=max(0, configs - (len(trials) - len(orphans))),
+                       orphans=[t.number for t in running])
     for number in orphans:
         if number in requeued or number not in by_number:
             continue
@@ -240,7 +241,8 @@ class StudySearcher(Searcher):
                 if seed not in self.confirmed.get(number, {}):
                     self.pending.append({**params[number], **RunKey(number, seed, CONFIRM_PHASE).tune_keys()})
 
-    def suggest(self, trial_id: str) -> dict[str, Any] | None:
+    # Tune's Searcher annotates suggest as returning a config or None, yet takes its own Searcher.FINISHED (a str).
+    def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if not self.pending and self.budget > 0:
             self._ask()
         if not self.pending and self.budget <= 0 and self.confirm is not None and not self.confirming:
@@ -266,8 +268,10 @@ class StudySearcher(Searcher):
         if trial_id in self.confirm_of:
             self._confirmed(*self.confirm_of.pop(trial_id), self._value(result, error))
             return
-        number, seed = self.trial_of.pop(trial_id, (None, 0))
-        conf = self.open.get(number) if number is not None else None
+        if trial_id not in self.trial_of:
+            return
+        number, seed = self.trial_of.pop(trial_id)
+        conf = self.open.get(number)
         if conf is None:
             return
         if result and not error and ended_status(int(result.get("epoch", conf.epochs)), conf.epochs) == "pruned":

@@ -97,7 +97,8 @@ def _epochs(dev_curve: list[float], test_curve: list[float]) -> list[dict[str, f
 def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dict[str, Any]],
                 optuna_params: dict[str, CategoricalDistribution] | None = None) -> Path:
     """``trials``: dicts with trial_id, status, params, seed, dev/test curves (or [] for none), error, optionally
-    configuration (default: one number per distinct params), and ``record_best`` False to leave the best fields null (a pruned trial cut before its record closed)."""
+    configuration (default: one number per distinct params), and ``record_best`` False to leave the best fields
+    null (a pruned trial cut before its record closed)."""
     base = {"data.name": "synthetic-mner", "train.epochs": 3, "i2srm.delta": 0.7, "model.backbone": "resnet50",
             "i2srm.ablation": "full", "train.seed": 1234}
     write_json(folder / "study.json", {

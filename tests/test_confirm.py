@@ -245,7 +245,8 @@ def test_reports_keep_the_confirmation_apart_and_lead_with_it(tmp_path: Path) ->
     assert summary["test_f1_mean"].tolist() == [59.0, 76.0]
     assert len(pd.read_csv(folder / "trials.csv")) == 4
     confirm = pd.read_csv(folder / "confirm.csv")
-    assert confirm[["trial_id", "configuration", "i2srm.delta", "seed", "best_dev_f1", "test_f1_at_best"]].values.tolist() == \
+    columns = ["trial_id", "configuration", "i2srm.delta", "seed", "best_dev_f1", "test_f1_at_best"]
+    assert confirm[columns].values.tolist() == \
         [["c0001-s11", 1, 0.5, 11, 70.0, 66.0], ["c0001-s12", 1, 0.5, 12, 74.0, 70.0]]
     report = (folder / "REPORT.md").read_text(encoding="utf-8")
     sections = [ln for ln in report.splitlines() if ln.startswith("## ")]

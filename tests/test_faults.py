@@ -141,7 +141,8 @@ reports: [summary]
     after = trial_records(d)
     assert len(after) == 4 and all(t["status"] == "completed" for t in after.values()), \
         {tid: (t["status"], t["error"]) for tid, t in after.items()}
-    assert all(after[tid]["resumed_from_epoch"] >= 1 for tid in moved), ({tid: after[tid] for tid in moved}, log[-3000:])
+    assert all(after[tid]["resumed_from_epoch"] >= 1 for tid in moved), \
+        ({tid: after[tid] for tid in moved}, log[-3000:])
     for tid, content in finished.items():  # no finished trial ran again
         assert (d / "trials" / tid / "epochs.jsonl").read_bytes() == content
     deltas = sorted(t["params"]["i2srm.delta"] for t in after.values())

@@ -171,7 +171,7 @@ def test_masked_batch_norm_matches_batch_norm_of_the_valid_rows() -> None:
         ours.weight.uniform_(0.5, 2.0), ours.bias.uniform_(-1, 1)
     ref.load_state_dict(ours.state_dict())
     ref_in = cells.detach().clone().requires_grad_(True)
-    for step in range(3):  # training mode: outputs, running statistics and gradients agree
+    for _ in range(3):  # training mode: outputs, running statistics and gradients agree
         out = masked_batch_norm(cells, valid, ours)
         expected = ref(ref_in[valid])
         assert torch.allclose(out[valid], expected, atol=1e-5) and torch.all(out[~valid] == 0)

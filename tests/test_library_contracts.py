@@ -55,7 +55,7 @@ def test_optuna_a_trial_is_told_by_number_and_its_state_read_back(tmp_path: Path
     loaded = optuna.load_study(study_name="c", storage=f"sqlite:///{tmp_path / 'c.db'}")
     assert loaded.trials[0].user_attrs == {"seed_values": {"1": 50.0, "2": None}} and loaded.trials[2].params == {}
     assert [t.number for t in loaded.get_trials(deepcopy=False, states=(TrialState.RUNNING,))] == [c.number]
-    with pytest.raises(Exception):  # a finished trial cannot be told again
+    with pytest.raises(Exception):  # noqa: B017  (a finished trial cannot be told again: Optuna's own error type)
         study.tell(a.number, 1.0)
 
 
@@ -67,7 +67,7 @@ def test_optuna_study_user_attrs_hold_a_list_across_processes(tmp_path: Path) ->
 
 def test_optuna_a_reseeded_sampler_draws_reproducibly(tmp_path: Path) -> None:
     draws = []
-    for run in range(2):
+    for _ in range(2):
         study = optuna.create_study(storage=optuna.storages.InMemoryStorage())
         study.sampler = optuna.samplers.TPESampler(seed=3)  # assignable: the study re-seeds it per session
         draws.append([study.ask(DIST).params for _ in range(3)])

@@ -63,7 +63,8 @@ def test_holm_against_a_hand_computed_example() -> None:
 
 
 def test_values_shown_to_meaningful_digits_and_no_std_of_one_seed() -> None:
-    assert fmt_display(0.5488135039273248) == "0.5488" and fmt_display(1.0) == "1" and fmt_display("resnet18") == "resnet18"
+    assert fmt_display(0.5488135039273248) == "0.5488" and fmt_display(1.0) == "1"
+    assert fmt_display("resnet18") == "resnet18"
     assert display_values([0.54881, 0.54883]) == {"0.54881": "0.54881", "0.54883": "0.54883"}  # kept apart
     assert fmt_mean_std(80.0, math.nan) == "80.00 ± n/a" and fmt_mean_std(80.0, 1.234) == "80.00 ± 1.23"
     assert (fmt_p(0.0001), fmt_p(0.01234), fmt_p(None)) == ("<0.001", "0.012", "n/a")

@@ -31,11 +31,13 @@ def test_the_newest_whole_checkpoint_is_named_last_and_the_older_one_deleted(tmp
     state = ResumeState(state_root(str(tmp_path / "store"), "s"), "c0001-s2")
     assert state.latest() is None and state.finished() is None and state.fetch(tmp_path / "none") is None
     state.save(checkpoint(tmp_path / "e1", "epoch 1"), 1, [{"epoch": 1.0, "dev_f1": 10.0}])
-    state.save(checkpoint(tmp_path / "e2", "epoch 2"), 2, [{"epoch": 1.0, "dev_f1": 10.0}, {"epoch": 2.0, "dev_f1": 20.0}])
+    state.save(checkpoint(tmp_path / "e2", "epoch 2"), 2,
+               [{"epoch": 1.0, "dev_f1": 10.0}, {"epoch": 2.0, "dev_f1": 20.0}])
     root = tmp_path / "store" / "s" / "state" / "c0001-s2"
     assert sorted(p.name for p in root.iterdir()) == ["epoch_0002", LATEST_JSON]
     latest = state.latest()
-    assert latest["epoch"] == 2 and latest["folder"] == "epoch_0002" and [h["epoch"] for h in latest["history"]] == [1, 2]
+    assert latest["epoch"] == 2 and latest["folder"] == "epoch_0002"
+    assert [h["epoch"] for h in latest["history"]] == [1, 2]
     got = state.fetch(tmp_path / "local")
     assert (got / "state.pt").read_text() == "epoch 2"
 

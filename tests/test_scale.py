@@ -120,7 +120,8 @@ def test_simulated_run_loads_no_torch(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- scale.py
 
 CELL_KEYS = {
-    "cell", "optuna_storage", "optuna_journal_bytes", "trials", "slots", "epochs", "epoch_seconds", "trial_seconds", "nodes", "cpus_per_node",
+    "cell", "optuna_storage", "optuna_journal_bytes", "trials", "slots", "epochs", "epoch_seconds", "trial_seconds",
+    "nodes", "cpus_per_node",
     "cluster_start_s", "load_average", "statuses", "trials_timed", "trial_times_from", "driver_wall_s",
     "first_trial_start_s", "last_trial_end_s",
     "trials_per_min", "ideal_trials_per_min", "throughput_vs_ideal", "throughput_vs_rounds_bound",

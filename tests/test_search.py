@@ -139,7 +139,8 @@ def test_samplers_resume_the_orphans_configuration_and_keep_the_budget(tmp_path:
     assert {k: again[k] for k in space.search} == {k: b[k] for k in space.search} and again[CONFIG_KEY] == 1
     more = [resumed.suggest(t) for t in ("d", "e")]
     assert resumed.suggest("f") is Searcher.FINISHED  # 4 configurations: a, b (again), and two new ones
-    assert len({(m["i2srm.delta"], m["i2srm.kl_weight"]) for m in more} | {(a["i2srm.delta"], a["i2srm.kl_weight"])}) == 3
+    drawn = {(m["i2srm.delta"], m["i2srm.kl_weight"]) for m in more} | {(a["i2srm.delta"], a["i2srm.kl_weight"])}
+    assert len(drawn) == 3
 
 
 def test_a_driver_killed_inside_ask_leaves_no_hole_in_the_grid(tmp_path: Path) -> None:
@@ -189,7 +190,8 @@ def test_a_failed_tell_is_printed_and_recorded(tmp_path: Path, capsys: pytest.Ca
     finally:
         handler.detach()
     lines = [ln for ln in capsys.readouterr().err.splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("[study s] error: Optuna was not told how configuration 0 ended"), lines
+    assert len(lines) == 1, lines
+    assert lines[0].startswith("[study s] error: Optuna was not told how configuration 0 ended"), lines
     assert "database is locked" in lines[0] and "optuna_errors.jsonl" in lines[0] and "--resume" in lines[0]
     rows = [json.loads(ln) for ln in (tmp_path / "optuna_errors.jsonl").read_text().splitlines()]
     assert len(rows) == 1 and rows[0]["optuna_trial"] == 0 and rows[0]["value"] == 50.0

@@ -26,8 +26,8 @@ ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
 STUDY_KEYS = {"name", "space_file", "space", "base_config", "searched", "metric", "mode", "seeds", "code_revision",
               "packages", "command", "created"}
-TRIAL_KEYS = {"trial_id", "configuration", "status", "error", "params", "seed", "config", "node", "wall_seconds", "epochs_run",
-              "best_dev_f1", "best_epoch", "test_f1_at_best", "resumed_from_epoch", "phase"}
+TRIAL_KEYS = {"trial_id", "configuration", "status", "error", "params", "seed", "config", "node", "wall_seconds",
+              "epochs_run", "best_dev_f1", "best_epoch", "test_f1_at_best", "resumed_from_epoch", "phase"}
 PACKAGES = {"torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy", "python"}
 
 

@@ -122,6 +122,7 @@ def load_task_data(cfg: Config, tokenizer: Any) -> TaskData:
             return {s: encode_mner(rows, tokenizer, cfg.data.max_len, label_names, cfg.data.max_objects)
                     for s, rows in samples.items()}
         samples = {s: read_mre(data_dir, s, rel2id) for s in SPLITS}
+        assert markers is not None  # set with rel2id
         return {s: encode_mre(rows, tokenizer, cfg.data.max_len, rel2id, markers, cfg.data.max_objects)
                 for s, rows in samples.items()}
 

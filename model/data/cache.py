@@ -160,8 +160,8 @@ def write_cache(file: Path, key: str, splits: dict[str, EncodedDataset]) -> None
 
 def _sample(d: dict[str, Any]) -> Sample:
     return Sample(tokens=list(d["tokens"]), image=d["image"], crops=list(d["crops"]), labels=d["labels"],
-                  head=tuple(d["head"]) if d["head"] is not None else None,  # type: ignore[arg-type]
-                  tail=tuple(d["tail"]) if d["tail"] is not None else None,  # type: ignore[arg-type]
+                  head=tuple(d["head"]) if d["head"] is not None else None,
+                  tail=tuple(d["tail"]) if d["tail"] is not None else None,
                   relation=d["relation"], source=d["source"])
 
 

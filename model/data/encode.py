@@ -44,7 +44,7 @@ def add_entity_markers(tokenizer: Any) -> tuple[str, str, str, str]:
     missing = [m for m in markers if m not in own]
     if missing:
         tokenizer.add_special_tokens({"extra_special_tokens": missing}, replace_extra_special_tokens=False)
-    return markers  # type: ignore[return-value]
+    return markers
 
 
 def _require_fast(tokenizer: Any) -> None:
@@ -159,10 +159,10 @@ def _insert_markers(tokens: list[str], head: tuple[int, int], tail: tuple[int, i
         # close the span opened last first, then open the one that ends last first: valid nesting
         closing = sorted((sp for sp in spans if sp[0][1] == i), key=lambda sp: (-sp[0][0], -sp[1]))
         opening = sorted((sp for sp in spans if sp[0][0] == i), key=lambda sp: (-sp[0][1], sp[1]))
-        for sp, m in closing:
+        for _, m in closing:
             where[m + 1] = len(words)
             words.append(markers[m + 1])
-        for sp, m in opening:
+        for _, m in opening:
             where[m] = len(words)
             words.append(markers[m])
         if i < len(tokens):
@@ -204,7 +204,7 @@ def encode_mre(samples: list[Sample], tokenizer: Any, max_len: int, rel2id: dict
         marked.append(_insert_markers(words, s.head, s.tail, markers))
     enc = tokenizer([w for w, _ in marked], is_split_into_words=True, truncation=False)
     items, truncated, missing_crops = [], 0, 0
-    for i, (sample, (words, where)) in enumerate(zip(samples, marked)):
+    for i, (sample, (_, where)) in enumerate(zip(samples, marked)):
         ids, word_ids = enc["input_ids"][i], enc.word_ids(i)
         pos_of_word: dict[int, list[int]] = {}
         for pos, w in enumerate(word_ids):

@@ -2,10 +2,10 @@
 
 ``ensure_synthetic(kind, root, seed, size, unrelated)`` generates a dataset once and returns its folder:
 ``root`` (``data.dir``) or ``$I2SRM_CACHE/synthetic/<kind>-seed<seed>-size<size>`` (``I2SRM_CACHE`` defaults
-to ``~/.cache/i2srm``; ``-unrelated<share>`` is appended when ``unrelated`` > 0). Files are written in exactly the Twitter layout (MNER, prefix ``synthetic``) or
-the MNRE layout (MRE) of docs/data-formats.md, so the real readers are what reads them. The same seed and
-size give byte-identical files (with the same numpy, Pillow and torch); size 1.0 takes about two
-seconds per kind on two CPU cores.
+to ``~/.cache/i2srm``; ``-unrelated<share>`` is appended when ``unrelated`` > 0). Files are written in exactly
+the Twitter layout (MNER, prefix ``synthetic``) or the MNRE layout (MRE) of docs/data-formats.md, so the real
+readers are what reads them. The same seed and size give byte-identical files (with the same numpy, Pillow and
+torch); size 1.0 takes about two seconds per kind on two CPU cores.
 
 Design. Shares are of the samples of every split, exact up to rounding; ``SYNTHETIC_DESIGN`` holds them.
 - ``SPLIT_SIZES`` at size 1.0: 400 train / 100 dev / 100 test samples, each scaled by ``size``.
@@ -56,7 +56,7 @@ import json
 import os
 import shutil
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
@@ -241,7 +241,7 @@ def _rng(seed: int, kind: str, split: str) -> np.random.Generator:
     return np.random.default_rng(np.random.SeedSequence([seed, KINDS.index(kind), list(SPLIT_SIZES).index(split)]))
 
 
-def _pick(rng: np.random.Generator, seq: list | tuple) -> Any:
+def _pick(rng: np.random.Generator, seq: Sequence[Any]) -> Any:
     return seq[int(rng.integers(len(seq)))]
 
 
@@ -338,11 +338,16 @@ def _picture(rng: np.random.Generator, objects: list[tuple[str, tuple[int, int, 
     return img, crops
 
 
+def _random_colour(rng: np.random.Generator) -> Colour:
+    r, g, b = (int(c) for c in rng.integers(0, 256, 3))
+    return (r, g, b)
+
+
 def _random_objects(rng: np.random.Generator, palette: list[Colour]) -> list[tuple[str, Colour]]:
     """1-3 random shapes in random colours, half of them in a telling colour: an unrelated image."""
     out = []
     for _ in range(int(rng.integers(1, 4))):
-        colour = _pick(rng, palette) if rng.random() < 0.5 else tuple(int(c) for c in rng.integers(0, 256, 3))
+        colour: Colour = _pick(rng, palette) if rng.random() < 0.5 else _random_colour(rng)
         out.append((_pick(rng, SHAPES), colour))
     return out
 

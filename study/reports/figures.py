@@ -28,7 +28,7 @@ PNG_METADATA = {"Software": None}
 FONT_PT = 8
 SMALL_FONT_PT = 7
 
-STYLE = {
+STYLE: dict[Any, Any] = {  # rc keys (matplotlib types them as literals)
     "font.size": FONT_PT,
     "axes.labelsize": FONT_PT,
     "axes.titlesize": FONT_PT,

@@ -56,22 +56,27 @@ def compute_importance(study: Study) -> Importance:
 
     optuna.logging.set_verbosity(logging.WARNING)
     keys = list(study.searched)
-    dists = {k: study.params[k].distribution() if k in study.params else None for k in keys}
     points = [(g, value) for g in group_trials(study, keys)
               if (value := mean_score([study.score(t) for t in g.trials])) is not None]
     n_trials = sum(len(g.trials) for g, _ in points)
     n_pruned = sum(t.status == "pruned" for g, _ in points for t in g.trials)
-    counts = dict(n_configurations=len(points), n_trials=n_trials, n_pruned=n_pruned)
+
+    def counted(mean: dict[str, float] | None = None, std: dict[str, float] | None = None,
+                note: str = "") -> Importance:
+        return Importance(mean or {}, std or {}, n_configurations=len(points), n_trials=n_trials, n_pruned=n_pruned,
+                          note=note)
+
     if len(keys) < 2 or len(points) < MIN_CONFIGURATIONS:
-        return Importance(**counts, note=f"too few configurations for an importance estimate: {len(points)} with a "
+        return counted(note=f"too few configurations for an importance estimate: {len(points)} with a "
                           f"result over {len(keys)} searched key(s); at least {MIN_CONFIGURATIONS} configurations "
                           f"and 2 keys needed")
-    missing = [k for k, d in dists.items() if d is None]
+    missing = [k for k in keys if k not in study.params]
     if missing:
-        return Importance(**counts, note=f"no search range stored for {', '.join(missing)} in study.json")
+        return counted(note=f"no search range stored for {', '.join(missing)} in study.json")
+    dists = {k: study.params[k].distribution() for k in keys}
     fixed = [k for i, k in enumerate(keys) if len({repr(g.values[i]) for g, _ in points}) < 2]
     if fixed:
-        return Importance(**counts, note=f"parameter(s) {', '.join(fixed)} took a single value in the trials")
+        return counted(note=f"parameter(s) {', '.join(fixed)} took a single value in the trials")
     ostudy = optuna.create_study(direction="maximize" if study.mode == "max" else "minimize")
     try:
         for g, value in points:
@@ -80,7 +85,7 @@ def compute_importance(study: Study) -> Importance:
         runs = [get_param_importances(ostudy, params=keys, evaluator=FanovaImportanceEvaluator(
                     n_trees=FANOVA_TREES, max_depth=FANOVA_DEPTH, seed=s)) for s in FANOVA_SEEDS]
     except (ValueError, RuntimeError) as e:  # a value outside its stored range, a degenerate forest
-        return Importance(**counts, note=f"fANOVA failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
+        return counted(note=f"fANOVA failed: {str(e).splitlines()[0] if str(e) else type(e).__name__}")
     mean = {k: float(np.mean([r[k] for r in runs])) for k in keys}
     std = {k: float(np.std([r[k] for r in runs], ddof=1)) for k in keys}
     ordered = dict(sorted(mean.items(), key=lambda kv: (-kv[1], kv[0])))
@@ -88,7 +93,7 @@ def compute_importance(study: Study) -> Importance:
               else "")
     note = (f"fANOVA, mean ± std over forest seeds {FANOVA_SEEDS[0]}-{FANOVA_SEEDS[-1]}, on {len(points)} "
             f"configurations ({n_trials} trials{pruned}); target: mean {study.metric} over seeds")
-    return Importance(ordered, {k: std[k] for k in ordered}, note=note, **counts)
+    return counted(ordered, {k: std[k] for k in ordered}, note)
 
 
 def write_importance(study: Study) -> list[Path]:

@@ -75,7 +75,8 @@ def _datasets(study: Study) -> str:
 
 def _overview(study: Study) -> list[Block]:
     counts = ", ".join(f"{study.count(s)} {s}" for s in STATUSES if study.count(s) or s != "running")
-    searched = ", ".join(f"`{k}` ({_spec_text(study.params[k].to_dict() if k in study.params else {})})" for k in study.searched) or "nothing"
+    searched = ", ".join(f"`{k}` ({_spec_text(study.params[k].to_dict() if k in study.params else {})})"
+                         for k in study.searched) or "nothing"
     blocks: list[Block] = [Heading(1, f"Study `{study.name}`")]
     if study.description:
         blocks.append(Para(study.description.strip()))

@@ -3,8 +3,8 @@
 Drawn with Optuna's matplotlib plots (``optuna.visualization.matplotlib``) on an in-memory Optuna study built
 from the stored records alone, so a rebuild needs neither ``optuna.db`` nor the runner's Optuna study:
 - one Optuna trial per configuration (seeds pooled), whose value is the mean over seeds of the study metric
-  (``Study.score``, the value Optuna was told and the best configuration of ``REPORT.md`` is chosen by), added in the order the configurations
-  first ran (their first trial's id);
+  (``Study.score``, the value Optuna was told and the best configuration of ``REPORT.md`` is chosen by), added
+  in the order the configurations first ran (their first trial's id);
 - its parameters are the searched keys that take two or more values there, with the distributions of the
   space: a numeric grid/choice becomes a range over its values (log-scaled where the sensitivity figure's
   axis is), a range keeps its kind, anything else is a category.

@@ -27,7 +27,7 @@ from study.reports.load import Study
 from study.schema import Run
 from study.space import Param
 from study.reports.significance import key_tests
-from study.reports.stats import group_trials, spread
+from study.reports.stats import group_trials, highest_test, spread
 from study.reports.values import fmt_value, is_number, reference_value
 from study.space import FACET_KEY
 
@@ -71,7 +71,7 @@ def is_range(param: Param | None) -> bool:
     return param is not None and not param.finite
 
 
-def bin_edges(kind: str, values: Sequence[Any]) -> np.ndarray:
+def bin_edges(kind: str, values: Sequence[Any] | np.ndarray) -> np.ndarray:
     """``N_BINS`` equal bins over the values' span, on the axis scale (log10 for a log axis)."""
     fwd = np.log10 if kind in ("log", "log2") else (lambda a: a)
     xs = np.array([float(v) for v in values])
@@ -169,10 +169,8 @@ def _draw_panel(ax: Any, study: Study, key: str, points: list[Point], binned: bo
         ax.plot(xs, mean, color=color, marker=marker, linestyle=style, zorder=3, label=label)
         if attr == "test_f1_at_best" and not binned:  # test F1 against the reference value, paired by seed
             groups, tests, _ = key_tests(study, key)
-            top = {fmt_value(g.values[0]): max(t.test_f1_at_best for t in g.trials) for g in groups}
-            marks = [(x_of(g.values[0]), top[fmt_value(g.values[0])], p.stars if p else "")
-                     for g, p in zip(groups, tests)]
-            mark_significance(ax, [m for m in marks if m[0] is not None], color)
+            marks = [(x_of(g.values[0]), highest_test(g.trials), p.stars if p else "") for g, p in zip(groups, tests)]
+            mark_significance(ax, [(x, y, stars) for x, y, stars in marks if x is not None], color)
             starred = any(m[2] for m in marks)
     return starred
 

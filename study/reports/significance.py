@@ -25,7 +25,7 @@ from __future__ import annotations
 import math
 import warnings
 from dataclasses import dataclass, replace
-from typing import Any, Callable, Hashable, Sequence
+from typing import Any, Callable, Sequence
 
 import numpy as np
 
@@ -133,8 +133,8 @@ def with_holm(results: Sequence[Paired]) -> list[Paired]:
 def pair_trials(x: Sequence[Run], y: Sequence[Run], match: Sequence[str],
                 score: Callable[[Run], float | None] = lambda t: getattr(t, METRIC)) -> tuple[list[float], list[float]]:
     """The paired scores of the units (seed + values of ``match``) both ``x`` and ``y`` ran, in unit order."""
-    def by_unit(trials: Sequence[Run]) -> dict[Hashable, float]:
-        units: dict[Hashable, list[float]] = {}
+    def by_unit(trials: Sequence[Run]) -> dict[tuple[Any, ...], float]:
+        units: dict[tuple[Any, ...], list[float]] = {}
         for t in trials:
             s = score(t)
             if t.seed is not None and s is not None:

@@ -26,7 +26,9 @@ class Spread:
     """Half-width of the t interval, t(0.975, n-1) * std / sqrt(n); nan for a single value."""
 
 
-def spread(xs: Sequence[float]) -> Spread:
+def spread(values: Sequence[float | None]) -> Spread:
+    """The spread of the values that exist (a run without a result has None)."""
+    xs = [x for x in values if x is not None]
     n = len(xs)
     if n == 0:
         return Spread(0, math.nan, math.nan, math.nan)
@@ -52,6 +54,11 @@ class Group:
     @property
     def test(self) -> Spread:
         return spread([t.test_f1_at_best for t in self.trials])
+
+
+def highest_test(runs: Sequence[Run]) -> float:
+    """The highest test F1 among counted runs (where a figure puts a configuration's significance stars)."""
+    return max(t.test_f1_at_best for t in runs if t.test_f1_at_best is not None)
 
 
 def group_trials(study: Study, keys: Sequence[str], trials: Sequence[Run] | None = None) -> list[Group]:

@@ -40,7 +40,7 @@ from study.reports.load import ReportError, Study, load_study
 from study.reports.render import (HTML_NAME, MD_NAME, Block, Bullets, Heading, Image, Para, Table, best_in_column,
                                   code_list, tex_code, tex_escape, tex_label, write_csv, write_page, write_table)
 from study.reports.significance import Paired, key_tests, keys_tests, pair_trials, paired_test, with_holm
-from study.reports.stats import Spread, group_trials, spread
+from study.reports.stats import Spread, group_trials, highest_test, spread
 from study.reports.tables import F1_DIGITS, SUMMARY_STATS, diff_cells, paired_cells, summary_rows
 from study.reports.values import (display_values, fmt_display, fmt_float, fmt_mean_std, fmt_value, is_number,
                                   order_key, reference_value)
@@ -196,8 +196,8 @@ def figure(studies: Sequence[Study], names: Sequence[str], layout: Sequence[Pane
                 line = draw_study(ax, studies[i], panel.key, position, color, len(groups) <= MAX_LINE_POINTS)
                 if line is not None:
                     handles.setdefault(names[i], line)
-                    marks = [(position[fmt_value(g.values[0])], max(t.test_f1_at_best for t in g.trials),
-                              p.stars if p else "") for g, p in zip(groups, tests)]
+                    marks = [(position[fmt_value(g.values[0])], highest_test(g.trials), p.stars if p else "")
+                             for g, p in zip(groups, tests)]
                     mark_significance(ax, marks, color)
                     starred = starred or any(m[2] for m in marks)
                 ref = reference_value(panel.key, studies[i].space)
@@ -255,7 +255,8 @@ def combined_table(studies: Sequence[Study], names: Sequence[str], keys: Sequenc
     listed = [studies[0].listed(k) for k in keys]
     order = sorted(configs, key=lambda c: tuple(order_key(k, v, lst) for k, v, lst in zip(keys, configs[c], listed)))
     shown = [display_values(configs[c][i] for c in order) for i in range(len(keys))]
-    rows, means = [], [[None] * len(order) for _ in studies]
+    rows: list[list[str]] = []
+    means: list[list[float | None]] = [[None] * len(order) for _ in studies]
     for r, c in enumerate(order):
         cells = [shown[i][c[i]] for i in range(len(keys))]
         for j, s in enumerate(studies):
@@ -301,8 +302,9 @@ def combine(dirs: Sequence[Path], out: Path, by: str = "study") -> list[Path]:
                    r"the study's reference (" + tex_escape(refs) + r"): paired t-test over seeds.")
     table = combined_table(studies, names, keys)
     written += write_table(out / "table", table, caption_md, caption_tex, f"tab:{tex_label('-'.join(keys))}")
-    intro = [Bullets([f"`{n}`: {about(s, f', searched {code_list(s.searched)}')}" for n, s in zip(names, studies)]),
-             Para(f"Panels by {by}; shared key(s): {code_list(keys)}.")]
+    intro: list[Block] = [
+        Bullets([f"`{n}`: {about(s, f', searched {code_list(s.searched)}')}" for n, s in zip(names, studies)]),
+        Para(f"Panels by {by}; shared key(s): {code_list(keys)}.")]
     image = Image(out / "sensitivity_2col.png", "test F1 against the shared key(s), two-column width")
     return write_report(out, "Combined studies", "Combined studies", intro, caption_md, table, image, written)
 
@@ -339,7 +341,7 @@ def compare_figure(a: Study, b: Study, names: Sequence[str], keys: Sequence[str]
             for study, name, color, style in ((a, names[0], "C0", "--"), (b, names[1], "C1", "-")):
                 draw_study(ax, study, key, pos, color, linestyle=style, label=name)
             if len(keys) == 1:  # the stars sit on B's highest run
-                top = {fmt_value(g.values[0]): max(t.test_f1_at_best for t in g.trials) for g in group_trials(b, [key])}
+                top = {fmt_value(g.values[0]): highest_test(g.trials) for g in group_trials(b, [key])}
                 mark_significance(ax, [(pos[fmt_value(v[0])], top[fmt_value(v[0])], p.stars)
                                        for v, _, _, p in compare_rows(a, b, [key])], "0.2")
             shown = display_values(values)

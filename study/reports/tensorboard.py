@@ -101,12 +101,18 @@ def _session_end(trial: Run, wall: float) -> summary_pb2.Summary:
         tag=metadata.SESSION_END_INFO_TAG, metadata=meta, tensor=metadata.NULL_TENSOR)])
 
 
+def _events(writer: SummaryWriter) -> Any:
+    """The writer's event file writer (an open ``SummaryWriter`` always has one)."""
+    assert writer.file_writer is not None
+    return writer.file_writer
+
+
 def _write_trial(writer: SummaryWriter, study: Study, trial: Run, base: float) -> None:
     values = {k: _hparam_value(trial.value(k)) for k in study.searched}
     if trial.seed is not None:
         values["seed"] = float(trial.seed)
     values["status"] = trial.status
-    writer.file_writer.add_summary(hp.hparams_pb(values, trial_id=trial.trial_id, start_time_secs=base), 0, base)
+    _events(writer).add_summary(hp.hparams_pb(values, trial_id=trial.trial_id, start_time_secs=base), 0, base)
     wall, last = base, 0
     for i, row in enumerate(trial.epochs, 1):
         last = int(row.get("epoch", i))
@@ -117,7 +123,7 @@ def _write_trial(writer: SummaryWriter, study: Study, trial: Run, base: float) -
     if trial.best_dev_f1 is not None and trial.test_f1_at_best is not None:
         writer.add_scalar("best_dev_f1", trial.best_dev_f1, last, walltime=wall)
         writer.add_scalar("test_f1_at_best", trial.test_f1_at_best, last, walltime=wall)
-    writer.file_writer.add_summary(_session_end(trial, wall), last, wall)
+    _events(writer).add_summary(_session_end(trial, wall), last, wall)
 
 
 @contextlib.contextmanager
@@ -135,7 +141,7 @@ def write_tensorboard(study: Study) -> Path:
     final = study.dir / "tensorboard"
     with temp_folder(final) as tmp:
         with _run(tmp, base) as root:
-            root.file_writer.add_summary(_experiment(study), 0, base)
+            _events(root).add_summary(_experiment(study), 0, base)
         for trial in study.trials:
             with _run(tmp / trial.trial_id, base) as writer:
                 _write_trial(writer, study, trial, base)
