@@ -104,3 +104,23 @@ def test_mre_scores_exclude_none_from_f1() -> None:
     s = mre_scores([1, 2, 0], [1, 0, 0], none)
     assert s["precision"] == pytest.approx(100.0) and s["recall"] == pytest.approx(50.0)
     assert s["f1"] == pytest.approx(100 * 2 / 3)
+
+
+def test_crf_equals_pytorch_crf_the_authors_crf() -> None:
+    """The hand-written CRF against pytorch-crf (``torchcrf``, the CRF the authors' code uses) with the same start,
+    end and transition scores: log-likelihood and Viterbi paths, on ragged batches."""
+    torchcrf = pytest.importorskip("torchcrf")
+    gen = torch.Generator().manual_seed(0)
+    for tags_n, batch, words in ((9, 7, 12), (3, 5, 4), (13, 4, 20)):
+        ours, theirs = CRF(tags_n), torchcrf.CRF(tags_n, batch_first=True)
+        with torch.no_grad():
+            theirs.start_transitions.copy_(ours.start)
+            theirs.end_transitions.copy_(ours.end)
+            theirs.transitions.copy_(ours.transitions)
+        em = torch.randn(batch, words, tags_n, generator=gen)
+        lengths = torch.randint(1, words + 1, (batch,), generator=gen)
+        mask = torch.arange(words).unsqueeze(0) < lengths.unsqueeze(1)             # [B, W], first word kept
+        gold = torch.randint(0, tags_n, (batch, words), generator=gen)
+        loglik = theirs(em, gold, mask, reduction="none")                        # [B]
+        assert torch.allclose(-ours.nll(em, gold, mask), loglik, rtol=1e-5, atol=1e-4)
+        assert ours.decode(em, mask) == theirs.decode(em, mask)
