@@ -13,6 +13,7 @@ from pathlib import Path
 from typing import Any
 
 import optuna
+import yaml
 import torch
 from optuna.distributions import CategoricalDistribution
 from transformers import AutoTokenizer, BertConfig, BertModel
@@ -95,12 +96,13 @@ def _epochs(dev_curve: list[float], test_curve: list[float]) -> list[dict[str, f
 
 
 def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dict[str, Any]],
-                optuna_params: dict[str, CategoricalDistribution] | None = None) -> Path:
+                optuna_params: dict[str, CategoricalDistribution] | None = None,
+                base: dict[str, Any] | None = None) -> Path:
     """``trials``: dicts with trial_id, status, params, seed, dev/test curves (or [] for none), error, optionally
     configuration (default: one number per distinct params), and ``record_best`` False to leave the best fields
     null (a pruned trial cut before its record closed)."""
     base = {"data.name": "synthetic-mner", "train.epochs": 3, "i2srm.delta": 0.7, "model.backbone": "resnet50",
-            "i2srm.ablation": "full", "train.seed": 1234}
+            "i2srm.ablation": "full", "train.seed": 1234, **(base or {})}
     write_json(folder / "study.json", {
         "name": name, "space_file": f"search_spaces/{name}.yaml", "space": space, "base_config": base,
         "searched": list(space["search"]), "metric": "dev_f1", "mode": "max", "seeds": space["seeds"],
@@ -125,6 +127,11 @@ def write_study(folder: Path, name: str, space: dict[str, Any], trials: list[dic
             "test_f1_at_best": best.get("test_f1_at_best")})
         (folder / "trials" / t["trial_id"] / "epochs.jsonl").write_text(
             "".join(json.dumps(e) + "\n" for e in epochs), encoding="utf-8")
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in {**base, **t["params"], "train.seed": t["seed"]}.items():
+            section, _, rest = key.partition(".")
+            nested.setdefault(section, {})[rest] = value
+        (folder / "trials" / t["trial_id"] / "config.yaml").write_text(yaml.safe_dump(nested), encoding="utf-8")
         if ostudy is not None:
             state = optuna.trial.TrialState.COMPLETE if epochs else optuna.trial.TrialState.FAIL
             ostudy.add_trial(optuna.trial.create_trial(

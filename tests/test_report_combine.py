@@ -1,6 +1,6 @@
-"""``python study/report.py --combine`` / ``--compare`` and ``REPORT.html`` on two real studies: ``study/run.py``
-runs the real trainer (Ray Tune, Optuna) twice on tiny synthetic data, once per module, and every output is
-read back with a stock client: pandas for CSV, pypdf for PDF, html.parser for HTML, Pillow for the PNGs.
+"""``python study/report.py --combine`` / ``--compare`` and ``REPORT.html`` on two stored studies (their records
+written as study/run.py writes them, their reports built by report.py), and every output is read back with a
+stock client: pandas for CSV, pypdf for PDF, html.parser for HTML, Pillow for the PNGs.
 LaTeX: no TeX engine installs from PyPI, so the .tex files are checked for balance (braces, environments,
 columns per row) rather than compiled.
 """
@@ -26,49 +26,40 @@ from scipy import stats
 from tests.helpers import write_study
 
 ROOT = Path(__file__).resolve().parent.parent
-RUN = str(ROOT / "study" / "run.py")
 REPORT = str(ROOT / "study" / "report.py")
 DPI = 200
-SPACE = """\
-study: tiny_a
-trainer:
-  data.name: synthetic-mner
-  data.synthetic_size: 0.1
-  data.max_len: 24
-  model.backbone: resnet18
-  model.image_size: 32
-  model.text_encoder: {encoder}
-  train.epochs: 1
-search:
-  i2srm.delta: {grid: [0.0, 0.35, 0.7]}
-sampler: grid
-seeds: [1, 2, 3]
-resources: {cpus: 1, gpus: 0}
-max_concurrent: 2
-progress_interval: 30
-reference: {i2srm.delta: 0.7}
-reports: [summary, sensitivity]
-"""
-
-
 def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
     return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=900, cwd=cwd,
                           env=env)
 
 
+def tiny(results: Path, name: str, deltas: list[float], variant: str, level: float) -> Path:
+    """A stored study as study/run.py leaves it (records written by ``write_study``, reports by report.py):
+    ``i2srm.delta`` over ``deltas`` x seeds 1-3, two epochs each, made-up F1 around ``level``."""
+    rng = np.random.default_rng(int(level))
+    runs = []
+    for c, delta in enumerate(deltas):
+        for seed in (1, 2, 3):
+            dev = level + 10 * delta + float(rng.normal(0, 2))
+            test = dev - 1 + float(rng.normal(0, 1))
+            runs.append({"trial_id": f"c{c:04d}-s{seed}", "configuration": c, "status": "completed", "seed": seed,
+                         "params": {"i2srm.delta": delta}, "dev": [dev - 3, dev], "test": [test - 3, test]})
+    space = {"study": name, "search": {"i2srm.delta": {"grid": deltas}}, "sampler": "grid", "seeds": [1, 2, 3],
+             "reference": {"i2srm.delta": 0.7}, "reports": ["summary", "sensitivity"]}
+    folder = write_study(results / name, name, space, runs, base={"i2srm.variant": variant})
+    proc = run(REPORT, [str(folder)], results.parent)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    return folder
+
+
 @pytest.fixture(scope="module")
-def studies(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[str, Path]:
+def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """tiny_a: delta 0, 0.35, 0.7 x seeds 1-3 (reference variant); tiny_b: delta 0, 0.7 under the clean variant."""
     root = tmp_path_factory.mktemp("combine")
-    space = root / "tiny.yaml"
-    space.write_text(SPACE.replace("{encoder}", str(tiny_encoder)), encoding="utf-8")
     results = root / "results"
-    for extra in ([], ["--name", "tiny_b", "--set", "i2srm.variant=clean",
-                       "--set", "search.i2srm.delta={grid: [0.0, 0.7]}"]):
-        proc = run(RUN, ["--space", str(space), "--results-dir", str(results), *extra], cwd=root)
-        assert proc.returncode == 0, proc.stderr[-3000:]
-    return {"root": root, "a": results / "tiny_a", "b": results / "tiny_b"}
+    return {"root": root, "a": tiny(results, "tiny_a", [0.0, 0.35, 0.7], "reference", 60.0),
+            "b": tiny(results, "tiny_b", [0.0, 0.7], "clean", 55.0)}
 
 
 def report(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
@@ -154,7 +145,6 @@ def check_latex(text: str) -> None:
 
 # ----------------------------------------------------------------------------- one study's REPORT.html
 
-@pytest.mark.slow
 def test_report_html_is_self_contained(studies: dict[str, Path]) -> None:
     a = studies["a"]
     page = parse_html(a / "REPORT.html")
@@ -174,7 +164,6 @@ def test_report_html_is_self_contained(studies: dict[str, Path]) -> None:
     assert "<script" not in source and "http" not in source.replace("http-equiv", "")
 
 
-@pytest.mark.slow
 def test_rebuilding_one_study_still_works(studies: dict[str, Path]) -> None:
     proc = report([str(studies["a"])], studies["root"])
     assert proc.returncode == 0 and proc.stdout.startswith("wrote ") and proc.stdout.strip().endswith("REPORT.md")
@@ -190,7 +179,6 @@ def combined(studies: dict[str, Path]) -> Path:
     return out
 
 
-@pytest.mark.slow
 def test_combined_figure_widths_and_pdf(combined: Path) -> None:
     for width, inches in (("1col", 3.5), ("2col", 7.2)):
         png = Image.open(combined / f"sensitivity_{width}.png")
@@ -201,7 +189,6 @@ def test_combined_figure_widths_and_pdf(combined: Path) -> None:
         assert "tiny_a" in text and "tiny_b" in text and "i2srm.delta" in text and "test F1 (%)" in text
 
 
-@pytest.mark.slow
 def test_combined_panels_share_one_y_axis(studies: dict[str, Path]) -> None:
     from study.reports.load import load_study
     from study.reports.studies import figure, labels, panels
@@ -219,7 +206,6 @@ def test_combined_panels_share_one_y_axis(studies: dict[str, Path]) -> None:
     assert both.title == "synthetic-mner" and both.members == (0, 1)  # one dataset: both studies in one panel
 
 
-@pytest.mark.slow
 def test_combined_summary_and_tables(studies: dict[str, Path], combined: Path) -> None:
     rows = pd.read_csv(combined / "summary.csv")
     assert list(rows.columns[:3]) == ["study", "data.name", "i2srm.delta"]
@@ -247,7 +233,6 @@ def test_combined_summary_and_tables(studies: dict[str, Path], combined: Path) -
 
 # ----------------------------------------------------------------------------- --compare
 
-@pytest.mark.slow
 def test_compare_is_paired_by_seed_and_equals_scipy(studies: dict[str, Path]) -> None:
     out = studies["root"] / "a_vs_b"
     proc = report(["--compare", str(studies["a"]), str(studies["b"]), "--out", str(out)], studies["root"])
@@ -292,7 +277,6 @@ def one_line_refusal(proc: subprocess.CompletedProcess[str], *needles: str) -> N
         assert needle in lines[0], lines[0]
 
 
-@pytest.mark.slow
 def test_refusals(studies: dict[str, Path], tmp_path: Path) -> None:
     a, b, cwd = str(studies["a"]), str(studies["b"]), studies["root"]
     other = write_study(tmp_path / "heads", "heads", {"study": "heads", "seeds": [1], "sampler": "grid",
