@@ -53,6 +53,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from model.config import ALLOW_SIMULATE_ENV  # noqa: E402  (model.config imports no torch)
+from study.local_ray import LOOPBACK_ENV  # noqa: E402  (imports no ray at module level)
 
 RUN = ROOT / "study" / "run.py"
 REPORT = ROOT / "study" / "report.py"
@@ -108,6 +109,7 @@ def bench_env() -> dict[str, str]:
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), ALLOW_SIMULATE_ENV: "1",
            "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
+    env.pop(LOOPBACK_ENV, None)  # set by a study run earlier in this process: Ray's worker nodes refuse to start with it
     return env
 
 
