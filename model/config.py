@@ -15,6 +15,7 @@ import dataclasses
 import difflib
 import functools
 import json
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +33,7 @@ BACKBONES = ("resnet18", "resnet34", "resnet50", "resnet101", "resnet152")
 DATASETS = ("twitter2015", "twitter2017", "mnre", "synthetic-mner", "synthetic-mre")
 ABLATIONS = ("full", "no_kl", "no_attnmixup", "transfer_only", "mixup_only", "no_objects", "text_only", "hvpnet")
 LAYOUTS = ("reference", "clean")  # the values of i2srm.variant and of each switch it sets
+BN_MODES = ("eval", "train")  # model.backbone_bn
 
 # i2srm.variant: the value each switch takes unless the user sets it. ``reference`` is the authors' model
 # (LUMIA-Group/I2SRM on zjunlp/HVPNeT); ``clean`` is a standard-layout variant of the same modules (docs/method.md).
@@ -39,10 +41,13 @@ LAYOUTS = ("reference", "clean")  # the values of i2srm.variant and of each swit
 VARIANTS: dict[str, dict[str, Any]] = {
     "reference": {"i2srm.loss_layout": "reference", "model.prefix_layout": "reference",
                   "model.prefix_heads": "reference", "train.prefix_lr": None, "train.crf_lr": 5e-2,
-                  "train.max_grad_norm": 0.0, "train.decay_norm_bias": True},
+                  "train.max_grad_norm": 0.0, "train.decay_norm_bias": True,
+                  "model.stage_pool": "reference", "model.empty_crops": "reference",
+                  "model.prefix_positions": "reference", "train.amp": False},
     "clean": {"i2srm.loss_layout": "clean", "model.prefix_layout": "clean", "model.prefix_heads": "clean",
               "train.prefix_lr": 1e-3, "train.crf_lr": 1e-3, "train.max_grad_norm": 1.0,
-              "train.decay_norm_bias": False},
+              "train.decay_norm_bias": False, "model.stage_pool": "clean", "model.empty_crops": "clean",
+              "model.prefix_positions": "clean", "train.amp": True},
 }
 
 
@@ -92,6 +97,24 @@ class ModelConfig:
     batch, running statistics at evaluation), ``layer`` (per cell) or ``none`` (the reference). Not in the
     reference, whose ImageNet features are tame; a random-init or deep backbone gives cells whose common
     component (scale 10-100) swamps what tells images apart and saturates the MLP's Tanh."""
+    stage_pool: str = "reference"
+    """How each ResNet stage's map is pooled to the ``prompt_len`` grid: ``reference`` (non-overlapping windows
+    of side ⌊side/grid⌋ from the top-left corner, HVPNeT's ``AvgPool2d(ft // 2, stride=ft // 2)``: on a 7x7 map
+    two 3x3 windows per side, row and column 6 dropped) or ``clean`` (``adaptive_avg_pool2d``: windows that
+    cover the whole map, overlapping where the side does not divide). Set by ``i2srm.variant``."""
+    empty_crops: str = "reference"
+    """A crop slot with no crop (fewer than ``data.max_objects``): ``reference`` (the zero image is run through
+    the backbone and the slot is an image like any other, as HVPNeT pads) or ``clean`` (the slot holds zero cells
+    and is masked out where the head split allows). Set by ``i2srm.variant``."""
+    prefix_positions: str = "reference"
+    """Position ids of the text behind the prefix: ``reference`` (MRE: counted on after the prefix, as a stock
+    encoder does when the prefix is its cache, I2SRM's RoBERTa; MNER: from the start, as HVPNeT's BERT forces)
+    or ``clean`` (from the start on both tasks). Set by ``i2srm.variant``."""
+    backbone_bn: str = "eval"
+    """BatchNorm of a frozen backbone while training: ``eval`` (running statistics: a feature is a function of
+    its image alone, which the feature store needs) or ``train`` (batch statistics, running statistics updated:
+    the authors' ``model.train()``; the image and each crop slot go through the backbone as separate batches,
+    and the feature store is bypassed). ``eval`` under both variants."""
     use_image: bool = True
     use_objects: bool = True
     feature_cache: str = "auto"
@@ -147,8 +170,9 @@ class TrainConfig:
     seed: int = 1234
     device: str = "auto"
     """``auto`` (CUDA if present, else CPU), ``cpu``, ``cuda`` or ``cuda:N``."""
-    amp: bool = True
-    """bf16 autocast on CUDA where the card supports bf16; ignored on CPU."""
+    amp: bool = False
+    """bf16 autocast on CUDA where the card supports bf16; ignored on CPU. false = fp32 (the reference). Set by
+    ``i2srm.variant`` (``clean``: true)."""
     deterministic: bool = False
     """Deterministic kernels, cuDNN without autotuning or TF32, cuBLAS's fixed workspace: a resumed CUDA run
     repeats its uninterrupted self. Off by default (slower); CPU runs repeat either way."""
@@ -390,6 +414,22 @@ def _cached_config_file(where: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
+def prompt_grid(prompt_len: int) -> tuple[int, int]:
+    """The most square grid h x w (h <= w) with h * w == prompt_len: 4 -> (2, 2), 6 -> (2, 3), 5 -> (1, 5)."""
+    if prompt_len < 1:
+        raise ConfigError(f"'model.prompt_len' is {prompt_len}; allowed: an integer >= 1.")
+    h = max(d for d in range(1, math.isqrt(prompt_len) + 1) if prompt_len % d == 0)
+    return h, prompt_len // h
+
+
+def last_stage_side(image_size: int) -> int:
+    """Side of a torchvision ResNet's layer4 map for ``image_size`` px: five stride-2 steps, each ⌈n/2⌉."""
+    side = image_size
+    for _ in range(5):
+        side = (side + 1) // 2
+    return side
+
+
 def validate(cfg: Config, where: str = "") -> None:
     """Refuse, before training, any value the model cannot take; name the allowed values."""
     def bad(key: str, value: Any, allowed: str) -> ConfigError:
@@ -435,9 +475,17 @@ def validate(cfg: Config, where: str = "") -> None:
                           "backbone's features change every step and cannot be stored. Set model.feature_cache to "
                           "auto or off, or model.finetune_backbone to false.")
     for key, value in (("i2srm.loss_layout", cfg.i2srm.loss_layout), ("model.prefix_layout", cfg.model.prefix_layout),
-                       ("model.prefix_heads", cfg.model.prefix_heads)):
+                       ("model.prefix_heads", cfg.model.prefix_heads), ("model.stage_pool", cfg.model.stage_pool),
+                       ("model.empty_crops", cfg.model.empty_crops),
+                       ("model.prefix_positions", cfg.model.prefix_positions)):
         if value not in LAYOUTS:
             raise bad(key, value, ", ".join(LAYOUTS))
+    if cfg.model.backbone_bn not in BN_MODES:
+        raise bad("model.backbone_bn", cfg.model.backbone_bn, ", ".join(BN_MODES))
+    if cfg.model.feature_cache == "on" and cfg.model.backbone_bn == "train":
+        raise ConfigError(f"{where}'model.feature_cache' is 'on' but 'model.backbone_bn' is 'train': with batch "
+                          "statistics an image's features depend on the other images of its batch and cannot be "
+                          "stored. Set model.feature_cache to auto or off, or model.backbone_bn to eval.")
     for key, share in (("i2srm.clean_share", cfg.i2srm.clean_share), ("i2srm.mix_share", cfg.i2srm.mix_share)):
         if not 0.0 < share <= 1.0:
             raise bad(key, share, "a share in (0, 1]")
@@ -450,6 +498,14 @@ def validate(cfg: Config, where: str = "") -> None:
                            ("data.max_objects", cfg.data.max_objects, 0)):
         if count < lo:
             raise bad(key, count, f"an integer >= {lo}")
+    if cfg.model.stage_pool == "reference":
+        side, grid = last_stage_side(cfg.model.image_size), max(prompt_grid(cfg.model.prompt_len))
+        if side < grid:
+            raise ConfigError(f"{where}'model.image_size' is {cfg.model.image_size}: the last ResNet stage is "
+                              f"{side}x{side}, smaller than the {grid}-cell side of the model.prompt_len="
+                              f"{cfg.model.prompt_len} grid, which model.stage_pool=reference cuts into windows of at "
+                              f"least one cell; allowed: model.image_size >= {32 * (grid - 1) + 1}, or "
+                              f"model.stage_pool=clean.")
     for key in ("lr", "head_lr", "prefix_lr", "crf_lr"):
         if getattr(cfg.train, key) is not None and getattr(cfg.train, key) <= 0:
             raise bad(f"train.{key}", getattr(cfg.train, key), "a number > 0")

@@ -7,21 +7,25 @@ gets its ``VisualFeatures``:
 * ``model.feature_cache=on``, or ``auto`` with a frozen backbone: a ``CachedVisualProvider``. For each
   split, the cells [N, P, C] and global logits [N, 1000] of every distinct image path the split uses
   (whole images and crops; a missing file is the blank image, a feature too) are computed once and
-  written to ``<store>/<backbone>-s<size>-p<P>-<split>-<key[:20]>.safetensors``; later runs, epochs and
-  trials read them back and serve batches with one ``index_select``. The served features equal what
+  written to ``<store>/<backbone>-s<size>-p<P>-<stage_pool>-<split>-<key[:20]>.safetensors``; later runs,
+  epochs and trials read them back and serve batches with one ``index_select``. Under
+  ``model.empty_crops=reference`` one more file (split name ``blank``) holds the zero image's features, which
+  every absent crop slot serves. The served features equal what
   ``OnlineVisualProvider`` computes for the same images, to 1e-6: a matrix product's float32 rounding
   depends on how many images share the forward pass, so the online path itself differs that much
   between batches (the pooled cells came out bitwise equal in the tests, the fc logits within 1e-6).
   The store computes in float32 even where the trainer runs the online path under bf16 autocast.
-* ``off``, or a fine-tuned backbone (``model.finetune_backbone=true``; ``on`` is refused then): the
+* ``off``, or a fine-tuned backbone (``model.finetune_backbone=true``), or BatchNorm on batch statistics
+  (``model.backbone_bn=train``: a feature then depends on its batch; ``on`` is refused for both): the
   ``OnlineVisualProvider`` runs the backbone in every step, as the reference does.
 
 The key of a file is a sha256 over exactly what determines its content: the bytes of the dataset's
 text/dict files (``data.files``); for each image path, its path, size and mtime_ns (or "missing");
 the split; backbone name and weights (a local weights file by the sha256 of its bytes; random init by
-its seed); image size; prompt length; torch and torchvision versions (kernels differ); the store
-format version and the sha256 of the code computing the features (``model/visual.py`` and
-``model/data/images.py``, so editing them can never serve stale features).
+its seed); image size; prompt length; ``model.stage_pool`` (reference and clean cells never share a
+file); torch and torchvision versions (kernels differ); the store format version and the sha256 of the
+code computing the features (``model/visual.py`` and ``model/data/images.py``, so editing them can never
+serve stale features).
 Images are fingerprinted by ``stat`` rather than by their bytes: a dataset has tens of thousands of
 image files (gigabytes, often on network storage) and every trial computes the key when it starts;
 ``stat`` is microseconds per file, and rewriting an image changes its mtime_ns (and usually its size).
@@ -87,6 +91,11 @@ LOCK_TIMEOUT_S = 6 * 3600.0
 """How long a run waits for another process building the same file: a large dataset with a deep backbone
 on CPU takes about an hour; a lock held longer than this is a hung process."""
 SPLITS = ("train", "dev", "test")
+BLANK = "blank"
+"""The store file (in place of a split name) holding the zero image's features: what an absent crop slot serves
+under ``model.empty_crops=reference``."""
+BLANK_KEY = "<zero image>"
+"""Its one row's path: no file, so its stamp is ``missing``."""
 _CODE_FILES = ("visual.py", "data/images.py")  # the code that turns an image file into features
 
 
@@ -139,6 +148,7 @@ def base_fingerprint(cfg: Config, data_files: Iterable[str | Path]) -> dict[str,
         "weights": weights_identity(cfg.model.backbone_weights, init_seed(cfg)),
         "image_size": cfg.model.image_size,
         "prompt_len": cfg.model.prompt_len,
+        "stage_pool": cfg.model.stage_pool,  # reference and clean cells never share a file
         "torch": torch.__version__,
         "torchvision": torchvision.__version__,
     }
@@ -157,7 +167,7 @@ def split_paths(dataset: Any) -> list[str]:
 
 def store_file(root: Path, cfg: Config, split: str, key: str) -> Path:
     m = cfg.model
-    return root / f"{m.backbone}-s{m.image_size}-p{m.prompt_len}-{split}-{key[:20]}.safetensors"
+    return root / f"{m.backbone}-s{m.image_size}-p{m.prompt_len}-{m.stage_pool}-{split}-{key[:20]}.safetensors"
 
 
 # ---------------------------------------------------------------------------------------------- the file
@@ -303,16 +313,21 @@ def load_or_build(file: Path, key: str, paths: Sequence[str], compute: Callable[
 class CachedVisualProvider:
     """Serves ``VisualFeatures`` for batches of image keys from precomputed per-split features.
 
-    All splits sit in one [1 + N, P, C] tensor whose row 0 is the padding of absent crop slots (zeros, as
-    the online provider leaves them); a batch is one ``index_select``.
+    All splits sit in one [1 + N, P, C] tensor whose row 0 serves absent crop slots: zeros, masked, as the
+    online provider leaves them, or with ``blank`` (``model.empty_crops=reference``) the zero image's features,
+    unmasked. A batch is one ``index_select``.
     """
 
-    def __init__(self, splits: Sequence[SplitFeatures], max_objects: int, use_objects: bool) -> None:
+    def __init__(self, splits: Sequence[SplitFeatures], max_objects: int, use_objects: bool,
+                 blank: SplitFeatures | None = None) -> None:
         if not splits:
             raise ValueError("CachedVisualProvider needs the features of at least one split")
         first = splits[0]
         pad_cells = first.cells.new_zeros(1, *first.cells.shape[1:])   # [1, P, C]
         pad_logits = first.logits.new_zeros(1, first.logits.shape[1])  # [1, G]
+        if blank is not None:
+            pad_cells, pad_logits = blank.cells[:1], blank.logits[:1]
+        self.zero_image = blank is not None
         self.cells = torch.cat([pad_cells] + [s.cells for s in splits])      # [1 + N, P, C]
         self.logits = torch.cat([pad_logits] + [s.logits for s in splits])   # [1 + N, G]
         self.row: dict[str, int] = {}
@@ -343,8 +358,8 @@ class CachedVisualProvider:
                 raise ValueError("a sample of the batch has no image key; the whole image must come first.")
             kept = keys[:slots]
             rows.extend(self._row(k) for k in kept)
-            rows.extend([0] * (slots - len(kept)))  # row 0: the zero padding of an absent crop
-            present.append(len(kept))
+            rows.extend([0] * (slots - len(kept)))  # row 0: an absent crop (zeros or the zero image)
+            present.append(slots if self.zero_image else len(kept))
         index = torch.tensor(rows, dtype=torch.long)                                       # [B * (1 + K)]
         cells = self.cells.index_select(0, index).view(b, slots, *self.cells.shape[1:])    # [B, 1 + K, P, C]
         logits = self.logits.index_select(0, index.view(b, slots)[:, 0])                   # [B, G]
@@ -363,19 +378,26 @@ def make_backbone(cfg: Config) -> "ResNetFeatures":
     with torch.random.fork_rng(devices=[]):
         torch.manual_seed(init_seed(cfg))
         net = build_resnet(cfg.model.backbone, cfg.model.backbone_weights)
-    return ResNetFeatures(net, cfg.model.prompt_len, frozen=not cfg.model.finetune_backbone)
+    return ResNetFeatures(net, cfg.model.prompt_len, frozen=not cfg.model.finetune_backbone,
+                          pool=cfg.model.stage_pool, batch_stats=cfg.model.backbone_bn == "train")
 
 
 def use_cache(cfg: Config) -> bool:
-    """Whether ``model.feature_cache`` (with ``model.finetune_backbone``) asks for the store."""
+    """Whether ``model.feature_cache`` (with ``model.finetune_backbone`` and ``model.backbone_bn``) asks for the
+    store: ``auto`` bypasses it for a fine-tuned backbone and for batch statistics, ``on`` refuses both."""
     mode = cfg.model.feature_cache
     if mode == "on" and cfg.model.finetune_backbone:
         raise ConfigError("'model.feature_cache' is 'on' but 'model.finetune_backbone' is true: a fine-tuned "
                           "backbone changes its features every step, so they cannot be stored. "
                           "Set model.feature_cache to auto or off, or model.finetune_backbone to false.")
+    if mode == "on" and cfg.model.backbone_bn == "train":
+        raise ConfigError("'model.feature_cache' is 'on' but 'model.backbone_bn' is 'train': with batch statistics "
+                          "an image's features depend on the other images of its batch, so they cannot be stored. "
+                          "Set model.feature_cache to auto or off, or model.backbone_bn to eval.")
     if mode not in ("auto", "on", "off"):
         raise ConfigError(f"'model.feature_cache' is {mode!r}; allowed: auto, on, off.")
-    return mode == "on" or (mode == "auto" and not cfg.model.finetune_backbone)
+    online = cfg.model.finetune_backbone or cfg.model.backbone_bn == "train"
+    return mode == "on" or (mode == "auto" and not online)
 
 
 def build_cached_provider(cfg: Config, data: Any, device: torch.device,
@@ -413,15 +435,43 @@ def build_cached_provider(cfg: Config, data: Any, device: torch.device,
         files.append(file)
         if built:
             computed.append(split)
-    provider = CachedVisualProvider(loaded, cfg.data.max_objects, cfg.model.use_objects)
+    blank: SplitFeatures | None = None
+    if cfg.model.empty_crops == "reference":
+        key = split_key(base, BLANK, [BLANK_KEY])
+        file = store_file(root, cfg, BLANK, key)
+
+        def compute_blank() -> SplitFeatures:
+            nonlocal backbone
+            if backbone is None:
+                backbone = make_backbone(cfg)
+            return compute_features(backbone, _BlankLoader(cfg.model.image_size), [BLANK_KEY], device)
+
+        blank, built = load_or_build(file, key, [BLANK_KEY], compute_blank, lock_timeout)
+        files.append(file)
+        if built:
+            computed.append(BLANK)
+    provider = CachedVisualProvider(loaded, cfg.data.max_objects, cfg.model.use_objects, blank)
     provider.computed, provider.files = computed, files
     return provider
 
 
+class _BlankLoader:
+    """``load(anything)``: the zero image [3, S, S] (what an absent crop slot holds under the reference)."""
+
+    def __init__(self, image_size: int) -> None:
+        self.image_size = image_size
+
+    def load(self, path: str) -> Tensor:
+        from model.data.images import blank
+
+        return blank(self.image_size)
+
+
 def build_visual_provider(cfg: Config, data: Any, device: torch.device
                           ) -> tuple["VisualProvider", int, nn.Module | None]:
-    """The provider of a run's ``VisualFeatures``, the width C of a visual cell, and the backbone module
-    when it is fine-tuned (so the trainer optimises it; None otherwise)."""
+    """The provider of a run's ``VisualFeatures``, the width C of a visual cell, and the backbone module when
+    the trainer must switch its mode (fine-tuned, so it is also optimised, or ``model.backbone_bn=train``, whose
+    frozen parameters the optimizer skips); None otherwise."""
     from model.data.images import ImageLoader
     from model.visual import OnlineVisualProvider, channels_of
 
@@ -430,5 +480,6 @@ def build_visual_provider(cfg: Config, data: Any, device: torch.device
         return build_cached_provider(cfg, data, torch.device(device)), cells_dim, None
     backbone = make_backbone(cfg).to(device)
     online = OnlineVisualProvider(backbone, ImageLoader(cfg.model.image_size), cfg.data.max_objects,
-                                  cfg.model.use_objects)
-    return online, cells_dim, (backbone if cfg.model.finetune_backbone else None)
+                                  cfg.model.use_objects, zero_image=cfg.model.empty_crops == "reference")
+    switched = cfg.model.finetune_backbone or cfg.model.backbone_bn == "train"
+    return online, cells_dim, (backbone if switched else None)

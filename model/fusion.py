@@ -3,7 +3,7 @@
 ``VisualPrefix`` turns the visual cells [B, 1 + K, P, C] into, for every transformer layer, extra keys
 and values [B, heads, (1 + K) * P, head_dim]; ``encode_with_prefix`` prepends them in every self-attention
 layer of a Hugging Face encoder through a fresh ``DynamicCache`` (the forward's ``cache`` argument),
-keeping the text's own positions.
+the text's positions starting where they would without a prefix or after it (``model.prefix_positions``).
 """
 
 from __future__ import annotations
@@ -154,24 +154,36 @@ def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
     return out * w
 
 
-def text_position_ids(encoder: PreTrainedModel, input_ids: Tensor) -> Tensor:
-    """The position ids the encoder would give the text without a prefix, [B, L].
+def text_position_ids(encoder: PreTrainedModel, input_ids: Tensor, offset: int = 0) -> Tensor:
+    """The position ids the encoder gives the text behind a cache of ``offset`` positions, [B, L].
 
-    BERT-like encoders count from 0; RoBERTa-like ones count from padding_idx + 1 and skip padding.
-    Passed explicitly because with a cache the encoder would otherwise start after the prefix.
+    BERT-like encoders count from ``offset``; RoBERTa-like ones from padding_idx + 1 + ``offset``, padding kept at
+    padding_idx. ``offset`` 0: the positions the text has without a prefix (``model.prefix_positions=clean``);
+    the prefix length: what a stock encoder computes when the prefix is its cache (I2SRM's RoBERTa on MNRE).
     """
     embeddings = getattr(encoder, "embeddings", None)
     make = getattr(embeddings, "create_position_ids_from_input_ids", None)
     padding_idx = getattr(embeddings, "padding_idx", None)
     if make is not None and padding_idx is not None:
-        return make(input_ids, padding_idx, 0)
-    length = input_ids.shape[1]
-    return torch.arange(length, device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+        ids = make(input_ids, padding_idx, offset)
+    else:
+        length = input_ids.shape[1]
+        ids = torch.arange(offset, offset + length, device=input_ids.device).unsqueeze(0).expand_as(input_ids)
+    limit = getattr(encoder.config, "max_position_embeddings", None)
+    start = offset + (padding_idx + 1 if make is not None and padding_idx is not None else 0)
+    if offset and isinstance(limit, int) and start + input_ids.shape[1] > limit:  # the largest id is start + L - 1
+        raise ValueError(f"text of {input_ids.shape[1]} tokens behind a prefix of {offset} positions needs position "
+                         f"ids beyond the encoder's max_position_embeddings={limit}; lower data.max_len or "
+                         f"model.prompt_len, or set model.prefix_positions=clean.")
+    return ids
 
 
 def encode_with_prefix(encoder: PreTrainedModel, input_ids: Tensor, attention_mask: Tensor,
-                       prefix: Prefix | None = None, prefix_mask: Tensor | None = None) -> Tensor:
-    """Last hidden state [B, L, H] of ``encoder`` on the text, attending also to ``prefix`` in every layer."""
+                       prefix: Prefix | None = None, prefix_mask: Tensor | None = None,
+                       shift_positions: bool = False) -> Tensor:
+    """Last hidden state [B, L, H] of ``encoder`` on the text, attending also to ``prefix`` in every layer.
+
+    ``shift_positions``: the text's positions count on after the prefix (see ``text_position_ids``)."""
     if prefix is None:
         return encoder(input_ids=input_ids, attention_mask=attention_mask).last_hidden_state
     n_layers = encoder.config.num_hidden_layers
@@ -190,7 +202,8 @@ def encode_with_prefix(encoder: PreTrainedModel, input_ids: Tensor, attention_ma
         cache.update(key, value, layer_idx)
     full_mask = torch.cat([prefix_mask.to(attention_mask.dtype), attention_mask], dim=1)  # [B, T + L]
     out = encoder(input_ids=input_ids, attention_mask=full_mask,
-                  position_ids=text_position_ids(encoder, input_ids),
+                  position_ids=text_position_ids(encoder, input_ids,
+                                                 prefix[0][0].shape[2] if shift_positions else 0),
                   **{_cache_keyword(type(encoder)): cache})  # type: ignore[arg-type]  # (lru_cache: a class hashes)
     return out.last_hidden_state                                           # [B, L, H]
 

@@ -38,6 +38,9 @@ class I2SRMNetwork(nn.Module):
         self.use_transfer, self.use_mixup = cfg.i2srm.transfer, cfg.i2srm.mixup
         self.delta, self.kl_weight, self.mixup_alpha = cfg.i2srm.delta, cfg.i2srm.kl_weight, cfg.i2srm.mixup_alpha
         self.loss_layout = cfg.i2srm.loss_layout
+        # model.prefix_positions=reference: I2SRM's MRE feeds the prefix as a stock encoder's cache, which counts
+        # the text's positions on after it; HVPNeT's NER BERT starts them at 0.
+        self.shift_positions = cfg.model.prefix_positions == "reference" and self.task == "mre"
         self.clean_share, self.mix_share = cfg.i2srm.clean_share, cfg.i2srm.mix_share
         self.encoder = text_encoder
         tc = text_encoder.config
@@ -74,7 +77,8 @@ class I2SRMNetwork(nn.Module):
             if not self.use_objects:                                       # the whole image's P positions only
                 cells, mask = cells[:, :1], mask[:, :1]
             prefix, prefix_mask = self.prefix(cells, mask)
-        return encode_with_prefix(self.encoder, batch["input_ids"], batch["attention_mask"], prefix, prefix_mask)
+        return encode_with_prefix(self.encoder, batch["input_ids"], batch["attention_mask"], prefix, prefix_mask,
+                                  shift_positions=self.shift_positions)
 
     def _kl(self, text_rep: Tensor, visual: VisualFeatures | None) -> Tensor:
         if not (self.use_image and self.kl_weight > 0) or visual is None:

@@ -351,7 +351,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
             raise NonFiniteLoss(f"training loss is not finite in epoch {epoch} (loss={means[0]}, "
                                 f"ce={means[1]}, mix={means[2]}, kl={means[3]}); lower train.lr or check the data")
 
-        if backbone is not None:  # a fine-tuned backbone evaluates with its running statistics, untouched by dev/test
+        if backbone is not None:  # a fine-tuned or batch-statistics backbone evaluates on its running statistics
             backbone.eval()
         dev = evaluate(net, dev_loader, visual_fn, device, amp)
         test = evaluate(net, test_loader, visual_fn, device, amp)

@@ -1,7 +1,8 @@
 """The image side of I2SRM: a torchvision ResNet turned into multi-level visual cells.
 
 ``ResNetFeatures`` maps images [N, 3, S, S] to ``cells`` [N, P, C] (layer1..layer4 each average-pooled
-to a grid of P = ``model.prompt_len`` cells, channels concatenated over the four stages) and the global
+(``model.stage_pool``) to a grid of P = ``model.prompt_len`` cells, channels concatenated over the four
+stages) and the global
 ``logits`` [N, 1000] (the ResNet's own fc output, as the reference uses for the semantic loss).
 A frozen backbone is a pure function of the image, which is what lets a feature store cache it;
 ``VisualProvider`` is the interface both the online path here and such a store serve.
@@ -9,7 +10,6 @@ A frozen backbone is a pure function of the image, which is what lets a feature 
 
 from __future__ import annotations
 
-import math
 from pathlib import Path
 from typing import TYPE_CHECKING, NamedTuple, Protocol
 
@@ -19,7 +19,7 @@ from torch import Tensor, nn
 from torchvision import models
 from torchvision.models import ResNet
 
-from model.config import BACKBONES
+from model.config import BACKBONES, LAYOUTS, ConfigError, prompt_grid
 
 if TYPE_CHECKING:  # imported lazily at run time
     from model.data.images import ImageLoader
@@ -44,7 +44,8 @@ _WEIGHTS_ENUM = {
 class VisualFeatures(NamedTuple):
     cells: Tensor   # [B, 1 + K, P, C] multi-level pooled cells of the whole image then each crop slot
     logits: Tensor  # [B, G] global feature of the whole image (G = 1000, the ResNet's fc output)
-    mask: Tensor    # [B, 1 + K] bool, True for the image and existing crops
+    mask: Tensor    # [B, 1 + K] bool, True for a slot holding an image (the whole image, a crop, or under
+    #                 model.empty_crops=reference the zero image of an absent crop)
 
 
 class VisualProvider(Protocol):
@@ -64,10 +65,10 @@ def channels_of(name: str) -> int:
 
 def grid_of(prompt_len: int) -> tuple[int, int]:
     """The most square grid h x w (h <= w) with h * w == prompt_len: 4 -> (2, 2), 6 -> (2, 3), 5 -> (1, 5)."""
-    if prompt_len < 1:
-        raise ValueError(f"'model.prompt_len' is {prompt_len}; allowed: an integer >= 1.")
-    h = max(d for d in range(1, math.isqrt(prompt_len) + 1) if prompt_len % d == 0)
-    return h, prompt_len // h
+    try:
+        return prompt_grid(prompt_len)
+    except ConfigError as e:
+        raise ValueError(str(e)) from None
 
 
 def imagenet_weights(name: str) -> models.WeightsEnum:
@@ -116,15 +117,45 @@ def build_resnet(name: str, weights: str = "none") -> ResNet:
     return net
 
 
-class ResNetFeatures(nn.Module):
-    """A ResNet as a multi-level cell extractor: images [N, 3, S, S] -> (cells [N, P, C], logits [N, 1000])."""
+def pool_stage(x: Tensor, grid: tuple[int, int], mode: str) -> Tensor:
+    """A stage's map [N, C, h, w] pooled to [N, C, gh, gw] (``model.stage_pool``).
 
-    def __init__(self, resnet: ResNet, prompt_len: int, frozen: bool = True) -> None:
+    ``clean``: ``adaptive_avg_pool2d``, whose windows cover the whole map (overlapping where a side does not
+    divide). ``reference``: non-overlapping windows of ⌊h/gh⌋ x ⌊w/gw⌋ cells from the top-left corner, the
+    remainder rows and columns dropped; for a 2x2 grid this is HVPNeT's ``AvgPool2d(ft // 2, stride=ft // 2)``
+    wherever that gives two windows per side (every side but 1 and 3).
+    """
+    if mode == "clean":
+        return F.adaptive_avg_pool2d(x, grid)
+    if mode != "reference":
+        raise ValueError(f"'model.stage_pool' is {mode!r}; allowed: {', '.join(LAYOUTS)}.")
+    (gh, gw), (h, w) = grid, x.shape[-2:]
+    kh, kw = h // gh, w // gw
+    if kh == 0 or kw == 0:
+        raise ValueError(f"a {h}x{w} stage map is smaller than the {gh}x{gw} prompt grid: model.stage_pool=reference "
+                         "needs a larger model.image_size (or model.stage_pool=clean).")
+    return F.avg_pool2d(x[..., : gh * kh, : gw * kw], (kh, kw), stride=(kh, kw))
+
+
+class ResNetFeatures(nn.Module):
+    """A ResNet as a multi-level cell extractor: images [N, 3, S, S] -> (cells [N, P, C], logits [N, 1000]).
+
+    ``pool`` is ``model.stage_pool``; ``batch_stats`` (``model.backbone_bn=train``) lets a frozen backbone's
+    BatchNorm follow the parent's training mode (batch statistics, running statistics updated) instead of
+    staying in eval mode.
+    """
+
+    def __init__(self, resnet: ResNet, prompt_len: int, frozen: bool = True, pool: str = "clean",
+                 batch_stats: bool = False) -> None:
         super().__init__()
+        if pool not in LAYOUTS:
+            raise ValueError(f"'model.stage_pool' is {pool!r}; allowed: {', '.join(LAYOUTS)}.")
         self.net = resnet
         self.prompt_len = prompt_len
         self.grid = grid_of(prompt_len)
         self.frozen = frozen
+        self.pool = pool
+        self.batch_stats = batch_stats
         self.channels = sum(_out_channels(layer)
                             for layer in (resnet.layer1, resnet.layer2, resnet.layer3, resnet.layer4))
         if frozen:
@@ -133,9 +164,10 @@ class ResNetFeatures(nn.Module):
 
     def train(self, mode: bool = True) -> "ResNetFeatures":
         # A frozen backbone keeps BatchNorm running statistics fixed and features a pure function of
-        # the image (so caching is exact) even when a parent module switches to training mode.
+        # the image (so caching is exact) even when a parent module switches to training mode, unless
+        # model.backbone_bn=train asks for the authors' batch statistics.
         super().train(mode)
-        if self.frozen:
+        if self.frozen and not self.batch_stats:
             self.net.eval()
         return self
 
@@ -145,7 +177,7 @@ class ResNetFeatures(nn.Module):
         cells = []
         for layer in (n.layer1, n.layer2, n.layer3, n.layer4):
             x = layer(x)                                               # [N, C_i, h_i, w_i]
-            pooled = F.adaptive_avg_pool2d(x, self.grid)               # [N, C_i, gh, gw]
+            pooled = pool_stage(x, self.grid, self.pool)               # [N, C_i, gh, gw]
             cells.append(pooled.flatten(2).transpose(1, 2))            # [N, P, C_i]
         logits = n.fc(torch.flatten(n.avgpool(x), 1))                  # [N, 1000]
         return torch.cat(cells, dim=-1), logits                        # [N, P, C], [N, 1000]
@@ -159,17 +191,27 @@ def _out_channels(layer: nn.Sequential) -> int:
 
 
 class OnlineVisualProvider:
-    """Loads the images of a batch and runs the backbone on them now (no cache)."""
+    """Loads the images of a batch and runs the backbone on them now (no cache).
+
+    ``zero_image`` (``model.empty_crops=reference``): an absent crop is the zero image (``blank``), run through
+    the backbone, and its slot counts as an image in the mask; otherwise the slot holds zero cells and is masked.
+    A backbone using batch statistics (``model.backbone_bn=train`` while training) sees the whole images and each
+    crop slot as separate batches, as the authors' ``ImageModel`` runs them; otherwise all in one forward.
+    """
 
     def __init__(self, backbone: ResNetFeatures, loader: "ImageLoader", max_objects: int,
-                 use_objects: bool) -> None:
+                 use_objects: bool, zero_image: bool = False) -> None:
         self.backbone = backbone
         self.loader = loader
         self.max_objects = max_objects if use_objects else 0
         self.use_objects = use_objects
+        self.zero_image = zero_image
 
     def _images(self, image_keys: list[list[str]]) -> tuple[Tensor, Tensor]:
-        """The existing images of the batch, flattened [N_real, 3, S, S], and the slot mask [B, 1 + K]."""
+        """The images of the batch, flattened slot-major within each sample [N_real, 3, S, S], and the slot
+        mask [B, 1 + K] (True where a slot holds an image: an absent crop too, as the zero image)."""
+        from model.data.images import blank
+
         slots = 1 + self.max_objects
         images: list[Tensor] = []
         mask = torch.zeros(len(image_keys), slots, dtype=torch.bool)
@@ -178,8 +220,30 @@ class OnlineVisualProvider:
                 raise ValueError(f"sample {b} of the batch has no image key; the whole image must come first.")
             present = keys[:slots]
             images.extend(self.loader.load(k) for k in present)            # each [3, S, S]
-            mask[b, : len(present)] = True
+            if self.zero_image:
+                images.extend(blank(self.loader.image_size) for _ in range(slots - len(present)))
+                mask[b] = True
+            else:
+                mask[b, : len(present)] = True
         return torch.stack(images), mask
+
+    def _run(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
+        """The backbone on ``images`` (rows in the order of ``mask``'s True entries): cells, logits."""
+        net = self.backbone
+        if not (net.batch_stats and net.net.training):
+            return net(images)                                             # [N_real, P, C], [N_real, 1000]
+        # One forward per slot (whole images, then crop slot 1, 2, ...), each with its own batch statistics.
+        slot_of = mask.nonzero()[:, 1]                                     # [N_real] slot of each row
+        cells: Tensor | None = None
+        logits: Tensor | None = None
+        for slot in slot_of.unique().tolist():
+            rows = (slot_of == slot).nonzero().flatten().to(images.device)
+            c, g = net(images.index_select(0, rows))
+            cells = c.new_zeros(len(images), *c.shape[1:]) if cells is None else cells
+            logits = g.new_zeros(len(images), g.shape[-1]) if logits is None else logits
+            cells, logits = cells.index_copy(0, rows, c), logits.index_copy(0, rows, g)
+        assert cells is not None and logits is not None
+        return cells, logits
 
     def __call__(self, image_keys: list[list[str]], device: torch.device) -> VisualFeatures:
         images, mask = self._images(image_keys)
@@ -187,11 +251,11 @@ class OnlineVisualProvider:
         if next(self.backbone.parameters()).device != device:
             self.backbone.to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
-            real_cells, real_logits = self.backbone(images.to(device))      # [N_real, P, C], [N_real, 1000]
+            real_cells, real_logits = self._run(images.to(device), mask)   # [N_real, P, C], [N_real, 1000]
         b, slots = mask.shape
-        # Where each real image goes, from the CPU mask (no device sync). Missing crop slots stay zero (the
-        # reference feeds zero images); they are masked out of the prefix, so skipping their forward pass
-        # changes nothing the model sees.
+        # Where each image goes, from the CPU mask (no device sync). Under model.empty_crops=clean an absent
+        # crop's slot stays zero cells and its mask entry False: the prefix drops it where the head split keeps
+        # slots apart (model.prefix_heads=clean); the reference split shows every position, zeros included.
         rows = mask.flatten().nonzero().flatten().to(device, non_blocking=True)             # [N_real] into B * (1 + K)
         cells = real_cells.new_zeros(b * slots, *real_cells.shape[1:]).index_copy(0, rows, real_cells)
         logits = real_logits.new_zeros(b * slots, real_logits.shape[-1]).index_copy(0, rows, real_logits)

@@ -31,7 +31,7 @@ CPU = torch.device("cpu")
 
 def _cfg(data_dir: Path, store: Path, **over: Any) -> Config:
     flat = {"data.name": "synthetic-mner", "data.dir": str(data_dir), "data.synthetic_size": 0.05,
-            "model.backbone": "resnet18", "model.image_size": 32, "model.feature_cache_dir": str(store),
+            "model.backbone": "resnet18", "model.image_size": 33, "model.feature_cache_dir": str(store),
             "train.progress": False}
     flat.update(over)
     return build_config(flat)
@@ -58,15 +58,19 @@ def _batches(ds: Any, size: int) -> list[dict[str, Any]]:
             for s in range(0, len(ds), size)]
 
 
-@pytest.mark.parametrize("use_objects", [True, False])
-def test_cached_features_equal_online(syn: tuple[Path, Any], tmp_path: Path, use_objects: bool) -> None:
+@pytest.mark.parametrize("use_objects,empty_crops", [(True, "clean"), (False, "clean"), (True, "reference")])
+def test_cached_features_equal_online(syn: tuple[Path, Any], tmp_path: Path, use_objects: bool,
+                                      empty_crops: str) -> None:
     data_dir, data = syn
-    cfg = _cfg(data_dir, tmp_path, **{"model.use_objects": use_objects})
+    cfg = _cfg(data_dir, tmp_path, **{"model.use_objects": use_objects, "model.empty_crops": empty_crops})
     provider, cells_dim, backbone = build_visual_provider(cfg, data, CPU)
     assert isinstance(provider, CachedVisualProvider) and backbone is None and cells_dim == 960
-    assert provider.computed == ["train", "dev", "test"]
+    zero_image = empty_crops == "reference"
+    assert provider.computed == ["train", "dev", "test"] + (["blank"] if zero_image else [])
     online = OnlineVisualProvider(make_backbone(cfg), ImageLoader(cfg.model.image_size), cfg.data.max_objects,
-                                  cfg.model.use_objects)
+                                  cfg.model.use_objects, zero_image=zero_image)
+    with torch.no_grad():
+        blank_cells, _ = make_backbone(cfg)(torch.zeros(1, 3, 33, 33))  # the zero image
     slots = 1 + (cfg.data.max_objects if use_objects else 0)
     padded = 0
     for split in (data.train, data.test):
@@ -77,8 +81,12 @@ def test_cached_features_equal_online(syn: tuple[Path, Any], tmp_path: Path, use
             assert got.mask.dtype == torch.bool and torch.equal(got.mask, want.mask)
             assert _same(got.cells, want.cells) and _same(got.logits, want.logits)
             assert got.logits.shape[1] == 1000
-            padded += int((~got.mask).sum())
-            assert not got.cells[~got.mask].any()  # absent crop slots are zero, as online
+            absent = torch.tensor([[k >= len(keys) for k in range(slots)] for keys in batch["image_keys"]])
+            padded += int(absent.sum())
+            if zero_image:  # an absent crop is the zero image run through the backbone, and counts as an image
+                assert got.mask.all() and _same(got.cells[absent], blank_cells.expand(int(absent.sum()), -1, -1))
+            else:
+                assert torch.equal(got.mask, ~absent) and not got.cells[absent].any()  # zero cells, masked
     assert padded > 0 or not use_objects  # the data has samples with fewer than max_objects crops
     # A second run reads the files: nothing is computed again, same features.
     again = build_cached_provider(cfg, data, CPU)
@@ -92,9 +100,9 @@ def test_missing_image_is_the_blank_image_and_unknown_keys_are_refused(syn: tupl
     backbone = make_backbone(cfg)
     real = split_paths(data.dev)[0]
     missing = str(tmp_path / "listed-but-absent.jpg")
-    feats = compute_features(backbone, ImageLoader(32), [missing, real], CPU)
+    feats = compute_features(backbone, ImageLoader(33), [missing, real], CPU)
     with torch.no_grad():
-        cells, logits = backbone(torch.zeros(1, 3, 32, 32))  # the blank image
+        cells, logits = backbone(torch.zeros(1, 3, 33, 33))  # the blank image
     provider = CachedVisualProvider([feats], max_objects=3, use_objects=True)
     got = provider([[missing], [real, missing]], CPU)
     assert _same(got.cells[0, 0], cells[0]) and _same(got.logits[0], logits[0])
@@ -118,6 +126,9 @@ def test_key_changes_with_what_determines_the_features(syn: tuple[Path, Any], tm
     assert key(_cfg(data_dir, tmp_path, **{"model.backbone": "resnet34"})) != k0
     assert key(_cfg(data_dir, tmp_path, **{"model.image_size": 64})) != k0
     assert key(_cfg(data_dir, tmp_path, **{"model.prompt_len": 2})) != k0
+    pooled = _cfg(data_dir, tmp_path, **{"model.stage_pool": "clean"})  # reference and clean cells never mix
+    assert key(pooled) != k0 and store_file(tmp_path, pooled, "train", key(pooled)) != store_file(tmp_path, cfg,
+                                                                                                   "train", k0)
     # Weights: a local file is known by its bytes, not its name.
     torch.manual_seed(1)
     w1 = tmp_path / "a.pth"
@@ -202,7 +213,7 @@ _WORKER = textwrap.dedent("""
 
     data_dir, store, barrier, me = sys.argv[1:5]
     cfg = build_config({"data.name": "synthetic-mner", "data.dir": data_dir, "data.synthetic_size": 0.05,
-                        "model.backbone": "resnet18", "model.image_size": 32,
+                        "model.backbone": "resnet18", "model.image_size": 33,
                         "model.feature_cache_dir": store, "train.progress": False})
     data = load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
     # Start together: each announces itself, then waits for the other (no sleeps that decide the outcome).
@@ -228,7 +239,7 @@ def test_two_processes_started_together_compute_once(syn: tuple[Path, Any], tmp_
         assert p.returncode == 0, err[-3000:]
         results.append(json.loads(out.strip().splitlines()[-1]))
     computed = sorted(s for r in results for s in r["computed"])
-    assert computed == ["dev", "test", "train"]  # each split computed by exactly one of the two
+    assert computed == ["blank", "dev", "test", "train"]  # each file computed by exactly one of the two
     assert results[0]["sum"] == results[1]["sum"]  # and both serve the same features
 
 
@@ -264,4 +275,5 @@ def test_store_location(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None
     cfg.model.feature_cache_dir = str(tmp_path / "shared")
     assert store_root(cfg) == tmp_path / "shared"
     name = store_file(store_root(cfg), cfg, "dev", "ab" * 32).name
-    assert name.startswith(f"{cfg.model.backbone}-s{cfg.model.image_size}-p4-dev-") and name.endswith(".safetensors")
+    assert name.startswith(f"{cfg.model.backbone}-s{cfg.model.image_size}-p4-reference-dev-")
+    assert name.endswith(".safetensors")

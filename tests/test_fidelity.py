@@ -202,7 +202,7 @@ def test_finetuned_backbone_evaluates_in_eval_mode(tmp_path: Path, monkeypatch: 
     monkeypatch.setattr(mt, "make_visual", keep_backbone)
     monkeypatch.setattr(mt.Evaluator, "__call__", check)
     cfg = build_config({"data.name": "synthetic-mre", "data.synthetic_size": 0.1, "model.backbone": "resnet18",
-                        "model.image_size": 32, "data.max_len": 32, "train.epochs": 1, "train.progress": False,
+                        "model.image_size": 33, "data.max_len": 32, "train.epochs": 1, "train.progress": False,
                         "model.finetune_backbone": True, "train.save_checkpoint": False, "train.save_best": False,
                         "model.text_encoder": str(tiny_encoder)})  # the backbone is the point, not the encoder
     mt.train(cfg, tmp_path / "run")

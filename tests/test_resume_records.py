@@ -18,7 +18,7 @@ from study.schema import CONFIG_KEY, REPLAYED_KEY, RESUMED_KEY, SEED_KEY, run_id
 from study.trainable import TrialSetup
 
 TINY = {"data.name": "synthetic-mner", "data.synthetic_size": 0.05, "data.max_len": 24, "model.backbone": "resnet18",
-        "model.image_size": 32}
+        "model.image_size": 33}
 
 
 def checkpoint(folder: Path, text: str) -> Path:

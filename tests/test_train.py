@@ -18,7 +18,7 @@ from model.train import STATE_FILE, train
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"data.name": "synthetic-mner", "data.synthetic_size": 0.25, "model.backbone": "resnet18",
-         "model.image_size": 32, "data.max_len": 32, "train.epochs": 2, "train.progress": False,
+         "model.image_size": 33, "data.max_len": 32, "train.epochs": 2, "train.progress": False,
          "train.seed": 3}
 
 
