@@ -208,3 +208,257 @@ def test_finetuned_backbone_evaluates_in_eval_mode(tmp_path: Path, monkeypatch: 
     mt.train(cfg, tmp_path / "run")
     assert seen["backbone"] is not None
     assert seen["modes"] == [False, False] and seen["stats_kept"] == [True, True]  # dev and test
+
+
+# ---- the backbone side: stage pooling, empty crop slots, BatchNorm mode -------------------------
+# Ports of the authors' image side (HVPNeT models/bert_model.py, ImageModel), written from its formulas.
+def _authors_stage_pool(x: torch.Tensor) -> torch.Tensor:
+    """``get_resnet_prompt``'s pooling of one stage map [N, C, ft, ft]: AvgPool2d(ft // 2, stride=ft // 2)."""
+    k = x.shape[-1] // 2
+    return torch.nn.AvgPool2d(kernel_size=(k, k), stride=k)(x)
+
+
+def _authors_prompt(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
+    """``get_resnet_prompt`` then ``torch.cat(stages, dim=1)``: [N, C, 2, 2] for a 2x2 prompt grid."""
+    stages = []
+    for name, layer in net.named_children():
+        if name in ("fc", "avgpool"):
+            continue
+        x = layer(x)
+        if "layer" in name:
+            stages.append(_authors_stage_pool(x))
+    return torch.cat(stages, dim=1)
+
+
+def _authors_image_model(net: torch.nn.Module, images: torch.Tensor, crops: list[list[torch.Tensor]],
+                         max_crops: int) -> list[torch.Tensor]:
+    """The dataset pads each sample's crops with zero images to ``max_crops``; ``ImageModel.forward`` runs the
+    whole images as one batch, then each crop slot as one batch. Returns [N, C, 2, 2] per slot."""
+    slots = [torch.stack([c[i] if i < len(c) else torch.zeros_like(images[0]) for c in crops])
+             for i in range(max_crops)]
+    return [_authors_prompt(net, images)] + [_authors_prompt(net, s) for s in slots]
+
+
+def _as_authors(cells: torch.Tensor) -> torch.Tensor:
+    """Our cells [N, P, C] (cell-major, 2x2 grid) as the authors' concatenated block [N, C, 2, 2]."""
+    return cells.transpose(1, 2).reshape(cells.shape[0], cells.shape[2], 2, 2)
+
+
+@pytest.mark.parametrize("side", [2, 4, 5, 7, 8, 14, 28, 56])
+def test_reference_stage_pool_is_the_authors_avgpool(side: int) -> None:
+    from model.visual import pool_stage
+
+    x = torch.randn(2, 3, side, side, generator=torch.Generator().manual_seed(side))
+    ours = pool_stage(x, (2, 2), "reference")
+    assert torch.equal(ours, _authors_stage_pool(x))
+    if side == 7:  # the last stage at 224 px: two 3x3 windows per side, row and column 6 dropped
+        assert torch.allclose(ours[..., 0, 0], x[..., :3, :3].mean((-1, -2)))
+        assert torch.allclose(ours[..., 1, 1], x[..., 3:6, 3:6].mean((-1, -2)))
+        clean = pool_stage(x, (2, 2), "clean")                  # adaptive: 4x4 windows that overlap on row 3
+        assert torch.allclose(clean[..., 1, 1], x[..., 3:7, 3:7].mean((-1, -2)))
+        assert not torch.allclose(clean, ours)
+
+
+def test_reference_backbone_cells_equal_the_authors_prompt_at_224() -> None:
+    from model.visual import ResNetFeatures
+
+    torch.manual_seed(0)
+    from torchvision.models import resnet18
+
+    net = resnet18().eval()
+    images = torch.randn(2, 3, 224, 224, generator=torch.Generator().manual_seed(1))
+    with torch.no_grad():
+        ref, _ = ResNetFeatures(net, 4, pool="reference")(images)     # [2, 4, 960]
+        clean, _ = ResNetFeatures(net, 4, pool="clean")(images)
+        authors = _authors_prompt(net, images)                       # [2, 960, 2, 2]
+    assert torch.equal(_as_authors(ref), authors)
+    last = slice(448, 960)  # layer4's 512 channels (7x7 map): the only stage where the two poolings differ
+    assert torch.allclose(_as_authors(clean)[:, :448], authors[:, :448], atol=1e-6)
+    assert not torch.allclose(_as_authors(clean)[:, last], authors[:, last], atol=1e-3)
+
+
+def test_reference_stage_pool_needs_a_last_stage_as_large_as_the_grid() -> None:
+    from model.config import ConfigError
+
+    with pytest.raises(ConfigError, match=r"'model.image_size' is 32: the last ResNet stage is 1x1.*>= 33"):
+        small_cfg("mner", **{"model.image_size": 32})
+    assert small_cfg("mner", **{"model.image_size": 32, "model.stage_pool": "clean"}).model.image_size == 32
+    assert small_cfg("mner", **{"model.image_size": 33}).model.stage_pool == "reference"
+
+
+class _Loader:
+    """Images by key: a fixed random image per key (what ``ImageLoader.load`` returns for a file)."""
+
+    image_size = 64  # stage sides 16, 8, 4, 2: the authors' pooling gives a 2x2 grid on each
+
+    def __init__(self) -> None:
+        self.images: dict[str, torch.Tensor] = {}
+
+    def load(self, key: str) -> torch.Tensor:
+        if key not in self.images:
+            g = torch.Generator().manual_seed(len(self.images) + 7)
+            self.images[key] = torch.randn(3, self.image_size, self.image_size, generator=g)
+        return self.images[key]
+
+
+KEYS = [["a", "a1"], ["b"], ["c", "c1", "c2", "c3"], ["d", "d1", "d2"]]  # 1, 0, 3 and 2 crops of max 3
+
+
+def _providers(batch_stats: bool) -> tuple[object, torch.nn.Module, _Loader]:
+    from torchvision.models import resnet18
+
+    from model.visual import OnlineVisualProvider, ResNetFeatures
+
+    torch.manual_seed(0)
+    net = resnet18()
+    authors = resnet18()
+    authors.load_state_dict(net.state_dict())
+    loader = _Loader()
+    online = OnlineVisualProvider(ResNetFeatures(net, 4, pool="reference", batch_stats=batch_stats), loader,  # type: ignore[arg-type]
+                                  max_objects=3, use_objects=True, zero_image=True)
+    return online, authors, loader
+
+
+@pytest.mark.parametrize("batch_stats", [False, True])
+def test_reference_empty_crops_and_bn_mode_equal_the_authors_image_model(batch_stats: bool) -> None:
+    """``model.empty_crops=reference``: an absent crop is the zero image through the backbone; with
+    ``model.backbone_bn=train`` the whole images and each crop slot are batches of their own, with batch
+    statistics and running statistics updated, as the authors' ``ImageModel`` in ``model.train()``."""
+    online, authors, loader = _providers(batch_stats)
+    online.backbone.train()                                            # type: ignore[attr-defined]
+    authors.train(batch_stats)
+    images = torch.stack([loader.load(k[0]) for k in KEYS])
+    crops = [[loader.load(c) for c in k[1:]] for k in KEYS]
+    with torch.no_grad():
+        got = online(KEYS, torch.device("cpu"))                        # type: ignore[operator]
+        want = _authors_image_model(authors, images, crops, 3)
+    assert got.mask.all()                                              # the zero image is an image
+    for slot in range(4):
+        assert torch.allclose(_as_authors(got.cells[:, slot]), want[slot], atol=1e-5), slot
+    bns = [m for m in online.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]  # type: ignore[attr-defined]
+    moved = not torch.equal(bns[0].running_mean, torch.zeros_like(bns[0].running_mean))
+    assert moved == batch_stats                                        # running statistics updated in train mode
+    theirs = [m for m in authors.modules() if isinstance(m, torch.nn.BatchNorm2d)]
+    assert all(torch.allclose(a.running_mean, b.running_mean, atol=1e-6) for a, b in zip(bns, theirs))
+
+
+def test_batch_statistics_make_a_feature_depend_on_its_batch() -> None:
+    online, _, _ = _providers(True)
+    backbone = online.backbone                                          # type: ignore[attr-defined]
+    with torch.no_grad():
+        backbone.train()
+        alone = online([KEYS[0]], torch.device("cpu")).cells[0]        # type: ignore[operator]
+        together = online(KEYS[:2], torch.device("cpu")).cells[0]      # type: ignore[operator]
+        assert not torch.allclose(alone, together, atol=1e-3)
+        backbone.eval()                                                 # evaluation: running statistics
+        a = online([KEYS[0]], torch.device("cpu")).cells[0]            # type: ignore[operator]
+        b = online(KEYS[:2], torch.device("cpu")).cells[0]             # type: ignore[operator]
+        assert torch.allclose(a, b, atol=1e-5)
+
+
+def test_clean_empty_crops_are_zero_cells_masked() -> None:
+    from torchvision.models import resnet18
+
+    from model.visual import OnlineVisualProvider, ResNetFeatures
+
+    online = OnlineVisualProvider(ResNetFeatures(resnet18(), 4), _Loader(), 3, True)  # type: ignore[arg-type]
+    with torch.no_grad():
+        got = online(KEYS, torch.device("cpu"))
+    assert got.mask.tolist() == [[True, True, False, False], [True, False, False, False], [True] * 4,
+                                 [True, True, True, False]]
+    assert not got.cells[~got.mask].any()
+
+
+def test_batch_statistics_bypass_or_refuse_the_feature_store(tmp_path: Path) -> None:
+    from model.config import ConfigError
+    from model.features import use_cache
+
+    assert use_cache(small_cfg("mner"))                                # default: backbone_bn eval, store on
+    assert not use_cache(small_cfg("mner", **{"model.backbone_bn": "train"}))  # auto: online
+    with pytest.raises(ConfigError, match="'model.backbone_bn' is 'train'.*cannot be stored"):
+        small_cfg("mner", **{"model.backbone_bn": "train", "model.feature_cache": "on"})
+    with pytest.raises(ConfigError, match="'model.backbone_bn' is 'batch'; allowed: eval, train"):
+        small_cfg("mner", **{"model.backbone_bn": "batch"})
+    for variant in VARIANTS:
+        assert small_cfg("mner", **{"i2srm.variant": variant}).model.backbone_bn == "eval"
+
+
+# ---- the text side: position ids behind the prefix ----------------------------------------------
+def _authors_roberta_positions(input_ids: torch.Tensor, padding_idx: int, past: int) -> torch.Tensor:
+    """transformers 4.x ``create_position_ids_from_input_ids(input_ids, padding_idx, past_key_values_length)``:
+    what a stock RoBERTa gives the text when I2SRM passes the prefix as ``past_key_values``."""
+    mask = input_ids.ne(padding_idx).int()
+    return (torch.cumsum(mask, dim=1) + past) * mask + padding_idx
+
+
+def _tiny_roberta() -> torch.nn.Module:
+    from transformers import RobertaConfig, RobertaModel
+
+    torch.manual_seed(0)
+    cfg = RobertaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2, num_attention_heads=4,
+                        intermediate_size=64, max_position_embeddings=64, pad_token_id=1,
+                        hidden_dropout_prob=0.0, attention_probs_dropout_prob=0.0)
+    return RobertaModel(cfg, add_pooling_layer=False).eval()
+
+
+def test_reference_positions_are_the_stock_encoders_after_the_prefix() -> None:
+    from transformers import DynamicCache
+
+    from model.fusion import encode_with_prefix, text_position_ids
+
+    enc = _tiny_roberta()
+    ids = torch.randint(3, 50, (2, 7), generator=torch.Generator().manual_seed(4))
+    ids[1, 5:] = 1                                                    # padding
+    am = ids.ne(1).long()
+    t = 16                                                            # 4 cells x 4 slots
+    assert torch.equal(text_position_ids(enc, ids, t), _authors_roberta_positions(ids, 1, t))
+    assert text_position_ids(enc, ids, t)[0, 0] == 18                  # the first token after 16 prefix positions
+    assert torch.equal(text_position_ids(enc, ids), _authors_roberta_positions(ids, 1, 0))
+    g = torch.Generator().manual_seed(5)
+    prefix = [(torch.randn(2, 4, t, 8, generator=g), torch.randn(2, 4, t, 8, generator=g)) for _ in range(2)]
+    with torch.no_grad():
+        shifted = encode_with_prefix(enc, ids, am, prefix, shift_positions=True)
+        plain = encode_with_prefix(enc, ids, am, prefix, shift_positions=False)
+        cache = DynamicCache()
+        for i, (k, v) in enumerate(prefix):
+            cache.update(k, v, i)
+        stock = enc(input_ids=ids, attention_mask=torch.cat([torch.ones(2, t, dtype=torch.long), am], 1),
+                    cache=cache).last_hidden_state                    # the encoder's own positions with a cache
+    assert torch.allclose(shifted, stock, atol=1e-6)
+    assert not torch.allclose(plain, stock, atol=1e-3)
+    bert = tiny_bert(0.0)
+    assert text_position_ids(bert, ids, t)[0].tolist() == list(range(16, 23))
+    with pytest.raises(ValueError, match="max_position_embeddings=64.*model.prefix_positions=clean"):
+        text_position_ids(enc, torch.full((1, 50), 5), t)
+
+
+def test_reference_positions_shift_on_mre_only() -> None:
+    assert _net("mre", "reference", 0.7).shift_positions
+    assert not _net("mner", "reference", 0.7).shift_positions         # HVPNeT's NER BERT starts at 0
+    assert not _net("mre", "clean", 0.7).shift_positions
+
+
+# ---- precision ---------------------------------------------------------------------------------
+def test_precision_follows_the_variant() -> None:
+    from model.train import use_amp
+
+    ref, clean = small_cfg("mner"), small_cfg("mner", **{"i2srm.variant": "clean"})
+    assert (ref.train.amp, clean.train.amp) == (False, True)          # the authors train fp32
+    assert small_cfg("mner", **{"train.amp": True}).train.amp          # a given key beats the variant
+    assert not use_amp(clean, torch.device("cpu"))                    # CPU runs fp32 whatever the key
+
+
+@pytest.mark.parametrize("task", ["mner", "mre"])
+def test_bf16_autocast_step_on_cpu(task: str) -> None:
+    """The autocast path (what ``train.amp`` turns on on CUDA), run under CPU bf16 autocast: a finite loss
+    close to fp32's, and gradients in fp32 parameters."""
+    net = _net(task, "clean", 0.7)
+    batch, visual = sample_batch(task), sample_visual()
+    torch.manual_seed(3)
+    fp32 = net(batch, visual).loss
+    torch.manual_seed(3)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        bf16 = net(batch, visual).loss
+    bf16.backward()
+    assert torch.isfinite(bf16) and abs(bf16.item() - fp32.item()) < 0.1 * abs(fp32.item()) + 0.05
+    assert all(p.grad is None or p.grad.dtype == torch.float32 for p in net.parameters())
