@@ -8,12 +8,9 @@ from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +26,7 @@ from study.reports.joint import PLOTS, configurations, optuna_study
 from study.reports.load import load_study
 from study.schema import Run
 from study.space import FACET_KEY, SpaceError, space_from_dict
+from ray_cluster import run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 DATASETS = ["synthetic-mner", "synthetic-mre"]
@@ -212,10 +210,8 @@ max_concurrent: 2
 progress_interval: 5
 reports: [summary, sensitivity, joint]
 """, encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--space", str(space),
-                           "--results-dir", str(tmp_path / "results")], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path, env=env)
+    proc = run_py([str(ROOT / "study" / "run.py"), "--space", str(space), "--results-dir", str(tmp_path / "results")],
+                  tmp_path, timeout=900)
     assert proc.returncode == 0, proc.stderr[-3000:]
     folder = tmp_path / "results" / "tiny_joint"
     study = load_study(folder)
@@ -230,8 +226,7 @@ reports: [summary, sensitivity, joint]
     for db in folder.glob("optuna.db*"):  # the joint figures need the records only
         db.unlink()
     shutil.rmtree(folder / "ray", ignore_errors=True)
-    rebuilt = subprocess.run([sys.executable, str(ROOT / "study" / "report.py"), str(folder)], capture_output=True,
-                             text=True, timeout=300, env=env)
+    rebuilt = run_py([str(ROOT / "study" / "report.py"), str(folder)], timeout=300)
     assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
     again = {p.name: p.stat().st_mtime_ns for p in folder.glob("joint_*")}
     assert set(again) == set(stamps) and all(again[n] > stamps[n] for n in stamps)
