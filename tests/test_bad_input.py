@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from study.run import main
+from ray_cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
@@ -143,12 +143,6 @@ def test_a_set_value_the_trainer_refuses(tmp_path: Path, results: Path, capsys: 
 
 
 # ---------------------------------------------------------------------------------------------- with Ray
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
