@@ -90,6 +90,7 @@ def test_a_run_of_each_dataset_trains_again_from_its_config_yaml(facet: dict[str
     runs = {r.params["data.name"]: r for r in read_runs(d) if r.seed == 1}
     assert set(runs) == {"synthetic-mner", "synthetic-mre"}
     stored = {name: yaml.safe_load((d / "trials" / r.trial_id / "config.yaml").read_text()) for name, r in runs.items()}
+    assert {name: c["data"]["name"] for name, c in stored.items()} == {n: n for n in stored}  # its own dataset
     # The recipe-derived key is written out: MRE's max_len, not MNER's.
     assert stored["synthetic-mre"]["data"]["max_len"] != stored["synthetic-mner"]["data"]["max_len"]
     for name, run in runs.items():
