@@ -132,11 +132,11 @@ def check_encoder_source(where: str, name: str | None = None) -> None:
     Not a folder here nor in the Hugging Face cache, and the hub unreachable: one line now, rather than
     ``from_pretrained``'s ~25 s of retries and a traceback.
     """
-    from huggingface_hub import constants
-
     name = where if name is None else name
     if Path(where).expanduser().is_dir():
-        return
+        return  # the shipped MiniLM and local folders: no hub library imported
+    from huggingface_hub import constants
+
     if _looks_like_path(where):
         raise ConfigError(f"model.text_encoder={name!r} is not a folder on this machine (nor a hub name); set it to "
                           f"a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub "
