@@ -3,11 +3,13 @@ same model with only that switch at its other value, on both synthetic tasks, ov
 
     python benchmarks/fidelity_switches.py [--seeds 1 2 3] [--switches model.stage_pool ...]
                                            [--tasks synthetic-mner synthetic-mre] [--jobs 2] [--set k=v ...]
+                                           [--table-only]
 
 Every run is one ``python -m model.train`` subprocess, made by ``benchmarks/trainer_table.py``'s ``run_one`` (one
 torch thread, ``--jobs`` at a time; a finished run is reused). ``--set`` items apply to every run. Writes
 ``results/benchmarks/fidelity_switches.{json,md}``: test F1 at the best dev epoch, mean ± std over the seeds, for
-each value, the difference other − reference, and the mean wall time of one run.
+each value (n: the seeds finished), the difference other − reference, and the mean wall time of one run.
+``--table-only`` trains nothing: it makes the table from the runs already finished (a stopped benchmark).
 
 Where a switch can make no difference in a setting, it is not run there (the runs would be the same run):
 ``model.prefix_positions`` on MNER (its reference value starts the text at 0 there, like ``clean``), and
@@ -29,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from trainer_table import run_one  # noqa: E402  (benchmarks/ is not a package)
+from trainer_table import _finished, run_one  # noqa: E402  (benchmarks/ is not a package)
 
 TASKS = ("synthetic-mner", "synthetic-mre")
 
@@ -71,8 +73,8 @@ def _mean_sd(values: list[float]) -> str:
 
 
 def table(results: list[dict], switches: list[Switch], tasks: list[str]) -> str:
-    lines = ["| switch | task | reference value: test F1 | other value: test F1 | other − reference | "
-             "seconds per run (ref / other) |", "|---|---|---|---|---|---|"]
+    lines = ["| switch | task | n | reference value: test F1 | other value: test F1 | other − reference | "
+             "seconds per run (ref / other) |", "|---|---|---|---|---|---|---|"]
     for s in switches:
         for task in (t for t in tasks if t in s.tasks):
             f1 = {v: [r for r in results if (r["switch"], r["task"], r["value"]) == (s.key, task, v)]
@@ -82,7 +84,8 @@ def table(results: list[dict], switches: list[Switch], tasks: list[str]) -> str:
             ref, oth = ([r["test_f1"] for r in f1[v]] for v in (s.reference, s.other))
             secs = " / ".join(f"{statistics.mean(r['seconds'] for r in f1[v]):.0f}" for v in (s.reference, s.other))
             common = f" ({', '.join(s.common)})" if s.common else ""
-            lines.append(f"| `{s.key}`{common} | {task} | `{s.reference}` {_mean_sd(ref)} | `{s.other}` "
+            n = f"{len(ref)}" if len(ref) == len(oth) else f"{len(ref)} / {len(oth)}"
+            lines.append(f"| `{s.key}`{common} | {task} | {n} | `{s.reference}` {_mean_sd(ref)} | `{s.other}` "
                          f"{_mean_sd(oth)} | {statistics.mean(oth) - statistics.mean(ref):+.2f} | {secs} |")
     return "\n".join(lines) + "\n"
 
@@ -95,6 +98,7 @@ def main() -> int:
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
+    p.add_argument("--table-only", action="store_true", help="train nothing; tabulate the finished runs")
     args = p.parse_args()
     out_root = Path(args.out)
     out_root.mkdir(parents=True, exist_ok=True)
@@ -110,15 +114,23 @@ def main() -> int:
                 wanted.append((s, task, value, seed, _slug(extra)))
     started = time.time()
     done: dict[tuple[str, int, str], dict] = {}
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = {k: pool.submit(run_one, "reference", task, "full", seed, out_root / "fidelity_switches" / k[2],
-                                  extra) for k, (task, seed, extra) in jobs.items()}
-        for i, (k, fut) in enumerate(futures.items(), 1):
-            done[k] = fut.result()
-            print(f"[{i}/{len(jobs)}] {k[0]} seed {k[1]} {k[2]}: test F1 {done[k]['test_f1']:.2f} "
-                  f"({done[k]['seconds']:.0f}s)", flush=True)
+    if args.table_only:
+        for k, (task, seed, extra) in jobs.items():
+            found = _finished(out_root / "fidelity_switches" / k[2] / "reference" / task / "full" / f"seed{seed}",
+                              "reference", "full", seed, extra)
+            if found is not None:
+                done[k] = found
+    else:
+        with ThreadPoolExecutor(args.jobs) as pool:
+            futures = {k: pool.submit(run_one, "reference", task, "full", seed,
+                                      out_root / "fidelity_switches" / k[2], extra)
+                       for k, (task, seed, extra) in jobs.items()}
+            for i, (k, fut) in enumerate(futures.items(), 1):
+                done[k] = fut.result()
+                print(f"[{i}/{len(jobs)}] {k[0]} seed {k[1]} {k[2]}: test F1 {done[k]['test_f1']:.2f} "
+                      f"({done[k]['seconds']:.0f}s)", flush=True)
     results = [{**done[(task, seed, slug)], "switch": s.key, "value": value}
-               for s, task, value, seed, slug in wanted]
+               for s, task, value, seed, slug in wanted if (task, seed, slug) in done]
     md = table(results, switches, args.tasks)
     doc = {"results": results, "wall_seconds": time.time() - started, "jobs": args.jobs, "overrides": args.set}
     (out_root / "fidelity_switches.json").write_text(json.dumps(doc, indent=2))
