@@ -42,11 +42,11 @@ VARIANTS: dict[str, dict[str, Any]] = {
                   "model.prefix_heads": "reference", "train.prefix_lr": None, "train.crf_lr": 5e-2,
                   "train.max_grad_norm": 0.0, "train.decay_norm_bias": True,
                   "model.stage_pool": "reference", "model.empty_crops": "reference",
-                  "model.prefix_positions": "reference", "train.amp": False},
+                  "model.prefix_positions": "reference", "model.crf_span": "reference", "train.amp": False},
     "clean": {"i2srm.loss_layout": "clean", "model.prefix_layout": "clean", "model.prefix_heads": "clean",
               "train.prefix_lr": 1e-3, "train.crf_lr": 1e-3, "train.max_grad_norm": 1.0,
               "train.decay_norm_bias": False, "model.stage_pool": "clean", "model.empty_crops": "clean",
-              "model.prefix_positions": "clean", "train.amp": True},
+              "model.prefix_positions": "clean", "model.crf_span": "clean", "train.amp": True},
 }
 
 
@@ -109,6 +109,10 @@ class ModelConfig:
     """Position ids of the text behind the prefix: ``reference`` (MRE: counted on after the prefix, as a stock
     encoder does when the prefix is its cache, I2SRM's RoBERTa; MNER: from the start, as HVPNeT's BERT forces)
     or ``clean`` (from the start on both tasks). Set by ``i2srm.variant``."""
+    crf_span: str = "reference"
+    """MNER: what the CRF runs over: ``reference`` (every sub-token under the attention mask, HVPNeT's tags ``X``
+    for continuation pieces, ``[CLS]``, ``[SEP]`` and ``PAD`` after the word labels; scored on each word's first
+    sub-token) or ``clean`` (the words: each word's first sub-token, word labels only). Set by ``i2srm.variant``."""
     backbone_bn: str = "eval"
     """BatchNorm of a frozen backbone while training: ``eval`` (running statistics: a feature is a function of
     its image alone, which the feature store needs) or ``train`` (batch statistics, running statistics updated:
@@ -438,7 +442,8 @@ def validate(cfg: Config, where: str = "") -> None:
     for key, value in (("i2srm.loss_layout", cfg.i2srm.loss_layout), ("model.prefix_layout", cfg.model.prefix_layout),
                        ("model.prefix_heads", cfg.model.prefix_heads), ("model.stage_pool", cfg.model.stage_pool),
                        ("model.empty_crops", cfg.model.empty_crops),
-                       ("model.prefix_positions", cfg.model.prefix_positions)):
+                       ("model.prefix_positions", cfg.model.prefix_positions),
+                       ("model.crf_span", cfg.model.crf_span)):
         if value not in LAYOUTS:
             raise bad(key, value, ", ".join(LAYOUTS))
     if cfg.model.backbone_bn not in BN_MODES:

