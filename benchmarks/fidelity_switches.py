@@ -12,7 +12,8 @@ each value (n: the seeds finished), the difference other − reference, and the 
 ``--table-only`` trains nothing: it makes the table from the runs already finished (a stopped benchmark).
 
 Where a switch can make no difference in a setting, it is not run there (the runs would be the same run):
-``model.prefix_positions`` on MNER (its reference value starts the text at 0 there, like ``clean``), and
+``model.prefix_positions`` on MNER (its reference value starts the text at 0 there, like ``clean``),
+``model.crf_span`` on MRE (no CRF), and
 ``model.stage_pool`` at the synthetic recipes' 64 px (every stage side 16, 8, 4, 2 divides into the 2x2 grid, so
 both poolings take the same windows): it runs at ``model.image_size=96``, whose last stage is 3x3.
 """
@@ -50,6 +51,7 @@ SWITCHES = {s.key: s for s in (
     Switch("model.empty_crops", "reference", "clean"),
     Switch("model.prefix_positions", "reference", "clean", tasks=("synthetic-mre",)),
     Switch("model.backbone_bn", "eval", "train"),
+    Switch("model.crf_span", "reference", "clean", tasks=("synthetic-mner",)),
 )}
 
 

@@ -313,9 +313,9 @@ def load_or_build(file: Path, key: str, paths: Sequence[str], compute: Callable[
 class CachedVisualProvider:
     """Serves ``VisualFeatures`` for batches of image keys from precomputed per-split features.
 
-    All splits sit in one [1 + N, P, C] tensor whose row 0 serves absent crop slots: zeros, masked, as the
-    online provider leaves them, or with ``blank`` (``model.empty_crops=reference``) the zero image's features,
-    unmasked. A batch is one ``index_select``.
+    All splits sit in one [1 + N, P, C] tensor whose row 0 serves absent crop slots (mask False): zeros, as the
+    online provider leaves them, or with ``blank`` (``model.empty_crops=reference``) the zero image's features.
+    A batch is one ``index_select``.
     """
 
     def __init__(self, splits: Sequence[SplitFeatures], max_objects: int, use_objects: bool,
@@ -359,7 +359,7 @@ class CachedVisualProvider:
             kept = keys[:slots]
             rows.extend(self._row(k) for k in kept)
             rows.extend([0] * (slots - len(kept)))  # row 0: an absent crop (zeros or the zero image)
-            present.append(slots if self.zero_image else len(kept))
+            present.append(len(kept))
         index = torch.tensor(rows, dtype=torch.long)                                       # [B * (1 + K)]
         cells = self.cells.index_select(0, index).view(b, slots, *self.cells.shape[1:])    # [B, 1 + K, P, C]
         logits = self.logits.index_select(0, index.view(b, slots)[:, 0])                   # [B, G]

@@ -35,11 +35,15 @@ class VisualPrefix(nn.Module):
 
     def __init__(self, cells_dim: int, prompt_len: int, prompt_hidden: int, num_layers: int,
                  num_heads: int, hidden: int, norm: str = "batch", layout: str = "reference",
-                 head_split: str = "reference") -> None:
+                 head_split: str = "reference", empty_crops: str = "clean") -> None:
         super().__init__()
-        if layout not in LAYOUTS or head_split not in LAYOUTS:
-            raise ValueError(f"prefix layout {layout!r} / head split {head_split!r}; allowed: {', '.join(LAYOUTS)}.")
+        if layout not in LAYOUTS or head_split not in LAYOUTS or empty_crops not in LAYOUTS:
+            raise ValueError(f"prefix layout {layout!r} / head split {head_split!r} / empty crops {empty_crops!r}; "
+                             f"allowed: {', '.join(LAYOUTS)}.")
         self.layout, self.head_split = layout, head_split
+        # model.empty_crops=reference: an absent crop's slot holds the zero image's features and takes part in the
+        # prefix like an image (normalised, visible); its mask entry only keeps it out of the batch statistics.
+        self.zero_image = empty_crops == "reference"
         # model.prefix_norm: per-channel standardisation exposes what tells images apart (a frozen backbone's
         # cells share a large common component) and keeps the MLP's Tanh out of saturation.
         self.norm: nn.Module = {"batch": lambda: nn.BatchNorm1d(cells_dim), "layer": lambda: nn.LayerNorm(cells_dim),
@@ -57,10 +61,12 @@ class VisualPrefix(nn.Module):
             nn.Linear(prompt_len * 2 * hidden, NUM_CANDIDATES) for _ in range(num_layers))
 
     def _normalise(self, cells: Tensor, mask: Tensor) -> Tensor:
-        """cells [B, S, P, C] -> same; batch statistics come from existing images only, not empty crop slots."""
+        """cells [B, S, P, C] -> same; batch statistics come from existing images only, not empty crop slots,
+        which come out zero, or under ``model.empty_crops=reference`` normalised with those statistics."""
         if not isinstance(self.norm, nn.BatchNorm1d):
             return self.norm(cells)
-        return masked_batch_norm(cells, mask[:, :, None].expand(cells.shape[:3]), self.norm)
+        return masked_batch_norm(cells, mask[:, :, None].expand(cells.shape[:3]), self.norm,
+                                 zero_invalid=not self.zero_image)
 
     def forward(self, cells: Tensor, mask: Tensor) -> tuple[Prefix, Tensor]:
         """cells [B, S, P, C] (S = 1 + K slots), mask [B, S] bool -> (per-layer (key, value), mask [B, S * P])."""
@@ -84,9 +90,10 @@ class VisualPrefix(nn.Module):
             key, value = kv.split(self.hidden, dim=-1)                     # each [B, T, H]
             prefix.append((split_heads(key, self.num_heads, self.head_split),
                            split_heads(value, self.num_heads, self.head_split)))  # each [B, heads, T, hd]
-        if self.head_split == "reference":
-            # Every head position mixes pieces of several slots, so no position belongs to one slot alone:
-            # as in the reference, every prefix position is visible (an empty crop slot carries zero cells).
+        if self.head_split == "reference" or self.zero_image:
+            # reference heads: every head position mixes pieces of several slots, so no position belongs to one
+            # slot alone; as in the reference, every prefix position is visible (an empty crop slot carries zero
+            # cells, or the zero image). The zero image is an image to the authors: visible under either split.
             prefix_mask = mask.new_ones(b, s * p, dtype=torch.long)
         else:
             prefix_mask = mask.to(torch.long).repeat_interleave(p, dim=1)  # [B, S * P], 0 for empty slots
@@ -124,8 +131,9 @@ def split_heads(x: Tensor, heads: int, split: str) -> Tensor:
     return x.reshape(b, t, heads, h // heads).transpose(1, 2).contiguous()
 
 
-def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
-    """``bn`` over the rows of x [..., C] where ``valid`` [...] is True; the other rows come out zero.
+def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d, zero_invalid: bool = True) -> Tensor:
+    """``bn`` over the rows of x [..., C] where ``valid`` [...] is True; the other rows come out zero, or with
+    ``zero_invalid`` false normalised with the statistics of the valid rows.
 
     The same numbers, running statistics and gradients as ``bn(x[valid])``, computed with weights instead
     of boolean indexing, whose output size depends on the mask's contents and so costs a host-device
@@ -151,7 +159,7 @@ def masked_batch_norm(x: Tensor, valid: Tensor, bn: nn.BatchNorm1d) -> Tensor:
     out = (x - mean) * torch.rsqrt(var + bn.eps)
     if bn.affine:
         out = out * bn.weight + bn.bias
-    return out * w
+    return out * w if zero_invalid else out
 
 
 def text_position_ids(encoder: PreTrainedModel, input_ids: Tensor, offset: int = 0) -> Tensor:

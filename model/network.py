@@ -54,7 +54,7 @@ class I2SRMNetwork(nn.Module):
         self.prefix = VisualPrefix(cells_dim or channels_of(cfg.model.backbone), cfg.model.prompt_len,
                                    cfg.model.prompt_hidden, int(tc.num_hidden_layers), int(tc.num_attention_heads),
                                    hidden, norm=cfg.model.prefix_norm, layout=cfg.model.prefix_layout,
-                                   head_split=cfg.model.prefix_heads)
+                                   head_split=cfg.model.prefix_heads, empty_crops=cfg.model.empty_crops)
         heads_fit = rep_dim % cfg.i2srm.attn_heads == 0
         self.transfer = (CrossSampleTransfer(rep_dim, cfg.i2srm.attn_heads, cfg.i2srm.transfer_ff,
                                              cfg.i2srm.transfer_dropout) if self.use_transfer or heads_fit else None)

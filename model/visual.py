@@ -44,8 +44,8 @@ _WEIGHTS_ENUM = {
 class VisualFeatures(NamedTuple):
     cells: Tensor   # [B, 1 + K, P, C] multi-level pooled cells of the whole image then each crop slot
     logits: Tensor  # [B, G] global feature of the whole image (G = 1000, the ResNet's fc output)
-    mask: Tensor    # [B, 1 + K] bool, True for a slot holding an image (the whole image, a crop, or under
-    #                 model.empty_crops=reference the zero image of an absent crop)
+    mask: Tensor    # [B, 1 + K] bool, True for the image and existing crops (an absent crop's slot is False, whether
+    #                 it holds zero cells or, under model.empty_crops=reference, the zero image's features)
 
 
 class VisualProvider(Protocol):
@@ -193,8 +193,9 @@ def _out_channels(layer: nn.Sequential) -> int:
 class OnlineVisualProvider:
     """Loads the images of a batch and runs the backbone on them now (no cache).
 
-    ``zero_image`` (``model.empty_crops=reference``): an absent crop is the zero image (``blank``), run through
-    the backbone, and its slot counts as an image in the mask; otherwise the slot holds zero cells and is masked.
+    ``zero_image`` (``model.empty_crops=reference``): an absent crop's slot holds the zero image (``blank``) run
+    through the backbone; otherwise zero cells. Either way its mask entry is False (the prefix decides what it does
+    with the slot, ``VisualPrefix``).
     A backbone using batch statistics (``model.backbone_bn=train`` while training) sees the whole images and each
     crop slot as separate batches, as the authors' ``ImageModel`` runs them; otherwise all in one forward.
     """
@@ -207,9 +208,10 @@ class OnlineVisualProvider:
         self.use_objects = use_objects
         self.zero_image = zero_image
 
-    def _images(self, image_keys: list[list[str]]) -> tuple[Tensor, Tensor]:
-        """The images of the batch, flattened slot-major within each sample [N_real, 3, S, S], and the slot
-        mask [B, 1 + K] (True where a slot holds an image: an absent crop too, as the zero image)."""
+    def _images(self, image_keys: list[list[str]]) -> tuple[Tensor, Tensor, Tensor]:
+        """The images run through the backbone, flattened slot-major within each sample [N, 3, S, S], the slots
+        they fill [B, 1 + K] (absent crops too, as the zero image, under ``zero_image``) and the slot mask
+        [B, 1 + K] (the image and existing crops)."""
         from model.data.images import blank
 
         slots = 1 + self.max_objects
@@ -220,12 +222,11 @@ class OnlineVisualProvider:
                 raise ValueError(f"sample {b} of the batch has no image key; the whole image must come first.")
             present = keys[:slots]
             images.extend(self.loader.load(k) for k in present)            # each [3, S, S]
+            mask[b, : len(present)] = True
             if self.zero_image:
                 images.extend(blank(self.loader.image_size) for _ in range(slots - len(present)))
-                mask[b] = True
-            else:
-                mask[b, : len(present)] = True
-        return torch.stack(images), mask
+        filled = torch.ones_like(mask) if self.zero_image else mask
+        return torch.stack(images), filled, mask
 
     def _run(self, images: Tensor, mask: Tensor) -> tuple[Tensor, Tensor]:
         """The backbone on ``images`` (rows in the order of ``mask``'s True entries): cells, logits."""
@@ -246,17 +247,16 @@ class OnlineVisualProvider:
         return cells, logits
 
     def __call__(self, image_keys: list[list[str]], device: torch.device) -> VisualFeatures:
-        images, mask = self._images(image_keys)
+        images, filled, mask = self._images(image_keys)
         device = torch.device(device)
         if next(self.backbone.parameters()).device != device:
             self.backbone.to(device)
         with torch.set_grad_enabled(torch.is_grad_enabled() and not self.backbone.frozen):
-            real_cells, real_logits = self._run(images.to(device), mask)   # [N_real, P, C], [N_real, 1000]
+            real_cells, real_logits = self._run(images.to(device), filled)  # [N, P, C], [N, 1000]
         b, slots = mask.shape
         # Where each image goes, from the CPU mask (no device sync). Under model.empty_crops=clean an absent
-        # crop's slot stays zero cells and its mask entry False: the prefix drops it where the head split keeps
-        # slots apart (model.prefix_heads=clean); the reference split shows every position, zeros included.
-        rows = mask.flatten().nonzero().flatten().to(device, non_blocking=True)             # [N_real] into B * (1 + K)
+        # crop's slot stays zero cells; under reference it holds the zero image's features.
+        rows = filled.flatten().nonzero().flatten().to(device, non_blocking=True)           # [N] into B * (1 + K)
         cells = real_cells.new_zeros(b * slots, *real_cells.shape[1:]).index_copy(0, rows, real_cells)
         logits = real_logits.new_zeros(b * slots, real_logits.shape[-1]).index_copy(0, rows, real_logits)
         return VisualFeatures(cells=cells.view(b, slots, *real_cells.shape[1:]),      # [B, 1 + K, P, C]

@@ -15,7 +15,7 @@ from model.heads import entity_pool
 from model.i2srm import reference_rows, sample_lambda
 from model.network import I2SRMNetwork
 from model.train import seed_everything
-from tests.helpers import B, NUM_RELATIONS, NUM_TAGS, sample_batch, sample_visual, small_cfg, tiny_bert
+from tests.helpers import B, C, NUM_RELATIONS, NUM_TAGS, P, sample_batch, sample_visual, small_cfg, tiny_bert
 
 N = 16  # a doubled stack of 2B rows, B = 8
 
@@ -332,7 +332,8 @@ def test_reference_empty_crops_and_bn_mode_equal_the_authors_image_model(batch_s
     with torch.no_grad():
         got = online(KEYS, torch.device("cpu"))                        # type: ignore[operator]
         want = _authors_image_model(authors, images, crops, 3)
-    assert got.mask.all()                                              # the zero image is an image
+    assert got.mask.tolist() == [[True, True, False, False], [True, False, False, False], [True] * 4,
+                                 [True, True, True, False]]            # the image and existing crops
     for slot in range(4):
         assert torch.allclose(_as_authors(got.cells[:, slot]), want[slot], atol=1e-5), slot
     bns = [m for m in online.backbone.modules() if isinstance(m, torch.nn.BatchNorm2d)]  # type: ignore[attr-defined]
@@ -354,6 +355,36 @@ def test_batch_statistics_make_a_feature_depend_on_its_batch() -> None:
         a = online([KEYS[0]], torch.device("cpu")).cells[0]            # type: ignore[operator]
         b = online(KEYS[:2], torch.device("cpu")).cells[0]             # type: ignore[operator]
         assert torch.allclose(a, b, atol=1e-5)
+
+
+@pytest.mark.parametrize("heads", ["reference", "clean"])
+def test_zero_image_slots_enter_the_prefix_like_images(heads: str) -> None:
+    """``model.empty_crops=reference``: an absent slot's zero-image cells are normalised with the statistics of
+    the real slots (they would otherwise swamp a batch's statistics) and stay visible; ``clean``: they come out
+    zero, and the standard head split masks them."""
+    from model.fusion import VisualPrefix
+
+    visual = sample_visual()                                            # absent slots: mask False
+    g = torch.Generator().manual_seed(9)
+    blank = torch.randn(1, 1, P, C, generator=g)
+    cells = torch.where(visual.mask[:, :, None, None], visual.cells, blank)  # the zero image's features there
+    out = {}
+    for empty in ("reference", "clean"):
+        torch.manual_seed(0)
+        prefix = VisualPrefix(C, P, 16, 2, 4, 32, head_split=heads, empty_crops=empty).train()
+        normed = prefix._normalise(cells, visual.mask)
+        real = cells[visual.mask]                                       # [n_real, P, C]
+        flat = real.reshape(-1, C)
+        expect = (cells - flat.mean(0)) / torch.sqrt(flat.var(0, unbiased=False) + 1e-5)
+        _, mask = prefix(cells, visual.mask)
+        out[empty] = (normed, mask)
+        assert torch.allclose(normed[visual.mask], expect[visual.mask], atol=1e-4)  # statistics of real slots
+        if empty == "reference":
+            assert torch.allclose(normed[~visual.mask], expect[~visual.mask], atol=1e-4)
+        else:
+            assert not normed[~visual.mask].any()
+    assert out["reference"][1].all()                                    # the zero image is visible
+    assert out["clean"][1].all() == (heads == "reference")              # clean heads mask absent slots
 
 
 def test_clean_empty_crops_are_zero_cells_masked() -> None:
