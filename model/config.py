@@ -59,7 +59,7 @@ class DataConfig:
     max_len: int = 80
     """Sub-word tokens per text, markers and special tokens included."""
     max_objects: int = 3
-    """Object crops per sample; fewer are padded with zero images and masked."""
+    """Object crops per sample; what pads the rest is ``model.empty_crops``."""
     synthetic_seed: int = 0
     synthetic_size: float = 1.0
     """Scale of the synthetic benchmark (1.0 = 400/100/100 samples)."""
@@ -103,8 +103,9 @@ class ModelConfig:
     cover the whole map, overlapping where the side does not divide). Set by ``i2srm.variant``."""
     empty_crops: str = "reference"
     """A crop slot with no crop (fewer than ``data.max_objects``): ``reference`` (the zero image is run through
-    the backbone and the slot is an image like any other, as HVPNeT pads) or ``clean`` (the slot holds zero cells
-    and is masked out where the head split allows). Set by ``i2srm.variant``."""
+    the backbone, as HVPNeT pads; its cells are normalised with the real images' ``model.prefix_norm`` statistics
+    and visible in the prefix) or ``clean`` (zero cells, masked out where the head split allows). Set by
+    ``i2srm.variant``."""
     prefix_positions: str = "reference"
     """Position ids of the text behind the prefix: ``reference`` (MRE: counted on after the prefix, as a stock
     encoder does when the prefix is its cache, I2SRM's RoBERTa; MNER: from the start, as HVPNeT's BERT forces)
