@@ -573,7 +573,7 @@ def test_subword_loss_is_pytorch_crf_over_the_attention_mask() -> None:
     torchcrf = pytest.importorskip("torchcrf")
     from model.subword import token_tags
 
-    net = _net("mner", "reference", 0.7, **{"i2srm.ablation": "hvpnet"})
+    net = _net("mner", "reference", 0.7, **{"i2srm.ablation": "hvpnet", "model.crf_span": "reference"})
     assert net.subword and net.emission.out_features == NUM_TAGS + 4 == net.crf.num_tags
     batch, visual = sample_batch("mner"), sample_visual()
     theirs = torchcrf.CRF(NUM_TAGS + 4, batch_first=True)
@@ -593,6 +593,7 @@ def test_subword_loss_is_pytorch_crf_over_the_attention_mask() -> None:
     assert out.parts["ce"].item() == pytest.approx(expect.item(), rel=1e-5)
     for p, path, index, n in zip(pred, paths, batch["word_index"].tolist(), batch["word_mask"].sum(1).tolist()):
         assert p == [path[i] if path[i] < NUM_TAGS else 0 for i in index[:n]]
-    word = _net("mner", "reference", 0.7, **{"model.crf_span": "clean"})
+    word = _net("mner", "reference", 0.7)                               # the default under both variants
     assert not word.subword and word.crf.num_tags == NUM_TAGS
-    assert not _net("mner", "clean", 0.7).subword and not _net("mre", "reference", 0.7).subword
+    assert not _net("mner", "clean", 0.7).subword
+    assert not _net("mre", "reference", 0.7, **{"model.crf_span": "reference"}).subword  # MRE has no CRF
