@@ -10,6 +10,7 @@ offline recipes (MiniLM shipped as a package, random backbone) cost no probe at 
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import threading
@@ -20,6 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from model.config import MINILM, Config, ConfigError
+from model.inputs import show, show_text
 
 PROBE_TIMEOUT_S = 2.0
 """How long a host has to accept a TCP connection before it counts as unreachable."""
@@ -31,13 +33,78 @@ _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's ENV_VARS_TRUE_VALUES
 
 
 def check_resources(cfg: Config) -> None:
-    """Raise ``ConfigError`` (one line) when the run needs a download from a host this machine cannot reach.
+    """Raise ``ConfigError`` (one line) when a file the run reads from this machine is not what it needs
+    (``check_local_files``) or the run needs a download from a host this machine cannot reach.
 
-    The text encoder is checked first, then the ImageNet weights of the backbone (when images are used).
+    The local files are checked first, then the text encoder, then the ImageNet weights of the backbone (when
+    images are used).
     """
+    check_local_files(cfg)
     check_text_encoder(cfg.model.text_encoder)
     if cfg.model.use_image and cfg.model.backbone_weights == "imagenet":
         check_imagenet_weights(cfg.model.backbone)
+
+
+def check_local_files(cfg: Config) -> None:
+    """The files a run reads from this machine, named by its config: a text-encoder folder holds a model config
+    (``config.json`` with a ``model_type``), a ``model.backbone_weights`` file is a state dict of the backbone
+    (every key of torchvision's ``model.backbone``, with its shape). ``ConfigError`` names the key and the file."""
+    check_encoder_folder(cfg.model.text_encoder)
+    weights = cfg.model.backbone_weights
+    if cfg.model.use_image and weights not in ("none", "imagenet"):
+        check_backbone_weights(weights, cfg.model.backbone)
+
+
+def check_encoder_folder(name: str) -> None:
+    """A ``model.text_encoder`` that is a local folder holds ``config.json`` naming its ``model_type``."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return
+    config = folder / "config.json"
+    allowed = (f"allowed: a folder written by save_pretrained (config.json, weights, tokenizer), {MINILM} (the "
+               f"offline MiniLM) or a hub name")
+    try:
+        tree = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"model.text_encoder={show(name)} is a folder without config.json, so it holds no model; "
+                          f"{allowed}.") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.text_encoder={show(name)}: {config} cannot be read as JSON "
+                          f"({show_text(' '.join(str(e).split()), 200)}); {allowed}.") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("model_type"), str):
+        raise ConfigError(f"model.text_encoder={show(name)}: {config} names no model_type; {allowed}.")
+
+
+def check_backbone_weights(weights: str, backbone: str) -> None:
+    """``model.backbone_weights=weights`` is a file ``torch.load`` reads (tensors only) into a state dict of
+    torchvision's ``backbone``: every key, each with the backbone's shape (a training checkpoint that wraps it
+    under ``state_dict`` is accepted, as the loader does)."""
+    import torch
+    from torchvision import models
+
+    path = Path(weights).expanduser()
+    key = f"model.backbone_weights={show(weights)}"
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file; allowed: none, imagenet or the path of a {backbone} state-dict file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises, the file is not a state dict
+        raise ConfigError(f"{key} is not a file of tensors torch.load can read ({type(e).__name__}); allowed: "
+                          f"a torch.save'd {backbone} state_dict.") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{key} holds a {type(state).__name__}, not a state dict of tensors; allowed: a "
+                          f"torch.save'd {backbone} state_dict.")
+    with torch.device("meta"):  # shapes only: no memory, no init
+        want = {k: tuple(v.shape) for k, v in getattr(models, backbone)(weights=None).state_dict().items()}
+    missing = [k for k in want if k not in state]
+    wrong = [k for k in want if k in state and tuple(state[k].shape) != want[k]]
+    if missing or wrong:
+        what = (f"{len(missing)} of its {len(want)} keys missing (e.g. {show(missing[:3])})" if missing else
+                f"{len(wrong)} tensors of another shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)}, "
+                f"{backbone} has {want[wrong[0]]})")
+        raise ConfigError(f"{key} is not a {backbone} state dict: {what}; check model.backbone against the file.")
 
 
 def check_text_encoder(name: str) -> None:

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from model.config import Config
+from model.preflight import check_local_files
 from study.local_ray import check_resources, init_ray, quiet_tune, stop_ray
 from study.optuna_storage import StorageError, describe, open_storage
 from study.records import RAY_DIR, STUDY_JSON, read_runs, read_study, write_json_atomic, write_study_meta
@@ -107,6 +108,11 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     from study.trainable import train_trial
 
     base = space.base_config()
+    # The files the runs read from this machine (a text-encoder folder, a backbone_weights file), checked before
+    # Ray starts; a searched value of those keys is checked by its own trial's pre-flight.
+    if base.train.simulate_seconds is None:
+        for cfg in space.data_configs():
+            check_local_files(cfg)
     epochs = max(c.train.epochs for c in space.data_configs())  # searched datasets may differ in recipe
     study_dir = study_dir.resolve()
     name = study_dir.name

@@ -64,7 +64,9 @@ reports: [summary]
     for lr in (1e-4, 1e6):
         raised = by[(lr, str(bad))]
         assert raised["status"] == "failed" and raised["epochs_run"] == "0"
-        assert raised["error"].startswith("RuntimeError: ") and "not a loadable tensor state dict" in raised["error"]
+        # the trial's own pre-flight (model/preflight.py check_local_files) refuses the file before training
+        assert raised["error"].startswith("ConfigError: model.backbone_weights=") and \
+            "not a file of tensors torch.load can read" in raised["error"], raised["error"]
     for r in rows:
         assert "\n" not in r["error"]
     failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: " in ln]

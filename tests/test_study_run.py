@@ -82,8 +82,8 @@ def test_study_runs_and_reports(study: dict[str, Any]) -> None:
     progress = [ln for ln in proc.stderr.splitlines() if ln.startswith("[study e2e] ") and " done, " in ln]
     assert progress and progress[-1].startswith("[study e2e] 4/4 done, 0 running, 2 failed | best dev_f1 ")
     assert "(model.backbone_weights=none, seed " in progress[-1] and "elapsed " in progress[-1]
-    failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: RuntimeError: " in ln]
-    assert len(failed_lines) == 2 and "not a loadable tensor state dict" in failed_lines[0]
+    failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: ConfigError: " in ln]
+    assert len(failed_lines) == 2 and "not a file of tensors torch.load can read" in failed_lines[0]
     assert (study["dir"] / "trials.csv").is_file() and (study["dir"] / "summary.csv").is_file()
 
 
@@ -135,7 +135,8 @@ def test_trial_records(study: dict[str, Any]) -> None:
         assert len(list((d / "ray" / "e2e").glob(f"{t.trial_id}-*"))) == 1  # Tune's folder of the trial that ran it
     for t in bad:
         assert t.status == "failed" and t.epochs_run == 0 and t.best_dev_f1 is None
-        assert t.error.startswith("RuntimeError: ") and "not a loadable tensor state dict" in t.error
+        assert t.error.startswith("ConfigError: model.backbone_weights=") and \
+            "not a file of tensors torch.load can read" in t.error
         assert "\n" not in t.error
 
 
