@@ -1,6 +1,6 @@
 """Bad input at the two CLIs, one case per kind of mistake: what each command does with it.
 
-    python benchmarks/bad_input.py [--repo DIR] [--only NAME,...] [--timeout S] [--out results/benchmarks/bad_input.json]
+    python benchmarks/bad_input.py [--repo DIR] [--only NAME,...] [--timeout S] [--out FILE]
 
 Each case runs the real command (``python study/run.py`` or ``python -m model.train``) of the checkout ``--repo``
 (default: this one) in a fresh temporary folder, with ``--results-dir`` (or the working folder of
@@ -15,7 +15,8 @@ Three cases are about values the loader used to take silently; for them the comm
 run cannot take are given to ``model.train`` on a tiny synthetic config (one epoch, 5% of the data), so that an
 accepted value shows how training ends.
 
-It prints one row per case (``name | class | outcome``) and writes them as JSON to ``--out``.
+It prints one row per case (``name | class | outcome``) and writes them as JSON to ``--out`` (default
+``results/benchmarks/bad_input.json``).
 """
 
 from __future__ import annotations
@@ -54,9 +55,10 @@ TINY_TRAIN = ["--set", "data.synthetic_size=0.05", "--set", "data.max_len=24", "
               "--set", "model.image_size=32", "--set", "train.epochs=1", "--set", "train.save_best=false",
               "--set", "train.save_checkpoint=false", "--set", "train.progress=false"]
 
-ALIAS_BOMB = ("a: &a [x, x, x, x, x, x, x, x, x]\nb: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
-              "c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\nd: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
-              "e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\nf: &f [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n")
+ALIAS_BOMB = ("description:\n  a: &a [x, x, x, x, x, x, x, x, x]\n  b: &b [*a, *a, *a, *a, *a, *a, *a, *a, *a]\n"
+              "  c: &c [*b, *b, *b, *b, *b, *b, *b, *b, *b]\n  d: &d [*c, *c, *c, *c, *c, *c, *c, *c, *c]\n"
+              "  e: &e [*d, *d, *d, *d, *d, *d, *d, *d, *d]\n  f: [*e, *e, *e, *e, *e, *e, *e, *e, *e]\n")
+"""A description that YAML aliases expand to 9**6 = 531,441 values, from 6 short lines."""
 
 
 @dataclass
@@ -82,9 +84,11 @@ def trainer(*extra: str) -> Callable[[Path], list[str]]:
     return lambda d: ["-m", "model.train", *TINY_TRAIN, *[a.replace("{d}", str(d)) for a in extra]]
 
 
-DRY = ("import sys; from study.space import load_space; s = load_space(sys.argv[1], sys.argv[2:]); "
-       "print('ACCEPTED sampler', s.sampler, '| resources', s.resources, '| grid points', s.grid_size, "
-       "'| seeds', s.seeds)")
+DRY = ("import sys\nfrom study.space import SpaceError, load_space\ntry:\n"
+       "    s = load_space(sys.argv[1], sys.argv[2:])\nexcept SpaceError as e:\n"
+       "    sys.exit(f'error: {e}')\n"
+       "print('ACCEPTED sampler', s.sampler, '; resources', s.resources, '; grid points', s.grid_size, "
+       "'; seeds', s.seeds)")
 
 
 def dry(*sets: str) -> Callable[[Path], list[str]]:
@@ -142,7 +146,7 @@ CASES = [
          files={"taken/mine.txt": b"other files\n"}),
     # -- unbounded messages
     Case("alias_bomb_description", "message", study(),
-         files=space(ALIAS_BOMB + TINY_SPACE + "description: [*f, *f, *f, *f, *f, *f, *f, *f, *f]\n")),
+         files=space(TINY_SPACE + ALIAS_BOMB)),
     Case("long_value_echoed", "message", study("--set", "sampler=" + "x" * 20000), files=space(TINY_SPACE)),
 ]
 

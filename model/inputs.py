@@ -63,7 +63,12 @@ def show_text(text: str, limit: int = VALUE_CHARS) -> str:
     return _cut(text, limit)
 
 
+_CONTROL = {c: f"\\x{c:02x}" for c in (*range(32), 0x7F, 0x85)} | {0x2028: "\\u2028", 0x2029: "\\u2029"}
+"""Characters that would break a message's one line (or hide in it), shown escaped."""
+
+
 def _cut(text: str, limit: int) -> str:
+    text = text.translate(_CONTROL)
     if len(text) <= limit:
         return text
     return f"{text[:limit - 20]}... ({len(text)} chars)"
@@ -187,7 +192,10 @@ def check_size(node: yaml.Node, source: str) -> None:
 
 def compose(text: str, source: str) -> yaml.Node | None:
     """The YAML node tree of ``text`` (one document), checked for depth and size; ``InputError`` on bad YAML."""
-    loader = StrictLoader(text, source)
+    try:
+        loader = StrictLoader(text, source)  # its reader refuses characters YAML does not allow (NUL ...)
+    except yaml.YAMLError as e:
+        raise _yaml_error(e, source) from None
     try:
         node = loader.get_single_node()
         if node is not None:
@@ -199,11 +207,11 @@ def compose(text: str, source: str) -> yaml.Node | None:
         loader.dispose()
 
 
-def construct(node: yaml.Node | None, text: str, source: str) -> Any:
+def construct(node: yaml.Node | None, source: str) -> Any:
     """The Python value of a node tree ``compose`` returned."""
     if node is None:
         return None
-    loader = StrictLoader(text, source)
+    loader = StrictLoader("", source)  # the text was read by compose; this loader only constructs
     try:
         return loader.construct_document(node)
     except yaml.YAMLError as e:
@@ -214,12 +222,15 @@ def construct(node: yaml.Node | None, text: str, source: str) -> Any:
 
 def parse_yaml(text: str, source: str) -> Any:
     """The value of the YAML ``text`` (``source`` names it in errors: a file, ``--set key=value``)."""
-    return construct(compose(text, source), text, source)
+    return construct(compose(text, source), source)
 
 
 def _yaml_error(e: yaml.YAMLError, source: str) -> InputError:
     mark = getattr(e, "problem_mark", None)
     line = f" line {mark.line + 1}" if mark is not None else ""
+    if isinstance(e, yaml.reader.ReaderError):  # a character YAML does not allow, by its offset in the text
+        return InputError(f"{source}: character {e.character!r} at offset {e.position} is not allowed in YAML "
+                          f"({e.reason}).")
     problem = getattr(e, "problem", None) or str(e)
     return InputError(f"{source}{line}: not valid YAML ({show_text(' '.join(str(problem).split()), 200)}).")
 

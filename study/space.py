@@ -257,7 +257,7 @@ def load_space(path_or_name: str | Path, sets: list[str] | None = None) -> Space
     try:
         text = read_text(path, "search space")
         node = compose(text, str(path))
-        tree = construct(node, text, str(path))
+        tree = construct(node, str(path))
     except InputError as e:
         raise SpaceError(str(e)) from None
     lines = _key_lines(node)
