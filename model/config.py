@@ -317,7 +317,7 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
         if not sep or not key.strip():
             raise ConfigError(f"--set expects key=value, got {show(item)}.")
         try:
-            out[key.strip()] = parse_yaml(raw, f"--set {show_text(item)}") if raw.strip() else raw
+            out[key.strip()] = parse_yaml(raw, f"--set {show_text(item, 120)}") if raw.strip() else raw
         except InputError as e:
             raise ConfigError(str(e)) from None
     return out

@@ -243,6 +243,9 @@ def resolve_space_path(path_or_name: str | Path) -> Path:
         raise SpaceError(str(e)) from None
     if path.is_file():
         return path.resolve()
+    if path.is_dir():
+        raise SpaceError(f"search space {show(str(path_or_name))} is a folder; give a YAML file or a name in "
+                         f"{SPACES_DIR}.")
     name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
     if path.parent == Path(".") and (SPACES_DIR / name).is_file():
         return SPACES_DIR / name
@@ -338,7 +341,7 @@ class _Parser:
         for item in sets:
             key, sep, raw = item.partition("=")
             key = key.strip()
-            origin = f"--set {show_text(item)}"
+            origin = f"--set {show_text(item, 120)}"
             if not sep or not key:
                 raise SpaceError(f"{origin}: expected key=value, e.g. --set train.epochs=2 or --set seeds=[1,2].")
             try:
