@@ -18,7 +18,6 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from model.config import Config
-from model.preflight import check_local_files
 from study.local_ray import check_resources, init_ray, quiet_tune, stop_ray
 from study.optuna_storage import StorageError, describe, open_storage
 from study.records import RAY_DIR, STUDY_JSON, read_runs, read_study, write_json_atomic, write_study_meta
@@ -57,6 +56,16 @@ def preflight(configs: Sequence[Config]) -> None:
 
     for cfg in configs:
         load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
+
+
+def preflight_space(space: Space) -> None:
+    """What validating the space could not see without this machine (files, the encoder's width, downloads),
+    checked for each config the space names (``Space.preflight_configs``), before anything is written; the
+    answers are cached per encoder and host, so this costs well under a second for the offline recipes."""
+    from model.preflight import check_resources
+
+    for where, cfg in space.preflight_configs():
+        check_resources(cfg, f"{space.source or space.study}: {where}")
 
 
 def start_ray_reading_data(configs: Sequence[Config], address: str | None, host: str) -> bool:
@@ -108,11 +117,6 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
     from study.trainable import train_trial
 
     base = space.base_config()
-    # The files the runs read from this machine (a text-encoder folder, a backbone_weights file), checked before
-    # Ray starts; a searched value of those keys is checked by its own trial's pre-flight.
-    if base.train.simulate_seconds is None:
-        for cfg in space.data_configs():
-            check_local_files(cfg)
     epochs = max(c.train.epochs for c in space.data_configs())  # searched datasets may differ in recipe
     study_dir = study_dir.resolve()
     name = study_dir.name
@@ -130,6 +134,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                        gpus=space.resources.gpus)
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+    preflight_space(space)
     # A storage other than the study's own optuna.db is opened (and created) before Ray starts: one that
     # cannot be opened is refused while nothing is written under results/.
     ot_storage = open_storage(space.optuna_storage, study_dir) if space.optuna_storage is not None else None

@@ -12,15 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from ray_cluster import (kill_group, start_study, study_env, trial_records,  # noqa: I001
+from ray_cluster import (run_py, kill_group, start_study, trial_records,  # noqa: I001
                          wait_until, write_space)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +46,7 @@ progress_interval: 1
 reports: [summary]
 """)
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, RUN, "--space", str(space), "--results-dir", str(results)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=study_env())
+    proc = run_py([RUN, "--space", str(space), "--results-dir", str(results)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     d = results / "faults"
@@ -64,7 +61,7 @@ reports: [summary]
     for lr in (1e-4, 1e6):
         raised = by[(lr, str(bad))]
         assert raised["status"] == "failed" and raised["epochs_run"] == "0"
-        # the trial's own pre-flight (model/preflight.py check_local_files) refuses the file before training
+        # the trial's own pre-flight (model/preflight.py check_files) refuses the file before training
         assert raised["error"].startswith("ConfigError: model.backbone_weights=") and \
             "not a file of tensors torch.load can read" in raised["error"], raised["error"]
     for r in rows:

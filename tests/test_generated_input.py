@@ -29,7 +29,7 @@ from hypothesis import strategies as st  # noqa: E402
 
 from model.config import INT_RANGES, SEED_RANGE, Config, ConfigError, all_keys, load_config  # noqa: E402
 from model.inputs import LINE_CHARS  # noqa: E402
-from model.preflight import check_local_files  # noqa: E402
+from model.preflight import check_resources  # noqa: E402
 from study.resolve import StudyExistsError, resolve_study  # noqa: E402
 from study.space import SPACES_DIR, TOP_KEYS, Space, SpaceError  # noqa: E402
 
@@ -202,9 +202,8 @@ def read_as_study(work: Path, space_file: Path, sets: list[str]) -> None:
     results = work / "results"
     try:
         space = resolve_study(str(space_file), sets, None, results, False).space
-        configs = space.data_configs()
-        for cfg in configs:
-            check_local_files(cfg)
+        for where, cfg in space.preflight_configs():  # study/runner.py preflight_space
+            check_resources(cfg, where)
     except Exception as e:  # noqa: BLE001 - any other exception is the failure this test looks for
         note(f"refused: {type(e).__name__}: {str(e)[:300]}")
         assert_refusal(e)
@@ -218,7 +217,7 @@ def read_as_trainer(config_file: Path | None, sets: list[str]) -> None:
     """What ``python -m model.train`` does before it reads data; accepted, or refused in one line."""
     try:
         cfg = load_config(config_file, sets)
-        check_local_files(cfg)
+        check_resources(cfg)
     except Exception as e:  # noqa: BLE001
         note(f"refused: {type(e).__name__}: {str(e)[:300]}")
         assert_refusal(e)
