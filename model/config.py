@@ -449,7 +449,7 @@ def validate(cfg: Config, where: str = "") -> None:
     if cfg.train.simulate_seconds is not None:
         check_simulate(cfg.train.simulate_seconds, where)
     dev = cfg.train.device
-    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit() and len(dev) <= 9)):
         raise bad("train.device", dev, "auto, cpu, cuda or cuda:N")
     if cfg.data.name in ("twitter2015", "twitter2017", "mnre") and not cfg.data.dir:
         raise ConfigError(f"{where}'data.dir' must name the folder of the {cfg.data.name} data "

@@ -73,6 +73,9 @@ def pick_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"'train.device' is {name!r} but no CUDA device is visible; use auto or cpu.")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"'train.device' is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, cuda or auto.")
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
