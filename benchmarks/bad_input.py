@@ -1,6 +1,6 @@
 """Bad input at the two CLIs, one case per kind of mistake: what each command does with it.
 
-    python benchmarks/bad_input.py [--repo DIR] [--only NAME,...] [--timeout S] [--out FILE]
+    python benchmarks/bad_input.py [--repo DIR] [--only NAME,...] [--timeout S] [--out FILE] [--profiles ci,long]
 
 Each case runs the real command (``python study/run.py`` or ``python -m model.train``) of the checkout ``--repo``
 (default: this one) in a fresh temporary folder, with ``--results-dir`` (or the working folder of
@@ -17,6 +17,10 @@ accepted value shows how training ends.
 
 It prints one row per case (``name | class | outcome``) and writes them as JSON to ``--out`` (default
 ``results/benchmarks/bad_input.json``).
+
+``--profiles ci,long`` runs the generated-input tests (``tests/test_generated_input.py``) once per Hypothesis
+profile instead (``--only none`` skips the cases): for each test the examples run, passing and failing (Hypothesis's
+statistics), and the wall time of the pytest run, in one process (``-n 0``).
 """
 
 from __future__ import annotations
@@ -24,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import re
 import subprocess
 import sys
 import tempfile
@@ -217,13 +222,48 @@ def outcome(row: dict[str, object]) -> str:
     return "; ".join(parts)
 
 
+def run_profile(profile: str, repo: Path) -> dict[str, object]:
+    """The generated-input tests under one Hypothesis profile: per test, examples passing/failing; wall time."""
+    path = os.pathsep.join(p for p in (str(repo), os.environ.get("PYTHONPATH", "")) if p)
+    env = {**os.environ, "PYTHONPATH": path, "HYPOTHESIS_PROFILE": profile}
+    start = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "pytest", "-q", "-n", "0", "-p", "no:cacheprovider",
+                           "tests/test_generated_input.py", "--hypothesis-show-statistics"],
+                          cwd=repo, env=env, capture_output=True, text=True)
+    seconds = time.monotonic() - start
+    tests: dict[str, dict[str, int]] = {}
+    current = ""
+    for line in proc.stdout.splitlines():
+        if line.startswith("tests/test_generated_input.py::"):
+            current = line.split("::", 1)[1].rstrip(":")
+        found = re.search(r"(\d+) passing, (\d+) failing", line)
+        if found and current:
+            entry = tests.setdefault(current, {"passing": 0, "failing": 0})
+            entry["passing"] += int(found.group(1))
+            entry["failing"] += int(found.group(2))
+    summary = proc.stdout.strip().splitlines()[-1] if proc.stdout.strip() else proc.stderr[-300:]
+    return {"profile": profile, "exit": proc.returncode, "seconds": round(seconds, 1), "tests": tests,
+            "examples": sum(t["passing"] + t["failing"] for t in tests.values()),
+            "failing": sum(t["failing"] for t in tests.values()), "pytest": summary}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python benchmarks/bad_input.py", description=__doc__.split("\n")[0])
     parser.add_argument("--repo", type=Path, default=ROOT, help="the checkout whose commands run (default: this one)")
     parser.add_argument("--only", default="", help="comma-separated case names (default: all)")
     parser.add_argument("--timeout", type=float, default=60.0, help="seconds before a command counts as hung")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "bad_input.json")
+    parser.add_argument("--profiles", default="", help="Hypothesis profiles to run the generated-input tests under "
+                        "(e.g. ci,long) instead of the cases")
     args = parser.parse_args(argv)
+    if args.profiles:
+        profiles = [run_profile(p, args.repo.resolve()) for p in args.profiles.split(",") if p]
+        for r in profiles:
+            print(f"profile {r['profile']}: {r['examples']} examples, {r['failing']} failing, {r['seconds']} s "
+                  f"({r['pytest']}); per test {r['tests']}")
+        args.out.parent.mkdir(parents=True, exist_ok=True)
+        args.out.write_text(json.dumps({"profiles": profiles}, indent=1) + "\n", encoding="utf-8")
+        return 0 if all(r["exit"] == 0 for r in profiles) else 1
     only = {n for n in args.only.split(",") if n}
     unknown = only - {c.name for c in CASES}
     if unknown:
