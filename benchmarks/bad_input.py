@@ -91,7 +91,7 @@ def trainer(*extra: str) -> Callable[[Path], list[str]]:
 
 DRY = ("import sys\nfrom study.space import SpaceError, load_space\ntry:\n"
        "    s = load_space(sys.argv[1], sys.argv[2:])\nexcept SpaceError as e:\n"
-       "    sys.exit(f'error: {e}')\n"
+       "    print(f'error: {e}', file=sys.stderr)\n    sys.exit(2)\n"
        "print('ACCEPTED sampler', s.sampler, '; resources', s.resources, '; grid points', s.grid_size, "
        "'; seeds', s.seeds)")
 
