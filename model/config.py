@@ -204,7 +204,8 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 ON_OFF_KEYS = ("model.feature_cache",)  # string keys whose values include on/off
 PATH_KEYS = ("data.dir", "model.text_encoder", "model.backbone_weights", "model.feature_cache_dir")
-"""String keys that may name a path: ``~`` is expanded, a NUL byte or an unknown ``~user`` refused."""
+"""String keys that may name a path (``~`` is expanded): a NUL byte is refused here (in every string key), an
+unknown ``~user`` by the pre-flight (``model/preflight.py`` ``check_files``: users are this machine's)."""
 SEED_RANGE = (0, 2**32 - 1)
 """Seeds (``train.seed``, ``data.synthetic_seed``, ``model.backbone_seed``, a study's seeds): what numpy's
 generator takes."""
@@ -289,12 +290,7 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
         if base is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
-            if isinstance(value, str) and key in PATH_KEYS:
-                try:
-                    user_path(value, f"'{key}'")
-                except InputError as e:
-                    raise ConfigError(f"{where}{e}") from None
-            elif isinstance(value, str) and "\0" in value:
+            if isinstance(value, str) and "\0" in value:
                 raise ConfigError(f"{where}'{key}' is {show(value)}, which holds a NUL byte; allowed: text "
                                   f"without one.")
             if key in ON_OFF_KEYS:  # YAML reads on/off (and yes/no) as booleans; true/false mean the same

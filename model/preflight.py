@@ -21,8 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from model.config import MINILM, Config, ConfigError
-from model.inputs import show, show_text
+from model.config import MINILM, PATH_KEYS, Config, ConfigError
+from model.inputs import path_problem, show, show_text
 
 PROBE_TIMEOUT_S = 2.0
 """How long a host has to accept a TCP connection before it counts as unreachable."""
@@ -52,9 +52,15 @@ def check_resources(cfg: Config, where: str = "") -> None:
 
 
 def check_files(cfg: Config) -> None:
-    """The files and folders a config names on this machine: a ``model.backbone_weights`` path is a state dict
-    of the backbone (``check_backbone_weights``), a text-encoder folder holds a model config
-    (``check_encoder_folder``), and the ``data.dir`` of a real dataset is a folder."""
+    """The files and folders a config names on this machine: no path key starts with an unknown ``~user``, a
+    ``model.backbone_weights`` path is a state dict of the backbone (``check_backbone_weights``), a text-encoder
+    folder holds a model config (``check_encoder_folder``), and the ``data.dir`` of a real dataset is a folder."""
+    flat = cfg.flat()
+    for key in PATH_KEYS:  # first: every later check expands ~ in these
+        problem = path_problem(flat[key]) if isinstance(flat[key], str) else None
+        if problem is not None:
+            raise ConfigError(f"'{key}' is {show(flat[key])}, which {problem}; allowed: an absolute or relative "
+                              f"path, or ~/... for the home folder.")
     w = cfg.model.backbone_weights
     if w not in ("none", "imagenet") and not Path(w).expanduser().is_file():
         raise ConfigError(f"'model.backbone_weights' is {show(w)}; allowed: none, imagenet or the path of an existing "
