@@ -109,7 +109,7 @@ def bench_env() -> dict[str, str]:
            "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), ALLOW_SIMULATE_ENV: "1",
            "PYTHONUNBUFFERED": "1"}
     env.pop("RAY_ADDRESS", None)
-    env.pop(LOOPBACK_ENV, None)  # set by a study run earlier in this process: Ray's worker nodes refuse to start with it
+    env.pop(LOOPBACK_ENV, None)  # a study run earlier in this process set it: Ray's worker nodes refuse it
     return env
 
 

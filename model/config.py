@@ -14,7 +14,6 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import functools
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -355,43 +354,13 @@ def resolve_ablation(cfg: Config) -> None:
         i.kl_weight, i.transfer, i.mixup = 0.0, False, False
 
 
-def _hidden_size(name_or_path: str) -> int | None:
-    """Width of the text encoder, read from its config without loading weights (None if unknown).
-
-    A local folder, or a hub name already in the Hugging Face cache, has its ``config.json`` read directly:
-    no torch import, so a study checks its space in a fraction of a second. Anything else (a config without
-    ``hidden_size``, a hub name not cached yet) goes through ``AutoConfig``, which may download it.
-    """
-    try:
-        from model.encoders import resolve_text_encoder
-
-        where = resolve_text_encoder(name_or_path)
-        found = _cached_config_file(where)
-        if found is not None:
-            size = json.loads(found.read_text(encoding="utf-8")).get("hidden_size")
-            if isinstance(size, int) and not isinstance(size, bool):
-                return size
-        from transformers import AutoConfig
-
-        return int(AutoConfig.from_pretrained(where).hidden_size)
-    except Exception:  # an unreachable hub name is reported when the encoder is loaded
-        return None
-
-
-def _cached_config_file(where: str) -> Path | None:
-    """``config.json`` of a local encoder folder, or of a hub name in the local Hugging Face cache."""
-    folder = Path(where).expanduser()
-    if folder.is_dir():
-        path = folder / "config.json"
-        return path if path.is_file() else None
-    from huggingface_hub import try_to_load_from_cache
-
-    found = try_to_load_from_cache(where, "config.json")
-    return Path(found) if isinstance(found, str) else None
-
-
 def validate(cfg: Config, where: str = "") -> None:
-    """Refuse, before training, any value the model cannot take; name the allowed values."""
+    """Refuse, before training, any value the model cannot take; name the allowed values.
+
+    Pure: it reads the config only. What needs this machine's disk, caches or network (the encoder's width, a
+    weights file, a data folder, a download) is the pre-flight's (``model/preflight.py`` ``check_resources``),
+    which the entry points run once per run (``model.train``) or per distinct config of a space (``study/run.py``).
+    """
     def bad(key: str, value: Any, allowed: str) -> ConfigError:
         return ConfigError(f"{where}'{key}' is {value!r}; allowed: {allowed}.")
 
@@ -399,9 +368,9 @@ def validate(cfg: Config, where: str = "") -> None:
         raise bad("i2srm.ablation", cfg.i2srm.ablation, ", ".join(ABLATIONS))
     if cfg.model.backbone not in BACKBONES:
         raise bad("model.backbone", cfg.model.backbone, ", ".join(BACKBONES))
-    w = cfg.model.backbone_weights
-    if w not in ("none", "imagenet") and not Path(w).expanduser().is_file():
-        raise bad("model.backbone_weights", w, "none, imagenet or the path of an existing state-dict file")
+    if not cfg.model.backbone_weights:
+        raise bad("model.backbone_weights", cfg.model.backbone_weights,
+                  "none, imagenet or the path of a state-dict file")
     if not 0.0 <= cfg.i2srm.delta <= 1.0:
         raise bad("i2srm.delta", cfg.i2srm.delta, "a number in [0, 1]")
     if not 0.0 <= cfg.data.synthetic_unrelated <= 1.0:
@@ -418,14 +387,6 @@ def validate(cfg: Config, where: str = "") -> None:
         raise bad("i2srm.transfer_dropout", cfg.i2srm.transfer_dropout, "a number in [0, 1)")
     if cfg.i2srm.attn_heads < 1:
         raise bad("i2srm.attn_heads", cfg.i2srm.attn_heads, "a positive divisor of the encoder width")
-    if cfg.i2srm.transfer:
-        width = _hidden_size(cfg.model.text_encoder)
-        if width is not None:
-            rep = 2 * width if cfg.task == "mre" else width
-            if rep % cfg.i2srm.attn_heads:
-                divs = [d for d in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if rep % d == 0]
-                raise bad("i2srm.attn_heads", cfg.i2srm.attn_heads,
-                          f"a divisor of the sample width {rep} of {cfg.model.text_encoder}, e.g. {divs}")
     if cfg.model.prefix_norm not in ("batch", "layer", "none"):
         raise bad("model.prefix_norm", cfg.model.prefix_norm, "batch, layer, none")
     if cfg.model.feature_cache not in ("auto", "on", "off"):
@@ -463,9 +424,6 @@ def validate(cfg: Config, where: str = "") -> None:
     if cfg.data.name in ("twitter2015", "twitter2017", "mnre") and not cfg.data.dir:
         raise ConfigError(f"{where}'data.dir' must name the folder of the {cfg.data.name} data "
                           f"(layouts: docs/data-formats.md) when data.name is {cfg.data.name}.")
-    if cfg.data.dir and cfg.data.name in ("twitter2015", "twitter2017", "mnre") \
-            and not Path(cfg.data.dir).expanduser().is_dir():
-        raise ConfigError(f"{where}'data.dir' is {cfg.data.dir!r}, which is not a folder.")
 
 
 ALLOW_SIMULATE_ENV = "I2SRM_ALLOW_SIMULATE"

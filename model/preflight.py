@@ -10,6 +10,8 @@ offline recipes (MiniLM shipped as a package, random backbone) cost no probe at 
 
 from __future__ import annotations
 
+import functools
+import json
 import os
 import socket
 import threading
@@ -30,14 +32,91 @@ _PROBED: dict[tuple[str, int], tuple[float, str | None]] = {}
 _TRUE = {"1", "ON", "YES", "TRUE"}  # huggingface_hub's ENV_VARS_TRUE_VALUES
 
 
-def check_resources(cfg: Config) -> None:
-    """Raise ``ConfigError`` (one line) when the run needs a download from a host this machine cannot reach.
+def check_resources(cfg: Config, where: str = "") -> None:
+    """The pre-flight of one validated config: what ``model.config.validate`` cannot see without this machine.
 
-    The text encoder is checked first, then the ImageNet weights of the backbone (when images are used).
+    Raise ``ConfigError`` (one line, prefixed by ``where``) when a file or folder the config names is missing,
+    when ``i2srm.attn_heads`` does not divide the text encoder's sample width, or when the run needs a download
+    from a host this machine cannot reach: files first, then the text encoder (reachable, then its width), then
+    the ImageNet weights of the backbone (when images are used).
     """
-    check_text_encoder(cfg.model.text_encoder)
-    if cfg.model.use_image and cfg.model.backbone_weights == "imagenet":
-        check_imagenet_weights(cfg.model.backbone)
+    try:
+        check_files(cfg)
+        check_text_encoder(cfg.model.text_encoder)
+        check_attn_heads(cfg)
+        if cfg.model.use_image and cfg.model.backbone_weights == "imagenet":
+            check_imagenet_weights(cfg.model.backbone)
+    except ConfigError as e:
+        raise ConfigError(f"{where}{e}") from None
+
+
+def check_files(cfg: Config) -> None:
+    """A ``model.backbone_weights`` path names a file, and the ``data.dir`` of a real dataset a folder."""
+    w = cfg.model.backbone_weights
+    if w not in ("none", "imagenet") and not Path(w).expanduser().is_file():
+        raise ConfigError(f"'model.backbone_weights' is {w!r}; allowed: none, imagenet or the path of an existing "
+                          f"state-dict file.")
+    if cfg.data.dir and not cfg.data.name.startswith("synthetic-") and not Path(cfg.data.dir).expanduser().is_dir():
+        raise ConfigError(f"'data.dir' is {cfg.data.dir!r}, which is not a folder.")
+
+
+def check_attn_heads(cfg: Config) -> None:
+    """With cross-sample transfer on, ``i2srm.attn_heads`` divides the sample width: the encoder's width (twice
+    that for MRE, whose sample is the pair of entity markers)."""
+    if not cfg.i2srm.transfer:
+        return
+    width = encoder_width(cfg.model.text_encoder)
+    if width is None:
+        return  # a config without hidden_size: the model says what it is when it is built
+    rep = 2 * width if cfg.task == "mre" else width
+    if rep % cfg.i2srm.attn_heads:
+        divs = [d for d in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if rep % d == 0]
+        raise ConfigError(f"'i2srm.attn_heads' is {cfg.i2srm.attn_heads!r}; allowed: a divisor of the sample width "
+                          f"{rep} of {cfg.model.text_encoder}, e.g. {divs}.")
+
+
+@functools.lru_cache(maxsize=None)
+def encoder_width(name_or_path: str) -> int | None:
+    """Width (``hidden_size``) of the text encoder, read from its config without loading weights; None if its
+    config does not say. Read once per encoder and process.
+
+    A local folder, or a hub name already in the Hugging Face cache, has its ``config.json`` read directly (no
+    torch import, a fraction of a second). Anything else goes through ``AutoConfig``, which may download it:
+    ``check_text_encoder`` has made sure by then that the hub answers.
+    """
+    from model.encoders import resolve_text_encoder
+
+    where = resolve_text_encoder(name_or_path)
+    found = _cached_config_file(where)
+    if found is not None:
+        try:
+            size = json.loads(found.read_text(encoding="utf-8")).get("hidden_size")
+        except (OSError, ValueError, AttributeError):  # unreadable or not a JSON object: from_pretrained says why
+            return None
+        if isinstance(size, int) and not isinstance(size, bool):
+            return size
+    from transformers import AutoConfig  # its attribute maps (e.g. T5's d_model), or a download
+
+    try:
+        size = getattr(AutoConfig.from_pretrained(where), "hidden_size", None)
+    except (OSError, ValueError):  # not a model: loading it says why, with the library's own words
+        return None
+    return size if isinstance(size, int) else None
+
+
+def _cached_config_file(where: str) -> Path | None:
+    """``config.json`` of a local encoder folder, or of a hub name in the local Hugging Face cache."""
+    folder = Path(where).expanduser()
+    if folder.is_dir():
+        path = folder / "config.json"
+        return path if path.is_file() else None
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        found = try_to_load_from_cache(where, "config.json")
+    except ValueError:  # an id the hub would refuse (HFValidationError)
+        return None
+    return Path(found) if isinstance(found, str) else None
 
 
 def check_text_encoder(name: str) -> None:
@@ -50,14 +129,14 @@ def check_text_encoder(name: str) -> None:
 def check_encoder_source(where: str, name: str | None = None) -> None:
     """What ``resolve_text_encoder(name)`` gave, ``where``: a local folder, a cached hub name, or the hub answers.
 
-    ``resolve_text_encoder`` calls this for every name that is not the shipped MiniLM, so that the config's own
-    validation (which reads the encoder's width) does not spend its ~25 s of download retries either.
+    Not a folder here nor in the Hugging Face cache, and the hub unreachable: one line now, rather than
+    ``from_pretrained``'s ~25 s of retries and a traceback.
     """
-    from huggingface_hub import constants
-
     name = where if name is None else name
     if Path(where).expanduser().is_dir():
-        return
+        return  # the shipped MiniLM and local folders: no hub library imported
+    from huggingface_hub import constants
+
     if _looks_like_path(where):
         raise ConfigError(f"model.text_encoder={name!r} is not a folder on this machine (nor a hub name); set it to "
                           f"a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub "

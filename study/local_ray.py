@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import os
 import socket
+import sys
 
 from study.space import REPO_ROOT, Space
 
@@ -74,8 +75,6 @@ def init_ray(address: str | None, host: str = "127.0.0.1") -> bool:
             raise ClusterError(f"--address {address}: could not join the Ray cluster: {first} (a cluster started "
                                f"with token auth needs RAY_AUTH_MODE=token and its token).") from None
         return False
-    # A new local instance turns token authentication on by itself and says so in a warning: expected here.
-    logging.getLogger("ray._private.authentication.authentication_token_setup").setLevel(logging.ERROR)
     try:
         # No idle workers started ahead of time (one per CPU by default): Tune gives its trial actors their own
         # runtime env, so those workers would never host a trial; skipping them frees the CPUs while the
@@ -118,6 +117,11 @@ def keep_local_ray_on_loopback(address: str | None, host: str) -> bool:
     if address or os.environ.get("RAY_ADDRESS") or host not in LOOPBACK:
         return False
     os.environ[LOOPBACK_ENV] = "0"
+    if "ray" not in sys.modules:
+        # Token authentication, Ray's default for a new local instance, said explicitly: the instance then starts
+        # without warning that it turned it on by itself. Only before ray is imported: ray reads the mode once,
+        # at import, and a driver that read none would not send the token its new instance asks for.
+        os.environ.setdefault("RAY_AUTH_MODE", "token")
     return True
 
 

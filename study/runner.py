@@ -58,6 +58,16 @@ def preflight(configs: Sequence[Config]) -> None:
         load_task_data(cfg, load_tokenizer(cfg.model.text_encoder))
 
 
+def preflight_space(space: Space) -> None:
+    """What validating the space could not see without this machine (files, the encoder's width, downloads),
+    checked for each config the space names (``Space.preflight_configs``), before anything is written; the
+    answers are cached per encoder and host, so this costs well under a second for the offline recipes."""
+    from model.preflight import check_resources
+
+    for where, cfg in space.preflight_configs():
+        check_resources(cfg, f"{space.source or space.study}: {where}")
+
+
 def start_ray_reading_data(configs: Sequence[Config], address: str | None, host: str) -> bool:
     """``init_ray`` while another thread reads the data of ``configs`` once (``preflight``); as ``init_ray``.
 
@@ -124,6 +134,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
                        gpus=space.resources.gpus)
     trainable = tune.with_resources(tune.with_parameters(train_trial, setup=setup),
                                     {"cpu": space.resources.cpus, "gpu": space.resources.gpus})
+    preflight_space(space)
     # A storage other than the study's own optuna.db is opened (and created) before Ray starts: one that
     # cannot be opened is refused while nothing is written under results/.
     ot_storage = open_storage(space.optuna_storage, study_dir) if space.optuna_storage is not None else None

@@ -211,6 +211,16 @@ class Space:
             return [self.base_config()]
         return [build_config({**self.trainer, FACET_KEY: name}) for name in self.datasets]
 
+    def preflight_configs(self) -> list[tuple[str, Config]]:
+        """The configs the pre-flight checks on this machine (``model.preflight.check_resources``), each with the
+        words that say where it comes from: one per dataset, then one per searched value (grid and choice values;
+        a range's ends), the values that validating the space checked."""
+        out = [(f"trainer ({cfg.data.name}): ", cfg) for cfg in self.data_configs()]
+        for key, p in self.search.items():
+            for v in (p.values if p.finite else (p.low, p.high)):
+                out.append((f"search {key}={v!r}: ", build_config({**self.trainer, key: v})))
+        return out
+
     def to_dict(self) -> dict[str, Any]:
         """The YAML form; ``load_space`` of it gives this space back."""
         return {

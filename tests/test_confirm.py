@@ -11,8 +11,6 @@ from __future__ import annotations
 import json
 import re
 import signal
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -26,6 +24,7 @@ from study.search import (CONFIRM_CONFIGS_ATTR, CONFIRM_VALUES_ATTR, StudySearch
                           confirmation_pending, open_study)
 from study.space import Space, SpaceError, dump_space, load_space, space_from_dict
 from study.schema import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SCORE_KEY, SEARCH_PHASE, SEED_KEY
+from ray_cluster import run_py
 
 GRID = [0.0, 0.5, 0.7, 1.0]
 ROOT = Path(__file__).resolve().parent.parent
@@ -300,12 +299,10 @@ def best_configuration(study_dir: Path) -> int:
 @pytest.mark.slow
 def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path, tiny_encoder: Path) -> None:
     import pandas as pd
-    from ray_cluster import study_env
 
     space = confirm_space(tmp_path, tiny_encoder, epochs=2, confirm="{seeds: [5], top: 1}")
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--space", str(space), "--results-dir",
-                           str(results)], capture_output=True, text=True, timeout=600, cwd=tmp_path, env=study_env())
+    proc = run_py([str(ROOT / "study" / "run.py"), "--space", str(space), "--results-dir", str(results)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     d = results / "conf"
     assert "/3 done" in proc.stderr  # the progress line counts the confirmation run

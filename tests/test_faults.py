@@ -12,15 +12,13 @@ from __future__ import annotations
 import csv
 import json
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import optuna
 import pytest
 
-from ray_cluster import (kill_group, start_study, study_env, trial_records,  # noqa: I001
+from ray_cluster import (run_py, kill_group, start_study, trial_records,  # noqa: I001
                          wait_until, write_space)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -48,8 +46,7 @@ progress_interval: 1
 reports: [summary]
 """)
     results = tmp_path / "results"
-    proc = subprocess.run([sys.executable, RUN, "--space", str(space), "--results-dir", str(results)],
-                          capture_output=True, text=True, timeout=600, cwd=tmp_path, env=study_env())
+    proc = run_py([RUN, "--space", str(space), "--results-dir", str(results)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "Traceback" not in proc.stderr
     d = results / "faults"

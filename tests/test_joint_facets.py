@@ -1,19 +1,16 @@
 """Searches over several keys and over datasets: the joint figures (Optuna's matplotlib plots on an in-memory
 study of seed means), the per-dataset panels of the sensitivity figure, summary.csv and REPORT.md grouped by
 dataset, and the space's handling of a searched ``data.name``. A stored study is written with the records
-module the runner uses; the last test runs a real two-key study over both synthetic tasks with study/run.py.
+module the runner uses; a real study over both synthetic tasks is tests/test_one_score.py's.
 """
 
 from __future__ import annotations
 
 import csv
 import json
-import os
 import re
 import shutil
 import struct
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -185,58 +182,6 @@ def test_space_with_a_searched_dataset() -> None:
     assert only_mre.metric == "dev_accuracy"
     assert space_from_dict({"search": {"i2srm.delta": {"grid": DELTAS}}}).data_configs()[0].data.name == \
         "synthetic-mner"
-
-
-@pytest.mark.slow
-def test_real_two_key_study_over_both_tasks(tmp_path: Path, tiny_encoder: Path) -> None:
-    """study/run.py on 2 datasets x 2 deltas x 2 KL weights (1 seed, 1 epoch, tiny data): every trial trains on
-    its own dataset; the joint figures are drawn per dataset and again from the stored records alone."""
-    space = tmp_path / "tiny_joint.yaml"
-    space.write_text(f"""\
-study: tiny_joint
-trainer:
-  model.text_encoder: {tiny_encoder}
-  data.synthetic_size: 0.05
-  data.max_len: 24
-  model.backbone: resnet18
-  model.image_size: 32
-  train.epochs: 1
-search:
-  data.name: {{grid: [synthetic-mner, synthetic-mre]}}
-  i2srm.delta: {{grid: [0.0, 0.7]}}
-  i2srm.kl_weight: {{grid: [0.0, 1.0]}}
-sampler: grid
-seeds: [1]
-resources: {{cpus: 1, gpus: 0}}
-max_concurrent: 2
-progress_interval: 5
-reports: [summary, sensitivity, joint]
-""", encoding="utf-8")
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    proc = subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), "--space", str(space),
-                           "--results-dir", str(tmp_path / "results")], capture_output=True, text=True,
-                          timeout=900, cwd=tmp_path, env=env)
-    assert proc.returncode == 0, proc.stderr[-3000:]
-    folder = tmp_path / "results" / "tiny_joint"
-    study = load_study(folder)
-    assert len(study.counted) == 8
-    for t in study.counted:  # the trial trained on the dataset it was given, with that dataset's recipe
-        assert t.config[FACET_KEY] == t.params[FACET_KEY]
-        assert t.config["data.max_len"] == 24
-    for plot in PLOTS:
-        for d in DATASETS:
-            assert (folder / f"joint_{plot}_{d}.png").is_file()
-    stamps = {p.name: p.stat().st_mtime_ns for p in folder.glob("joint_*")}
-    for db in folder.glob("optuna.db*"):  # the joint figures need the records only
-        db.unlink()
-    shutil.rmtree(folder / "ray", ignore_errors=True)
-    rebuilt = subprocess.run([sys.executable, str(ROOT / "study" / "report.py"), str(folder)], capture_output=True,
-                             text=True, timeout=300, env=env)
-    assert rebuilt.returncode == 0, rebuilt.stderr[-3000:]
-    again = {p.name: p.stat().st_mtime_ns for p in folder.glob("joint_*")}
-    assert set(again) == set(stamps) and all(again[n] > stamps[n] for n in stamps)
-    with open(folder / "summary.csv", newline="", encoding="utf-8") as f:
-        assert [r[FACET_KEY] for r in csv.DictReader(f)] == ["synthetic-mner"] * 4 + ["synthetic-mre"] * 4
 
 
 def test_shipped_spaces_across_tasks_and_modality_gap() -> None:

@@ -112,6 +112,7 @@ def test_only_a_private_local_instance_is_kept_on_loopback(monkeypatch: pytest.M
 
     monkeypatch.delenv(LOOPBACK_ENV, raising=False)
     monkeypatch.delenv("RAY_ADDRESS", raising=False)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)  # the function may set it (restored after the test)
     # Joining a cluster, or a local instance other machines may reach: Ray's default (it refuses worker nodes
     # started with the variable at 0).
     assert not keep_local_ray_on_loopback("10.0.0.5:6379", "127.0.0.1")

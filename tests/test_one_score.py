@@ -21,6 +21,7 @@ import yaml
 
 from study.records import read_runs
 from study.schema import score
+from ray_cluster import run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -47,11 +48,8 @@ reports: [summary]
 """
 
 
-def run_py(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    from ray_cluster import study_env
-
-    return subprocess.run([sys.executable, str(ROOT / "study" / "run.py"), *args], capture_output=True, text=True,
-                          timeout=900, cwd=cwd, env=study_env())
+def run_study(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    return run_py([str(ROOT / "study" / "run.py"), *args], cwd, timeout=900)
 
 
 @pytest.fixture(scope="module")
@@ -59,7 +57,7 @@ def facet(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[
     root = tmp_path_factory.mktemp("facet")
     space = root / "facet.yaml"
     space.write_text(SPACE.format(encoder=tiny_encoder), encoding="utf-8")
-    proc = run_py(["--space", str(space), "--results-dir", str(root / "results")], cwd=root)
+    proc = run_study(["--space", str(space), "--results-dir", str(root / "results")], cwd=root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"root": root, "dir": root / "results" / "facet"}
 
@@ -87,20 +85,19 @@ def test_optuna_is_told_the_mean_best_epoch_score(facet: dict[str, Any]) -> None
 
 @pytest.mark.slow
 def test_a_run_of_each_dataset_trains_again_from_its_config_yaml(facet: dict[str, Any], tmp_path: Path) -> None:
-    from ray_cluster import study_env
 
     d = facet["dir"]
     runs = {r.params["data.name"]: r for r in read_runs(d) if r.seed == 1}
     assert set(runs) == {"synthetic-mner", "synthetic-mre"}
     stored = {name: yaml.safe_load((d / "trials" / r.trial_id / "config.yaml").read_text()) for name, r in runs.items()}
+    assert {name: c["data"]["name"] for name, c in stored.items()} == {n: n for n in stored}  # its own dataset
     # The recipe-derived key is written out: MRE's max_len, not MNER's.
     assert stored["synthetic-mre"]["data"]["max_len"] != stored["synthetic-mner"]["data"]["max_len"]
     for name, run in runs.items():
         assert stored[name]["train"]["seed"] == 1 and stored[name]["train"]["threads"] == 1
         out = tmp_path / name
-        proc = subprocess.run([sys.executable, "-m", "model.train", "--config",
-                               str(d / "trials" / run.trial_id / "config.yaml"), "--out", str(out)],
-                              capture_output=True, text=True, timeout=600, cwd=facet["root"], env=study_env())
+        proc = run_py(["-m", "model.train", "--config", str(d / "trials" / run.trial_id / "config.yaml"), "--out",
+                       str(out)], facet["root"])
         assert proc.returncode == 0, proc.stderr[-3000:]
         again = json.loads((out / "metrics.json").read_text())["history"]
         assert [(e["epoch"], e["dev_f1"], e["test_f1"]) for e in again] == \
@@ -113,18 +110,18 @@ def test_resume_refuses_a_change_of_what_the_study_computes(facet: dict[str, Any
     before = {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and "ray" not in p.parts}
     for sets, named in ((["train.epochs=9"], "train.epochs"), (["seeds=[1,2,3]"], "seeds"),
                         (["search.data.name={grid: [synthetic-mner]}"], "search.data.name")):
-        proc = run_py(["--name", "facet", "--results-dir", str(d.parent), "--resume",
+        proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume",
                        *(a for s in sets for a in ("--set", s))], cwd=facet["root"])
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert f"keeps its own {named} (" in lines[0] and "resources.cpus" in lines[0]
-    proc = run_py(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--storage",
+    proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--storage",
                    str(facet["root"] / "elsewhere")], cwd=facet["root"])
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "resumes on its own storage" in lines[0], proc.stderr
     assert not (facet["root"] / "elsewhere").exists()
     # How it runs may change: applied, said, and the finished study runs nothing again.
-    proc = run_py(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--set", "max_concurrent=1"],
+    proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--set", "max_concurrent=1"],
                   cwd=facet["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--resume applies max_concurrent=1 for this session (stored: 2)" in proc.stderr

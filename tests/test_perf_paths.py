@@ -188,40 +188,29 @@ def test_concurrent_trials_encode_once(tmp_path):
 
 
 @pytest.mark.slow
-def test_perf_quick_runs(tmp_path, tiny_encoder):
-    out = tmp_path / "perf.json"
-    env = {**os.environ, "I2SRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
-    proc = subprocess.run([sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu",
-                           "--out", str(out), "--work-dir", str(tmp_path / "work"), "--text-encoder", str(tiny_encoder),
-                           "--parts", "throughput,study"],  # the equality part (and memory): the next test
-                          cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
-    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
-    result = json.loads(out.read_text())
-    assert result["parts"] == ["throughput", "study"] and "equality" not in result
-    assert {r["backbone"] for r in result["throughput"]} >= {"resnet18"}
-    assert all(r["store_samples_per_s"] > 0 and r["off_samples_per_s"] > 0 and r["reference_samples_per_s"] > 0
-               for r in result["throughput"])
-    assert result["study"]["trials"] >= 1 and result["study"]["wall_seconds"] > 0
-    assert result["plan"]["text_encoder"] == str(tiny_encoder) and str(tiny_encoder) in result["study"]["command"]
-
-
-def test_perf_runs_only_the_parts_asked_for(tmp_path, tiny_encoder):
+def test_perf_quick_runs_every_part_once(tmp_path, tiny_encoder):
+    """One ``perf.py --quick`` run of all three parts (each part's figures in the JSON and its table printed);
+    a misspelt part is refused before anything runs or is written."""
     out = tmp_path / "perf.json"
     env = {**os.environ, "I2SRM_CACHE": str(tmp_path / "cache"), "HF_HUB_OFFLINE": "1"}
     base = [sys.executable, str(ROOT / "benchmarks" / "perf.py"), "--quick", "--device", "cpu", "--out", str(out),
-            "--text-encoder", str(tiny_encoder)]
+            "--work-dir", str(tmp_path / "work"), "--text-encoder", str(tiny_encoder)]
     bad = subprocess.run(base + ["--parts", "throughput,studies"], cwd=ROOT, env=env, capture_output=True, text=True,
                          timeout=300)
     assert bad.returncode == 2 and "--parts" in bad.stderr and "equality" in bad.stderr, bad.stderr[-2000:]
     assert not out.exists()
-    proc = subprocess.run(base + ["--parts", "equality"], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=900)
+    proc = subprocess.run(base + ["--parts", "study,equality,throughput"], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=900)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     result = json.loads(out.read_text())
-    assert result["parts"] == ["equality"]
-    assert "throughput" not in result and "study" not in result
+    assert result["parts"] == ["study", "equality", "throughput"]
+    assert {r["backbone"] for r in result["throughput"]} >= {"resnet18"}
+    assert all(r["store_samples_per_s"] > 0 and r["off_samples_per_s"] > 0 and r["reference_samples_per_s"] > 0
+               for r in result["throughput"])
     assert result["equality"]["equal"] and result["memory"]["peak_rss_mib"] > 0
-    assert "Short trial" in proc.stdout and "Training throughput" not in proc.stdout
+    assert result["study"]["trials"] >= 1 and result["study"]["wall_seconds"] > 0
+    assert result["plan"]["text_encoder"] == str(tiny_encoder) and str(tiny_encoder) in result["study"]["command"]
+    assert "Short trial" in proc.stdout and "Training throughput" in proc.stdout
 
 
 def test_reference_mode_runs_every_slot_and_backpropagates_into_the_resnet(tmp_path):

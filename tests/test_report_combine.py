@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import base64
 import io
-import os
 import re
 import subprocess
-import sys
 from html.parser import HTMLParser
 from pathlib import Path
 
@@ -24,14 +22,13 @@ from pypdf import PdfReader
 from scipy import stats
 
 from tests.helpers import write_study
+from ray_cluster import run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = str(ROOT / "study" / "report.py")
 DPI = 200
 def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, script, *args], capture_output=True, text=True, timeout=900, cwd=cwd,
-                          env=env)
+    return run_py([script, *args], cwd, timeout=900)
 
 
 def tiny(results: Path, name: str, deltas: list[float], variant: str, level: float) -> Path:

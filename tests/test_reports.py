@@ -9,7 +9,6 @@ import math
 import statistics
 import struct
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +19,7 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from scipy import stats
 
 from tests.helpers import write_json, write_study
+from ray_cluster import run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "study" / "report.py"
@@ -29,7 +29,7 @@ REPORT = ROOT / "study" / "report.py"
 # (``write_study`` and ``write_json`` are in tests/helpers.py: other report tests write studies too)
 
 def run_report(folder: Path) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, str(REPORT), str(folder)], capture_output=True, text=True, timeout=300)
+    return run_py([str(REPORT), str(folder)], timeout=300)
 
 
 DELTAS = [0.0, 0.5, 1.0]

@@ -135,8 +135,6 @@ REFUSALS = [
      ["search.i2srm.delta={uniform: [0, 1]}"], ["i2srm.delta", "grid sampler cannot enumerate"]),
     ("a searched value the trainer refuses", MINIMAL.replace("[0.0, 0.5]", "[0.5, 1.5]"), [],
      ["line 6", "value 1.5 is refused", "a number in [0, 1]"]),
-    ("attn_heads that does not divide the width", MINIMAL, ["search.i2srm.attn_heads={grid: [4, 5]}"],
-     ["i2srm.attn_heads", "value 5 is refused", "divisor"]),
     ("float range over an int key", MINIMAL, ["search.i2srm.attn_heads={uniform: [1, 8]}", "sampler=tpe",
                                               "trials=2"], ["int key", "use int: [low, high]"]),
     ("searched and fixed", MINIMAL, ["i2srm.delta=0.3"], ["--set i2srm.delta=0.3", "both searched and fixed"]),
@@ -163,6 +161,24 @@ def test_refusals_name_file_key_and_allowed(tmp_path: Path, label: str, text: st
     assert str(path) in message or "--set" in message
     for needle in needles:
         assert needle in message, f"{needle!r} not in: {message}"
+
+
+def test_the_preflight_checks_each_searched_value_on_this_machine(tmp_path: Path) -> None:
+    """Whether attention heads divide the encoder's width needs the encoder's config: validating the space does
+    not read it, the study's pre-flight does, for each searched value, naming the space and the value."""
+    from model.config import ConfigError
+    from study.runner import preflight_space
+
+    path = write(tmp_path, MINIMAL)
+    space = load_space(path, ["search.i2srm.attn_heads={grid: [4, 5]}"])
+    assert [where for where, _ in space.preflight_configs()] == [
+        "trainer (synthetic-mner): ", "search i2srm.delta=0.0: ", "search i2srm.delta=0.5: ",
+        "search i2srm.attn_heads=4: ", "search i2srm.attn_heads=5: "]
+    with pytest.raises(ConfigError) as err:
+        preflight_space(space)
+    assert str(err.value).startswith(f"{path}: search i2srm.attn_heads=5: 'i2srm.attn_heads' is 5; allowed: a "
+                                     f"divisor of the sample width 384"), err.value
+    preflight_space(load_space(path, ["search.i2srm.attn_heads={grid: [4, 8]}"]))
 
 
 CLI_REFUSALS = [

@@ -21,6 +21,7 @@ import yaml
 from model.config import all_keys
 from study.records import read_epochs, read_runs
 from study.space import load_space
+from ray_cluster import run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
@@ -31,10 +32,8 @@ TRIAL_KEYS = {"trial_id", "configuration", "status", "error", "params", "seed", 
 PACKAGES = {"torch", "torchvision", "transformers", "ray", "optuna", "seqeval", "tensorboard", "numpy", "python"}
 
 
-def run_py(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    return subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, timeout=timeout, cwd=cwd,
-                          env=env)
+def run_study(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
+    return run_py([RUN, *args], cwd, timeout=timeout)
 
 
 def tiny_space(root: Path, bad_weights: Path, encoder: Path) -> Path:
@@ -68,7 +67,7 @@ def study(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[
     bad.write_text("this is not a state dict\n", encoding="utf-8")
     space = tiny_space(root, bad, tiny_encoder)
     results = root / "results"
-    proc = run_py(["--space", str(space), "--results-dir", str(results)], cwd=root)
+    proc = run_study(["--space", str(space), "--results-dir", str(results)], cwd=root)
     return {"root": root, "space": space, "results": results, "dir": results / "e2e", "bad": str(bad),
             "proc": proc}
 
@@ -159,7 +158,7 @@ def test_existing_name_is_refused_and_resume_reruns_only_unfinished(study: dict[
     d = study["dir"]
     before = {p: p.read_bytes() for p in sorted((d / "trials").rglob("*")) if p.is_file()}
     meta = (d / "study.json").read_bytes()
-    proc = run_py(["--space", str(study["space"]), "--results-dir", str(study["results"])], cwd=study["root"])
+    proc = run_study(["--space", str(study["space"]), "--results-dir", str(study["results"])], cwd=study["root"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "already holds results" in lines[0] and "--resume" in lines[0]
@@ -167,7 +166,7 @@ def test_existing_name_is_refused_and_resume_reruns_only_unfinished(study: dict[
     assert {p: p.read_bytes() for p in sorted((d / "trials").rglob("*")) if p.is_file()} == before
 
     # --resume: every configuration has ended (one COMPLETE, one FAIL in the Optuna study): nothing runs again.
-    proc = run_py(["--name", "e2e", "--results-dir", str(study["results"]), "--resume"], cwd=study["root"])
+    proc = run_study(["--name", "e2e", "--results-dir", str(study["results"]), "--resume"], cwd=study["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = read_runs(d)
     assert len(trials) == 4 and sorted(t.status for t in trials) == ["completed", "completed", "failed", "failed"]
@@ -181,12 +180,12 @@ def test_a_folder_holding_results_is_refused_before_anything_starts(tmp_path: Pa
     results = tmp_path / "results"
     (results / "mixup").mkdir(parents=True)
     (results / "mixup" / "keep.txt").write_text("earlier results\n", encoding="utf-8")
-    proc = run_py(["--space", "mixup.yaml", "--results-dir", str(results)], cwd=tmp_path, timeout=120)
+    proc = run_study(["--space", "mixup.yaml", "--results-dir", str(results)], cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "already holds results" in proc.stderr and "--name" in proc.stderr
     assert sorted(p.name for p in (results / "mixup").iterdir()) == ["keep.txt"]
 
-    proc = run_py(["--name", "nothing_here", "--results-dir", str(results), "--resume"], cwd=tmp_path, timeout=120)
+    proc = run_study(["--name", "nothing_here", "--results-dir", str(results), "--resume"], cwd=tmp_path, timeout=120)
     assert proc.returncode == 2 and "holds no study" in proc.stderr and "Traceback" not in proc.stderr
 
 
