@@ -647,17 +647,19 @@ class _Parser:
             if key not in RESOLVE_KEYS:
                 raise self.error(("resolve", str(key)), f"is not a resolve key; allowed: {', '.join(RESOLVE_KEYS)}."
                                                         f"{_suggest(key, RESOLVE_KEYS)}")
-        for key in RESOLVE_KEYS:
-            if key not in raw:
-                raise self.error(("resolve",), f"lacks {key}; it must be {form}.")
-        width, most = raw["width"], raw["max_seeds"]
-        if not _is_number(width) or not math.isfinite(width) or width <= 0:
+        width: Any = raw.get("width")
+        most: Any = raw.get("max_seeds")
+        if "width" in raw and (not _is_number(width) or not math.isfinite(width) or width <= 0):
             raise self.error(("resolve", "width"), f"must be a number > 0 (half-width of the 95% interval, in the "
                                                    f"metric's units), got {width!r}.")
-        if isinstance(most, bool) or not isinstance(most, int) or most <= len(seeds):
+        if "max_seeds" in raw and (isinstance(most, bool) or not isinstance(most, int) or most <= len(seeds)):
             raise self.error(("resolve", "max_seeds"), f"must be an integer above the {len(seeds)} seed(s) of "
                                                        f"seeds: {seeds} (the most seeds a configuration runs), "
                                                        f"got {most!r}.")
+        for key in RESOLVE_KEYS:
+            if key not in raw:
+                raise self.error(("resolve",), f"lacks {key}; it must be {form}.")
+        assert isinstance(width, (int, float)) and isinstance(most, int)
         return Resolve(width=float(width), max_seeds=most)
 
     def parse_trials(self, tree: Mapping[str, Any], sampler: str, search: Mapping[str, Param]) -> int:
