@@ -16,15 +16,20 @@ import signal
 import subprocess
 import sys
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import optuna
 import pytest
+from optuna.trial import TrialState
+from ray.tune.search import Searcher
 from scipy import stats
 
 from ray_cluster import kill_group, start_study, study_env, trial_records, wait_until, write_space  # noqa: I001
 from study.adaptive import extra_seeds, half_width, paired_differences, seeds_needed
 from study.records import read_runs
+from study.schema import CONFIG_KEY, SCORE_KEY, SEED_KEY
+from study.search import StudySearcher, open_study
 from study.space import SpaceError, space_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -213,3 +218,62 @@ reports: [summary]
     complete = [t for t in ot.trials if t.state == optuna.trial.TrialState.COMPLETE]
     assert sorted(t.params["i2srm.delta"] for t in complete) == [0.0, 0.5]
     assert all(sorted(map(int, t.user_attrs["seed_values"])) == [1, 2, 3] for t in complete)
+    # The configurations left running were closed as orphans with the seeds they had been given, and run again
+    # with those handed out at once.
+    orphans = ot.user_attrs["orphans"]
+    assert any(ot.trials[n].user_attrs.get("extra_seeds") for n in orphans)
+    assert all(t.user_attrs["extra_seeds"] == [2, 3] for t in complete)
+
+
+# ---------------------------------------------------------------------------------------------- the searcher alone
+# The searcher driven through Tune's Searcher interface (suggest / on_trial_complete) over a real in-memory Optuna
+# study, as Tune drives it: which runs it hands out, in what order, and what Optuna is told.
+
+def _searcher(extra: dict[str, Any]) -> StudySearcher:
+    space = space_from_dict({**BASE, "reference": {"i2srm.delta": 0.7}, **extra}, "r.yaml")
+    return StudySearcher(space, open_study(space, "r", optuna.storages.InMemoryStorage(), space.trials))
+
+
+def _drive(searcher: StudySearcher, score: Callable[[int, int], float],
+           epoch: Callable[[int, int], int] = lambda c, s: 1) -> list[tuple[int, int]]:
+    """Hand out and end runs one at a time (each ends before the next is asked); the (configuration, seed) order."""
+    order: list[tuple[int, int]] = []
+    for n in range(100):
+        config = searcher.suggest(f"t{n}")
+        if config == Searcher.FINISHED:
+            return order
+        assert isinstance(config, dict), "nothing to hand out while every run has ended"
+        run = (int(config[CONFIG_KEY]), int(config[SEED_KEY]))
+        order.append(run)
+        searcher.on_trial_complete(f"t{n}", {SCORE_KEY: score(*run), "epoch": epoch(*run)})
+    raise AssertionError(order)
+
+
+def test_the_reference_runs_the_seed_a_configuration_got_and_is_told_last() -> None:
+    searcher = _searcher({"resolve": {"width": 1e-9, "max_seeds": 3}, "trainer": {"train.epochs": 1}})
+    noise = {1: 0.0, 2: 1.0, 3: 0.5}
+    order = _drive(searcher, lambda c, s: 50.0 + c + noise[s] * (c + 1))
+    # Configuration 0 waits for the reference's seeds 1-2, gets seed 3, and the reference runs seed 3 for it.
+    assert order == [(0, 1), (0, 2), (1, 1), (1, 2), (0, 3), (1, 3)]
+    trials = searcher.study.get_trials()
+    assert [t.state for t in trials] == [TrialState.COMPLETE] * 2
+    assert trials[1].datetime_complete >= trials[0].datetime_complete
+    assert trials[0].value == pytest.approx(50.0 + (0.0 + 1.0 + 0.5) / 3)
+    assert [t.user_attrs["extra_seeds"] for t in trials] == [[3], [3]]
+
+
+def test_a_configuration_the_scheduler_stopped_gets_no_more_seeds() -> None:
+    searcher = _searcher({"resolve": {"width": 1e-9, "max_seeds": 4}, "scheduler": "asha",
+                          "trainer": {"train.epochs": 2}})
+    order = _drive(searcher, lambda c, s: 50.0 + s * (c + 1), epoch=lambda c, s: 1 if (c, s) == (0, 2) else 2)
+    assert order == [(0, 1), (0, 2), (1, 1), (1, 2)]  # configuration 0 was stopped: no seed 3 for either
+    assert [t.state for t in searcher.study.get_trials()] == [TrialState.PRUNED, TrialState.COMPLETE]
+
+
+def test_without_the_reference_in_the_grid_each_configuration_resolves_on_its_own() -> None:
+    searcher = _searcher({"search": {"i2srm.delta": {"grid": [0.0, 0.5]}},
+                          "resolve": {"width": 0.6, "max_seeds": 5}, "trainer": {"train.epochs": 1}})
+    spread = {0: {1: 50.0, 2: 52.0, 3: 51.0, 4: 51.0, 5: 51.0}, 1: {s: 60.0 + 0.01 * s for s in range(1, 6)}}
+    order = _drive(searcher, lambda c, s: spread[c][s])
+    # 0: [50, 52] is ±12.7 wide, [50, 52, 51] ±2.5, 4 seeds ±1.3, 5 seeds ±0.88: at max_seeds; 1 resolves at 2.
+    assert sorted(order) == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 1), (1, 2)]
