@@ -33,8 +33,12 @@ if str(ROOT) not in sys.path:
 SPACE = "mixup_resolved.yaml"
 
 
-def run_study(results: Path, name: str, sets: list[str]) -> float:
-    """Run the shipped space as ``name`` with ``--set`` items; its wall seconds."""
+def run_study(results: Path, name: str, sets: list[str]) -> float | None:
+    """Run the shipped space as ``name`` with ``--set`` items; its wall seconds. A study that ``results`` already
+    holds finished (its ``REPORT.md`` written) is read as it is (wall: None), so that the script can be run again
+    after it was stopped during the fixed-seed study."""
+    if (results / name / "REPORT.md").is_file():
+        return None
     argv = [sys.executable, str(ROOT / "study" / "run.py"), "--space", SPACE, "--name", name,
             "--results-dir", str(results), *(a for s in sets for a in ("--set", s))]
     t0 = time.monotonic()
@@ -87,12 +91,14 @@ def main() -> int:
     space = load_space(SPACE)
     first = len(space.seeds)
     out: dict[str, Any] = {"space": SPACE, "results_dir": str(results)}
-    out["adaptive"] = {"wall_s": round(run_study(results, "adaptive", []), 1), **describe(results / "adaptive", first)}
+    wall = run_study(results, "adaptive", [])
+    out["adaptive"] = {"wall_s": None if wall is None else round(wall, 1), **describe(results / "adaptive", first)}
     most = max(len(r["seeds"]) for r in out["adaptive"]["configurations"])
     if args.fixed:
         seeds = sorted({s for r in out["adaptive"]["configurations"] for s in r["seeds"]})[:most]
         sets = ["resolve=null", f"seeds={seeds}"]
-        out["fixed"] = {"seeds": seeds, "wall_s": round(run_study(results, "fixed", sets), 1),
+        wall = run_study(results, "fixed", sets)
+        out["fixed"] = {"seeds": seeds, "wall_s": None if wall is None else round(wall, 1),
                         **describe(results / "fixed", first)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")

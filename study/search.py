@@ -228,6 +228,7 @@ class StudySearcher(Searcher):
         point = reference_point(space) if space.resolve else None
         self.reference_key = _point_key(point) if point is not None else None
         self.reference: _Configuration | None = None  # the reference configuration, while it is open
+        self.reference_ended = self._ended_reference(opened)  # its stored scores, when it ended in a session before
         if point is not None and space.sampler != "grid" and not opened.study.get_trials(deepcopy=False):
             self.requeue.appendleft((point, None, None))  # a new random/TPE study asks the reference first
 
@@ -262,6 +263,22 @@ class StudySearcher(Searcher):
         for seed in conf.seeds:
             self._hand_out(conf, seed)
 
+    def _ended_reference(self, opened: OpenStudy) -> dict[int, float | None] | None:
+        """The scores by seed of the reference configuration when it already ended (a resumed study whose other
+        configurations Optuna was not told about); None when it has not."""
+        if self.reference_key is None:
+            return None
+        closed = set(opened.study.user_attrs.get(ORPHANS_ATTR, [])) | set(opened.orphans)
+        for t in opened.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.FAIL)):
+            if t.number not in closed and set(t.params) == set(self.distributions) and \
+                    _point_key(self._typed(t.params)) == self.reference_key:
+                return {int(k): v for k, v in (t.user_attrs.get(SEEDS_ATTR) or {}).items()}
+        return None
+
+    def _typed(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: typed_value(k, v) for k, v in params.items()}
+
     def _first_at_reference(self) -> int | None:
         """The configuration that is the reference: the first the study asked at the reference's values (a
         random or TPE search may ask them again later: those are configurations like any other)."""
@@ -269,7 +286,7 @@ class StudySearcher(Searcher):
             return None
         return min((config_number(t) for t in self.study.get_trials(deepcopy=False)
                     if set(t.params) == set(self.distributions)
-                    and _point_key({k: typed_value(k, v) for k, v in t.params.items()}) == self.reference_key),
+                    and _point_key(self._typed(t.params)) == self.reference_key),
                    default=None)
 
     def _hand_out(self, conf: _Configuration, seed: int) -> None:
@@ -306,11 +323,11 @@ class StudySearcher(Searcher):
             return True
         ref = self.reference
         reference_values = None
-        if self.reference_key is not None:
-            if ref is None:
-                # The reference is not asked yet (it comes later in the grid); or it was told (every other
-                # configuration was too, so this is not reached).
-                return False
+        if self.reference_ended is not None:  # it cannot run more seeds: the pairs there are
+            reference_values = self.reference_ended
+        elif self.reference_key is not None and ref is None and (self.budget > 0 or self.requeue):
+            return False  # the reference is still to be asked (it comes later in the grid, or is run again)
+        elif ref is not None:
             if not ref.stopped:  # a reference the scheduler stopped has no comparable scores: own intervals
                 lacking = [s for s in conf.seeds if s not in ref.seeds]
                 for seed in lacking:
