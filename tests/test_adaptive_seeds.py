@@ -147,7 +147,7 @@ reports: [summary]
     assert rows["0.7"]["reference"] == "true" and rows["0.7"]["interval_halfwidth"] == ""
     report = (d / "REPORT.md").read_text(encoding="utf-8")
     assert "Adaptive seeds: 0 of 1 configurations resolved to ±1e-09" in report
-    assert "Unresolved: 0.0 (4 pairs" in report
+    assert "Unresolved: 0 (4 pairs" in report
 
 
 @pytest.mark.slow
@@ -277,3 +277,37 @@ def test_without_the_reference_in_the_grid_each_configuration_resolves_on_its_ow
     order = _drive(searcher, lambda c, s: spread[c][s])
     # 0: [50, 52] is ±12.7 wide, [50, 52, 51] ±2.5, 4 seeds ±1.3, 5 seeds ±0.88: at max_seeds; 1 resolves at 2.
     assert sorted(order) == [(0, 1), (0, 2), (0, 3), (0, 4), (0, 5), (1, 1), (1, 2)]
+
+
+# ---------------------------------------------------------------------------------------------- the reports
+def test_reports_give_each_configurations_interval_and_the_power_line(tmp_path: Path) -> None:
+    from study.reports import build_reports
+    from tests.helpers import write_study
+
+    dev = {0.7: [70.0, 72.0, 71.0, 73.0], 0.0: [71.0, 73.5, 71.5, 74.0], 1.0: [60.0, 75.0, 66.0]}
+    space = {"study": "res", "search": {"i2srm.delta": {"grid": [0.0, 0.7, 1.0]}}, "sampler": "grid",
+             "seeds": [1, 2, 3], "reports": ["summary", "sensitivity"], "reference": {"i2srm.delta": 0.7},
+             "resolve": {"width": 1.0, "max_seeds": 4}}
+    trials = [{"trial_id": f"c{d}-s{s}", "status": "completed", "seed": s, "params": {"i2srm.delta": d},
+               "dev": [v], "test": [v - 5.0]} for d, vs in dev.items() for s, v in enumerate(vs, 1)]
+    folder = write_study(tmp_path / "res", "res", space, trials)
+    build_reports(folder)
+    with (folder / "summary.csv").open(encoding="utf-8") as f:
+        rows = {r["i2srm.delta"]: r for r in csv.DictReader(f)}
+    near = np.subtract(dev[0.0], dev[0.7])  # 1.0, 1.5, 0.5, 1.0
+    far = np.subtract(dev[1.0], dev[0.7][:3])  # -10, 3, -5
+    assert float(rows["0.0"]["interval_halfwidth"]) == pytest.approx(stats.t.ppf(0.975, 3) * stats.sem(near),
+                                                                     abs=1e-4)
+    assert (rows["0.0"]["n"], rows["0.0"]["resolved"]) == ("4", "true")
+    assert float(rows["1.0"]["interval_halfwidth"]) == pytest.approx(stats.t.ppf(0.975, 2) * stats.sem(far),
+                                                                     abs=1e-4)
+    assert (rows["1.0"]["n"], rows["1.0"]["resolved"]) == ("3", "false")
+    assert rows["0.7"]["interval_halfwidth"] == "" and rows["0.7"]["resolved"] == ""
+    need = seeds_needed(list(far), 1.0)
+    assert need is not None and need > 3
+    report = (folder / "REPORT.md").read_text(encoding="utf-8")
+    assert "Adaptive seeds: 1 of 2 configurations resolved to ±1 (dev_f1, 95% t-interval of their paired " \
+           "difference from the reference configuration; at most 4 seeds each)." in report
+    assert (f"Unresolved: 1 (3 pairs, ±{stats.t.ppf(0.975, 2) * stats.sem(far):.2f}: its spread suggests about "
+            f"{need} pairs in all, {need - 3} more).") in report
+    assert "| 1 | 3 |" in report and "(open)" in report and "95% interval (dev_f1)" in report

@@ -16,6 +16,7 @@ from typing import Any, Sequence
 from study.adaptive import Resolve, half_width, paired_differences, seeds_needed
 from study.reports.load import Study
 from study.reports.stats import Group
+from study.reports.values import fmt_display
 
 
 @dataclass(frozen=True)
@@ -86,11 +87,12 @@ def power_line(study: Study, groups: Sequence[Group], reference: Group | None) -
     if open_:
         parts = []
         for g, i in open_:
-            name = ", ".join(str(v) for v in g.values)
-            need = ("no spread seen yet" if i.needed is None and i.n < 2 else
-                    f"its spread suggests about {i.needed} seeds in all" if i.needed is not None
-                    else "its spread suggests more than 1000 seeds")
+            name = ", ".join(fmt_display(v) for v in g.values)
+            unit = "pairs" if i.paired else "seeds"
+            need = ("no spread seen yet" if i.n < 2 else
+                    f"its spread suggests about {i.needed} {unit} in all, {i.needed - i.n} more"
+                    if i.needed is not None else f"its spread suggests more than 1000 {unit}")
             width = "±∞" if not math.isfinite(i.half_width) else f"±{i.half_width:.2f}"
-            parts.append(f"{name} ({i.n} {'pairs' if i.paired else 'seeds'}, {width}: {need})")
+            parts.append(f"{name} ({i.n} {unit}, {width}: {need})")
         text += " Unresolved: " + "; ".join(parts) + "."
     return text
