@@ -240,6 +240,7 @@ class StudySearcher(Searcher):
         if params is None and self.grid is not None:
             if not self.grid:
                 self.budget = 0  # the grid is covered
+                self._advance()  # a configuration waiting for a reference that will not be asked decides now
                 return
             params = self.grid.pop(0)
         attrs: dict[str, Any] = {}
