@@ -311,3 +311,31 @@ def test_reports_give_each_configurations_interval_and_the_power_line(tmp_path: 
     assert (f"Unresolved: 1 (3 pairs, ±{stats.t.ppf(0.975, 2) * stats.sem(far):.2f}: its spread suggests about "
             f"{need} pairs in all, {need - 3} more).") in report
     assert "| 1 | 3 |" in report and "(open)" in report and "95% interval (dev_f1)" in report
+
+
+def test_compare_of_two_2_seed_studies_gives_no_test_and_says_why(tmp_path: Path) -> None:
+    # Two paired differences that happen to agree (-1.43, -1.45): a one-degree-of-freedom t-test would star them.
+    from study.reports import build_reports
+    from study.reports.studies import compare
+    from tests.helpers import write_study
+
+    a = {0.0: [80.0, 84.0], 0.7: [78.0, 79.0]}
+    b = {0.0: [78.57, 82.55], 0.7: [78.0, 79.5]}
+    folders = []
+    for name, test in (("a", a), ("b", b)):
+        space = {"study": name, "search": {"i2srm.delta": {"grid": [0.0, 0.7]}}, "sampler": "grid",
+                 "seeds": [1, 2], "reports": ["summary"], "reference": {"i2srm.delta": 0.7}}
+        trials = [{"trial_id": f"c{d}-s{s}", "status": "completed", "seed": s, "params": {"i2srm.delta": d},
+                   "dev": [v], "test": [v]} for d, vs in test.items() for s, v in enumerate(vs, 1)]
+        folders.append(write_study(tmp_path / name, name, space, trials))
+        build_reports(folders[-1])
+    assert stats.ttest_rel(b[0.0], a[0.0]).pvalue < 0.05  # what used to be starred
+    out = tmp_path / "a_vs_b"
+    compare(folders[0], folders[1], out)
+    with (out / "compare.csv").open(encoding="utf-8") as f:
+        rows = {r["i2srm.delta"]: r for r in csv.DictReader(f)}
+    row = rows["0.0"]
+    assert row["n_paired"] == "2" and float(row["test_f1_diff"]) == pytest.approx(-1.44)
+    assert all(row[c] == "" for c in ("p_value", "p_holm", "p_signflip", "diff_ci_low", "diff_ci_high"))
+    md = (out / "compare.md").read_text(encoding="utf-8")
+    assert "| 0 | 82.00 ± 2.83 | 80.56 ± 2.81 | 2 | -1.44 | n/a (2 pairs: no test below 3) | n/a | n/a |" in md
