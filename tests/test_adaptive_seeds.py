@@ -311,6 +311,8 @@ def test_reports_give_each_configurations_interval_and_the_power_line(tmp_path: 
     assert (f"Unresolved: 1 (3 pairs, ±{stats.t.ppf(0.975, 2) * stats.sem(far):.2f}: its spread suggests about "
             f"{need} pairs in all, {need - 3} more).") in report
     assert "| 1 | 3 |" in report and "(open)" in report and "95% interval (dev_f1)" in report
+    assert "seeds [1, 2, 3], more (up to 4) while a configuration's 95% interval is wider than ±1: seeds [4] " \
+           "added" in report
 
 
 def test_compare_of_two_2_seed_studies_gives_no_test_and_says_why(tmp_path: Path) -> None:

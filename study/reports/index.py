@@ -89,11 +89,21 @@ def _overview(study: Study) -> list[Block]:
         f"dataset: `{_datasets(study)}`, text encoder "
         f"`{study.base_config.get('model.text_encoder', 'unknown')}`",
         f"searched: {searched}; sampler `{study.space.get('sampler', 'unknown')}`, "
-        f"seeds {list(study.seeds) or 'unknown'}",
+        f"seeds {list(study.seeds) or 'unknown'}" + _resolve_text(study),
         f"study metric: `{study.metric}` ({study.mode})",
         f"trials: {len(study.trials)} ({counts})",
     ]))
     return blocks
+
+
+def _resolve_text(study: Study) -> str:
+    """The overview's note on adaptive seeds: the rule and the seeds the runs used beyond ``seeds``."""
+    resolve = resolve_of(study)
+    if resolve is None:
+        return ""
+    extra = sorted({t.seed for t in study.trials} - set(study.seeds))
+    return (f", more (up to {resolve.max_seeds}) while a configuration's 95% interval is wider than "
+            f"±{resolve.width:g}" + (f": seeds {extra} added" if extra else ": none added"))
 
 
 def _best(study: Study) -> list[Block]:
