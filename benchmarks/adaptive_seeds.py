@@ -10,9 +10,12 @@ reports' own loader. The interval is the one ``resolve`` reads (``study.reports.
 difference of dev F1 from the reference, delta 0.7). With ``--fixed`` it then runs the same space without
 ``resolve`` on the fixed seeds ``1..K`` (K: the most seeds the adaptive study gave a configuration; the extra
 seeds are the next integers, so the two studies' runs of one configuration and seed are the same computation)
-and reports the same numbers for it. Run-seconds: the sum over a study's runs of their wall seconds (each run
+and reports the same numbers for it; without it, the fixed-seed study's runs (``trials * K``) and its run-seconds
+at the adaptive study's mean seconds per run (``fixed_equivalent``: computed from the measurement, not run).
+Run-seconds: the sum over a study's runs of their wall seconds (each run
 trains on one thread on one granted CPU, so this is close to the CPU time the trainer used on an idle machine;
-on a loaded one it is larger). Wall: the study command's wall time.
+on a loaded one it is larger). Wall: the study command's wall time; for a study a previous invocation ran, from
+its files (``REPORT.md``'s modification time minus ``study.json``'s ``created``).
 """
 
 from __future__ import annotations
@@ -33,12 +36,16 @@ if str(ROOT) not in sys.path:
 SPACE = "mixup_resolved.yaml"
 
 
-def run_study(results: Path, name: str, sets: list[str]) -> float | None:
+def run_study(results: Path, name: str, sets: list[str]) -> float:
     """Run the shipped space as ``name`` with ``--set`` items; its wall seconds. A study that ``results`` already
-    holds finished (its ``REPORT.md`` written) is read as it is (wall: None), so that the script can be run again
-    after it was stopped during the fixed-seed study."""
-    if (results / name / "REPORT.md").is_file():
-        return None
+    holds finished (its ``REPORT.md`` written) is read as it is, its wall time from its files, so that the script
+    can be run again after it was stopped during the fixed-seed study."""
+    report = results / name / "REPORT.md"
+    if report.is_file():
+        from datetime import datetime
+
+        created = json.loads((results / name / "study.json").read_text(encoding="utf-8"))["created"]
+        return report.stat().st_mtime - datetime.fromisoformat(created).timestamp()
     argv = [sys.executable, str(ROOT / "study" / "run.py"), "--space", SPACE, "--name", name,
             "--results-dir", str(results), *(a for s in sets for a in ("--set", s))]
     t0 = time.monotonic()
@@ -91,15 +98,18 @@ def main() -> int:
     space = load_space(SPACE)
     first = len(space.seeds)
     out: dict[str, Any] = {"space": SPACE, "results_dir": str(results)}
-    wall = run_study(results, "adaptive", [])
-    out["adaptive"] = {"wall_s": None if wall is None else round(wall, 1), **describe(results / "adaptive", first)}
+    out["adaptive"] = {"wall_s": round(run_study(results, "adaptive", []), 1), **describe(results / "adaptive", first)}
     most = max(len(r["seeds"]) for r in out["adaptive"]["configurations"])
     if args.fixed:
         seeds = sorted({s for r in out["adaptive"]["configurations"] for s in r["seeds"]})[:most]
         sets = ["resolve=null", f"seeds={seeds}"]
-        wall = run_study(results, "fixed", sets)
-        out["fixed"] = {"seeds": seeds, "wall_s": None if wall is None else round(wall, 1),
+        out["fixed"] = {"seeds": seeds, "wall_s": round(run_study(results, "fixed", sets), 1),
                         **describe(results / "fixed", first)}
+    else:
+        adaptive = out["adaptive"]
+        runs = len(adaptive["configurations"]) * most
+        out["fixed_equivalent"] = {"seeds_per_configuration": most, "runs": runs, "run_seconds": round(
+            runs * adaptive["run_seconds"] / adaptive["runs"], 1)}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     for name in ("adaptive", "fixed"):
@@ -115,6 +125,10 @@ def main() -> int:
             else:
                 print(f"| {r['config']} | {len(r['seeds'])} | {r['half_width_before']} | {r['half_width_after']} | "
                       f"{r['resolved']} |")
+    if "fixed_equivalent" in out:
+        f = out["fixed_equivalent"]
+        print(f"\nfixed seed count {f['seeds_per_configuration']} (computed): {f['runs']} runs, "
+              f"{f['run_seconds']} run-seconds at the adaptive study's mean per run")
     print(f"\nwritten {args.out}")
     return 0
 
