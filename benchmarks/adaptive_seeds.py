@@ -12,6 +12,11 @@ difference of dev F1 from the reference, delta 0.7). With ``--fixed`` it then ru
 seeds are the next integers, so the two studies' runs of one configuration and seed are the same computation)
 and reports the same numbers for it; without it, the fixed-seed study's runs (``trials * K``) and its run-seconds
 at the adaptive study's mean seconds per run (``fixed_equivalent``: computed from the measurement, not run).
+``--replay W,W,..``: the rule (``study/adaptive.py``) applied again, at each width W, to the scores the adaptive
+study measured: each configuration takes its seeds in order until its interval is within ±W or it has as many
+as ``max_seeds``; the reference takes as many as the configuration that took most. It needs every configuration
+to have run the seeds it would take (it says when one did not). Its runs and run-seconds are those of the
+measured runs it takes, so a replay is exact where a study would repeat its runs (each run is seeded).
 Run-seconds: the sum over a study's runs of their wall seconds (each run
 trains on one thread on one granted CPU, so this is close to the CPU time the trainer used on an idle machine;
 on a loaded one it is larger). Wall: the study command's wall time; for a study a previous invocation ran, from
@@ -86,10 +91,58 @@ def describe(study_dir: Path, first: int) -> dict[str, Any]:
             "resolve": None if resolve is None else resolve.to_dict()}
 
 
+def replay(study_dir: Path, width: float) -> dict[str, Any]:
+    """The rule at ``width`` over the measured scores of ``study_dir`` (see the module's docstring)."""
+    from study.adaptive import half_width, paired_differences
+    from study.reports.intervals import resolve_of
+    from study.reports.load import load_study
+    from study.reports.significance import configuration_tests
+
+    study = load_study(study_dir)
+    resolve = resolve_of(study)
+    assert resolve is not None, f"{study_dir} did not run with resolve"
+    groups, _, reference = configuration_tests(study)
+    order = sorted({t.seed for t in study.trials})
+    first = len(study.seeds)
+
+    def scores(g: Any) -> dict[int, float | None]:
+        return {t.seed: study.score(t) for t in g.trials}
+
+    ref = scores(reference) if reference is not None else None
+    taken: dict[str, int] = {}
+    missing = []
+    for g in groups:
+        if g is reference:
+            continue
+        mine = scores(g)
+        n = first
+        while True:
+            seeds = order[:n]
+            if any(s not in mine or (ref is not None and s not in ref) for s in seeds):
+                missing.append(", ".join(str(v) for v in g.values))
+                break
+            values = paired_differences({s: mine[s] for s in seeds}, ref and {s: ref[s] for s in seeds})
+            if half_width(values) <= width or n >= resolve.max_seeds:
+                break
+            n += 1
+        taken[", ".join(str(v) for v in g.values)] = n
+    seconds = 0.0
+    runs = 0
+    for g in groups:
+        name = ", ".join(str(v) for v in g.values)
+        n = max(taken.values(), default=first) if g is reference else taken[name]
+        chosen = [t for t in g.trials if t.seed in order[:n]]
+        runs += len(chosen)
+        seconds += sum(t.wall_seconds for t in chosen)
+    return {"width": width, "seeds": taken, "runs": runs, "run_seconds": round(seconds, 1),
+            "incomplete": missing}
+
+
 def main() -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--results-dir", type=Path, default=None)
     parser.add_argument("--fixed", action="store_true", help="also run the fixed-seed study (about twice the time)")
+    parser.add_argument("--replay", default="", help="widths to apply the rule at again, e.g. 2.5,3,4")
     parser.add_argument("--out", type=Path, default=ROOT / "results" / "benchmarks" / "adaptive_seeds.json")
     args = parser.parse_args()
     results = args.results_dir or Path(tempfile.mkdtemp(prefix="i2srm-adaptive-"))
@@ -110,6 +163,8 @@ def main() -> int:
         runs = len(adaptive["configurations"]) * most
         out["fixed_equivalent"] = {"seeds_per_configuration": most, "runs": runs, "run_seconds": round(
             runs * adaptive["run_seconds"] / adaptive["runs"], 1)}
+    widths = [float(w) for w in args.replay.split(",") if w.strip()]
+    out["replays"] = [replay(results / "adaptive", w) for w in widths]
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(out, indent=2) + "\n", encoding="utf-8")
     for name in ("adaptive", "fixed"):
@@ -129,6 +184,9 @@ def main() -> int:
         f = out["fixed_equivalent"]
         print(f"\nfixed seed count {f['seeds_per_configuration']} (computed): {f['runs']} runs, "
               f"{f['run_seconds']} run-seconds at the adaptive study's mean per run")
+    for r in out["replays"]:
+        print(f"\nreplay at ±{r['width']:g}: seeds {r['seeds']}, {r['runs']} runs, {r['run_seconds']} run-seconds"
+              + (f"; not enough seeds measured for {r['incomplete']}" if r["incomplete"] else ""))
     print(f"\nwritten {args.out}")
     return 0
 
