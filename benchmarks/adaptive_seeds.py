@@ -20,7 +20,8 @@ measured runs it takes, so a replay is exact where a study would repeat its runs
 Run-seconds: the sum over a study's runs of their wall seconds (each run
 trains on one thread on one granted CPU, so this is close to the CPU time the trainer used on an idle machine;
 on a loaded one it is larger). Wall: the study command's wall time; for a study a previous invocation ran, from
-its files (``REPORT.md``'s modification time minus ``study.json``'s ``created``).
+its files (the last epoch any run wrote, ``trials/*/epochs.jsonl``, minus ``study.json``'s ``created``: the
+reports, which ``study/report.py`` may have rebuilt since, are left out).
 """
 
 from __future__ import annotations
@@ -50,7 +51,8 @@ def run_study(results: Path, name: str, sets: list[str]) -> float:
         from datetime import datetime
 
         created = json.loads((results / name / "study.json").read_text(encoding="utf-8"))["created"]
-        return report.stat().st_mtime - datetime.fromisoformat(created).timestamp()
+        last = max(p.stat().st_mtime for p in (results / name / "trials").glob("*/epochs.jsonl"))
+        return last - datetime.fromisoformat(created).timestamp()
     argv = [sys.executable, str(ROOT / "study" / "run.py"), "--space", SPACE, "--name", name,
             "--results-dir", str(results), *(a for s in sets for a in ("--set", s))]
     t0 = time.monotonic()
@@ -126,15 +128,20 @@ def replay(study_dir: Path, width: float) -> dict[str, Any]:
                 break
             n += 1
         taken[", ".join(str(v) for v in g.values)] = n
-    seconds = 0.0
-    runs = 0
+    most = max(taken.values(), default=first)
+    seconds = fixed_seconds = 0.0
+    runs = fixed_runs = 0
     for g in groups:
         name = ", ".join(str(v) for v in g.values)
-        n = max(taken.values(), default=first) if g is reference else taken[name]
+        n = most if g is reference else taken[name]
         chosen = [t for t in g.trials if t.seed in order[:n]]
         runs += len(chosen)
         seconds += sum(t.wall_seconds for t in chosen)
+        fixed = [t for t in g.trials if t.seed in order[:most]]  # a fixed count giving every one as many seeds
+        fixed_runs += len(fixed)
+        fixed_seconds += sum(t.wall_seconds for t in fixed)
     return {"width": width, "seeds": taken, "runs": runs, "run_seconds": round(seconds, 1),
+            "fixed_seeds": most, "fixed_runs": fixed_runs, "fixed_run_seconds": round(fixed_seconds, 1),
             "incomplete": missing}
 
 
@@ -185,7 +192,8 @@ def main() -> int:
         print(f"\nfixed seed count {f['seeds_per_configuration']} (computed): {f['runs']} runs, "
               f"{f['run_seconds']} run-seconds at the adaptive study's mean per run")
     for r in out["replays"]:
-        print(f"\nreplay at ±{r['width']:g}: seeds {r['seeds']}, {r['runs']} runs, {r['run_seconds']} run-seconds"
+        print(f"\nreplay at ±{r['width']:g}: seeds {r['seeds']}, {r['runs']} runs, {r['run_seconds']} run-seconds; "
+              f"fixed {r['fixed_seeds']} seeds: {r['fixed_runs']} runs, {r['fixed_run_seconds']} run-seconds"
               + (f"; not enough seeds measured for {r['incomplete']}" if r["incomplete"] else ""))
     print(f"\nwritten {args.out}")
     return 0
