@@ -175,7 +175,7 @@ reports: [summary]
     assert f"Adaptive seeds: {resolved} of {resolved} configurations resolved" in report
 
 
-EPOCHS = 4  # long enough for a run to be killed midway
+EPOCHS = 3  # long enough for a run to be killed midway
 
 
 @pytest.mark.slow
