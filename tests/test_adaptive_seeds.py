@@ -14,7 +14,6 @@ import csv
 import math
 import signal
 import subprocess
-import sys
 from pathlib import Path
 from typing import Any, Callable
 
@@ -25,7 +24,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from scipy import stats
 
-from ray_cluster import kill_group, start_study, study_env, trial_records, wait_until, write_space  # noqa: I001
+from ray_cluster import kill_group, run_py, start_study, trial_records, wait_until, write_space  # noqa: I001
 from study.adaptive import extra_seeds, half_width, paired_differences, seeds_needed
 from study.records import read_runs
 from study.schema import CONFIG_KEY, SCORE_KEY, SEED_KEY
@@ -90,15 +89,13 @@ def test_resolve_is_set_and_stored() -> None:
 def test_run_py_refuses_a_bad_resolve_with_exit_2(tmp_path: Path, tiny_encoder: Path) -> None:
     space = write_space(tmp_path / "bad.yaml", tiny_encoder, "study: bad\nsearch:\n  i2srm.delta: {grid: [0.0]}\n"
                                                               "seeds: [1, 2]\nresolve: {width: 1.0, max_seeds: 1}\n")
-    proc = subprocess.run([sys.executable, RUN, "--space", str(space), "--results-dir", str(tmp_path / "results")],
-                          capture_output=True, text=True, timeout=120, cwd=tmp_path, env=study_env())
+    proc = run_py([RUN, "--space", str(space), "--results-dir", str(tmp_path / "results")], tmp_path, timeout=120)
     assert proc.returncode == 2 and "resolve.max_seeds" in proc.stderr and not (tmp_path / "results").exists()
 
 
 def _run(tmp_path: Path, name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
-    return subprocess.run([sys.executable, RUN, "--space", str(tmp_path / f"{name}.yaml"), "--results-dir",
-                           str(tmp_path / "results"), *args], capture_output=True, text=True, timeout=600,
-                          cwd=tmp_path, env=study_env())
+    return run_py([RUN, "--space", str(tmp_path / f"{name}.yaml"), "--results-dir", str(tmp_path / "results"), *args],
+                  tmp_path)
 
 
 def _seeds(study_dir: Path) -> dict[int, list[int]]:
@@ -206,8 +203,7 @@ reports: [summary]
     finished = {tid: (d / "trials" / tid / "epochs.jsonl").read_bytes()
                 for tid, t in before.items() if t["status"] == "completed"}
     assert any(t["seed"] == 2 for t in before.values() if t["status"] == "completed")
-    resumed = subprocess.run([sys.executable, RUN, "--name", "kill", "--results-dir", str(results), "--resume"],
-                             capture_output=True, text=True, timeout=600, cwd=tmp_path, env=study_env())
+    resumed = run_py([RUN, "--name", "kill", "--results-dir", str(results), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = trial_records(d)
     assert _seeds(d) == {0: [1, 2, 3], 1: [1, 2, 3]}
