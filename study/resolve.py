@@ -25,7 +25,7 @@ RESUME_APPLIED = ("resources.cpus", "resources.gpus", "max_concurrent", "max_fai
                   "keep_checkpoints")
 """Space keys a resume may change: how the study runs, not what a run computes. ``resources.cpus`` changes what
 Ray grants a trial; the runs keep the study's torch threads (``train.threads`` of their configs)."""
-_NESTED = ("trainer", "search", "resources", "scheduler_options", "reference", "confirm")
+_NESTED = ("trainer", "search", "resources", "scheduler_options", "reference", "confirm", "resolve")
 
 
 def _flat(space: Space) -> dict[str, Any]:

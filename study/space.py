@@ -18,6 +18,7 @@ import yaml
 
 from model.config import SEED_RANGE, Config, ConfigError, all_keys, build_config, coerce, flatten
 from model.inputs import InputError, compose, construct, parse_yaml, read_text, show, show_text, user_path
+from study.adaptive import Resolve
 from study.optuna_storage import ACCEPTED as STORAGE_FORMS
 from study.optuna_storage import StorageError, normalize_storage
 from study.schema import typed_value
@@ -45,13 +46,16 @@ METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_l
 METRICS_MRE = METRICS_MNER + ("dev_accuracy",)
 TOP_KEYS = ("study", "description", "trainer", "search", "sampler", "sampler_seed", "seeds", "trials",
             "scheduler", "scheduler_options", "metric", "mode", "resources", "max_concurrent", "max_failures",
-            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage", "confirm")
+            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage", "confirm", "resolve")
 RESOURCE_KEYS = ("cpus", "gpus")
 MAX_TRIALS = 1_000_000
 """Most configurations (``trials``) and trials at once (``max_concurrent``) a space may ask for."""
 MAX_RESOURCE = 1024.0
 """Most CPUs or GPUs one trial may ask for."""
 CONFIRM_KEYS = ("seeds", "top")
+RESOLVE_KEYS = ("width", "max_seeds")
+MAX_RESOLVE_SEEDS = 1000
+"""Most seeds ``resolve`` may give one configuration."""
 
 
 class SpaceError(ValueError):
@@ -151,6 +155,9 @@ class Space:
     """Where the Optuna study lives (``study/optuna_storage.py``): None = ``results/<study>/optuna.db``."""
     confirm: Confirm | None = None
     """Confirmation runs of the best configurations on fresh seeds; None = none."""
+    resolve: Resolve | None = None
+    """Adaptive seeds (``study/adaptive.py``): more seeds for a configuration while its interval is wide; None =
+    every configuration runs ``seeds`` only."""
     source: str = ""
 
     @property
@@ -165,9 +172,15 @@ class Space:
         return min(self.confirm.top, self.trials) * len(self.confirm.seeds)
 
     @property
+    def seeds_per_configuration(self) -> int:
+        """The most seeds a configuration of the search runs: ``seeds``, or ``resolve``'s ``max_seeds``."""
+        return max(len(self.seeds), self.resolve.max_seeds) if self.resolve is not None else len(self.seeds)
+
+    @property
     def total_runs(self) -> int:
-        """Every run the study makes: each configuration once per seed, then the confirmation runs."""
-        return self.trials * len(self.seeds) + self.confirm_runs
+        """Every run the study makes (with ``resolve``, the most it can make): each configuration once per seed,
+        then the confirmation runs."""
+        return self.trials * self.seeds_per_configuration + self.confirm_runs
 
     @property
     def trial_threads(self) -> int:
@@ -239,6 +252,7 @@ class Space:
             "keep_checkpoints": self.keep_checkpoints,
             "optuna_storage": self.optuna_storage,
             "confirm": self.confirm.to_dict() if self.confirm is not None else None,
+            "resolve": self.resolve.to_dict() if self.resolve is not None else None,
         }
 
 
@@ -363,7 +377,7 @@ class _Parser:
                 path: tuple[str, ...] = ("trainer", key)
             elif head in ("trainer", "search", "reference") and rest:
                 path = (head, rest)
-            elif head in ("resources", "scheduler_options", "confirm") and rest:
+            elif head in ("resources", "scheduler_options", "confirm", "resolve") and rest:
                 path = (head, rest)
             elif key in TOP_KEYS:
                 path = (key,)
@@ -440,12 +454,13 @@ class _Parser:
         except StorageError as e:
             raise self.error(("optuna_storage",), f"{e}; accepted: {STORAGE_FORMS}.") from None
         confirm = self.parse_confirm(tree.get("confirm"), seeds, trials)
+        resolve = self.parse_resolve(tree.get("resolve"), seeds)
         return Space(study=study, description=description, trainer=trainer, search=search, sampler=sampler,
                      seeds=seeds, trials=trials, scheduler=scheduler, scheduler_options=options, metric=metric,
                      mode=mode, resources=resources, max_concurrent=max_concurrent, max_failures=max_failures,
                      reports=reports, reference=reference, sampler_seed=sampler_seed,
                      progress_interval=interval, keep_checkpoints=keep, optuna_storage=optuna_storage,
-                     confirm=confirm, source=self.source)
+                     confirm=confirm, resolve=resolve, source=self.source)
 
     # -- scalar helpers
     def string(self, tree: Mapping[str, Any], key: str, default: str) -> str:
@@ -648,6 +663,37 @@ class _Parser:
             raise self.error(("confirm", "top"), f"is {top}, more than the study's {trials} configuration(s) "
                                                  f"(trials).")
         return Confirm(seeds=tuple(fresh), top=top)
+
+    def parse_resolve(self, raw: Any, seeds: list[int]) -> Resolve | None:
+        """``resolve: {width: W, max_seeds: M}``: W > 0 (score units), M an integer above the number of seeds."""
+        if raw is None:
+            return None
+        form = "a mapping like {width: 1.0, max_seeds: 8} (or null: every configuration runs seeds only)"
+        if not isinstance(raw, Mapping):
+            raise self.error(("resolve",), f"must be {form}, got {show(raw)}.")
+        for key in raw:
+            if key not in RESOLVE_KEYS:
+                raise self.error(("resolve", str(key)), f"is not a resolve key; allowed: {', '.join(RESOLVE_KEYS)}."
+                                                        f"{_suggest(key, RESOLVE_KEYS)}")
+        width: Any = raw.get("width")
+        most: Any = raw.get("max_seeds")
+        if "width" in raw and (not _is_number(width) or not math.isfinite(width) or width <= 0):
+            raise self.error(("resolve", "width"), f"must be a number > 0 (half-width of the 95% interval, in the "
+                                                   f"metric's units), got {show(width)}.")
+        if "max_seeds" in raw and (isinstance(most, bool) or not isinstance(most, int) or most <= len(seeds)
+                                   or most > MAX_RESOLVE_SEEDS):
+            raise self.error(("resolve", "max_seeds"), f"must be an integer above the {len(seeds)} seed(s) of "
+                                                       f"seeds: {show(seeds)} and at most {MAX_RESOLVE_SEEDS} (the "
+                                                       f"most seeds a configuration runs), "
+                                                       f"got {show(most)}.")
+        for key in RESOLVE_KEYS:
+            if key not in raw:
+                raise self.error(("resolve",), f"lacks {key}; it must be {form}.")
+        assert isinstance(width, (int, float)) and isinstance(most, int)
+        if max(seeds) + most > SEED_RANGE[1]:  # the extra seeds follow the largest of seeds
+            raise self.error(("resolve", "max_seeds"), f"is {most}: the extra seeds after {max(seeds)} (the largest "
+                                                       f"of seeds) would pass {SEED_RANGE[1]}; use smaller seeds.")
+        return Resolve(width=float(width), max_seeds=most)
 
     def parse_trials(self, tree: Mapping[str, Any], sampler: str, search: Mapping[str, Param]) -> int:
         if tree.get("trials") is None:
