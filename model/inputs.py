@@ -201,8 +201,12 @@ def compose(text: str, source: str) -> yaml.Node | None:
         if node is not None:
             check_size(node, source)
         return node
+    except InputError:
+        raise
     except yaml.YAMLError as e:
         raise _yaml_error(e, source) from None
+    except ValueError as e:  # PyYAML's scanner lets chr() fail on an escape past U+10FFFF ("\U01001000")
+        raise InputError(f"{source}: not valid YAML ({show_text(str(e), 200)}).") from None
     finally:
         loader.dispose()
 

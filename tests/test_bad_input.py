@@ -187,6 +187,7 @@ BOMB = ("description:\n  a: &a [x, x, x, x, x, x, x, x, x]\n  b: &b [*a, *a, *a,
 FILE_CASES = {
     "not_utf8": (TINY.encode() + b"description: caf\xe9\n", [], ["space.yaml line 15", "not UTF-8", "0xe9"]),
     "nul_character": (b"\0" + TINY.encode(), [], ["space.yaml", "not allowed in YAML"]),
+    "escape_past_unicode": (TINY.encode() + b'description: "\\U01001000"\n', [], ["space.yaml", "not valid YAML"]),
     "nested_2000_deep": ((TINY + "description: " + "[" * 2000 + "]" * 2000 + "\n").encode(), [],
                          ["line 15", "nested more than 32 levels"]),
     "int_of_5000_digits": ((TINY + "sampler_seed: " + "1" * 5000 + "\n").encode(), [],
