@@ -22,8 +22,6 @@ from typing import Any, Iterator
 import pytest
 import yaml
 
-pytest.importorskip("hypothesis")
-
 from hypothesis import given, note  # noqa: E402
 from hypothesis import strategies as st  # noqa: E402
 
