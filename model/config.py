@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
-import yaml
+from model.inputs import InputError, parse_yaml, read_text, show, show_text, user_path
 
 
 class ConfigError(ValueError):
@@ -233,6 +233,23 @@ RECIPES: dict[str, dict[str, Any]] = {
 
 
 ON_OFF_KEYS = ("model.feature_cache",)  # string keys whose values include on/off
+PATH_KEYS = ("data.dir", "model.text_encoder", "model.backbone_weights", "model.feature_cache_dir")
+"""String keys that may name a path (``~`` is expanded): a NUL byte is refused here (in every string key), an
+unknown ``~user`` by the pre-flight (``model/preflight.py`` ``check_files``: users are this machine's)."""
+SEED_RANGE = (0, 2**32 - 1)
+"""Seeds (``train.seed``, ``data.synthetic_seed``, ``model.backbone_seed``, a study's seeds): what numpy's
+generator takes."""
+INT_RANGES: dict[str, tuple[int, int]] = {
+    "data.max_len": (8, 4096), "data.max_objects": (0, 16), "data.synthetic_seed": SEED_RANGE,
+    "data.num_workers": (0, 256), "model.backbone_seed": SEED_RANGE, "model.image_size": (32, 2048),
+    "model.prompt_len": (1, 256), "model.prompt_hidden": (1, 65536), "i2srm.attn_heads": (1, 1024),
+    "i2srm.transfer_ff": (1, 65536), "train.epochs": (1, 100_000), "train.batch_size": (1, 65536),
+    "train.eval_batch_size": (1, 65536), "train.seed": SEED_RANGE, "train.threads": (0, 1024),
+}
+"""The inclusive range of every integer key: what the model, torch and the data loader can take (sizes bounded
+so that one value cannot ask for more memory than any machine has)."""
+SYNTHETIC_SIZE_MAX = 100.0
+"""Largest ``data.synthetic_size`` (40,000 training samples)."""
 
 
 def _sections() -> dict[str, type]:
@@ -271,7 +288,7 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
     section, _, name = key.partition(".")
     sec = getattr(_defaults(), section, None)
     if sec is None or not name or not hasattr(sec, name):
-        raise ConfigError(f"{where}unknown config key '{key}'.{_suggest(key)} "
+        raise ConfigError(f"{where}unknown config key {show(key)}.{_suggest(key)} "
                           f"Known sections: {', '.join(_sections())}.")
     typ = _field_type(sec, name)
     optional = get_origin(typ) is not None and type(None) in get_args(typ)
@@ -296,16 +313,24 @@ def coerce(key: str, value: Any, where: str = "") -> Any:
         if base is float:
             if isinstance(value, bool):
                 raise ValueError
-            return float(value)
+            number = float(value)
+            if not math.isfinite(number):
+                raise ConfigError(f"{where}'{key}' is {show(value)}; allowed: a finite number.")
+            return number
         if base is str:
             if isinstance(value, (dict, list)):
                 raise ValueError
+            if isinstance(value, str) and "\0" in value:
+                raise ConfigError(f"{where}'{key}' is {show(value)}, which holds a NUL byte; allowed: text "
+                                  f"without one.")
             if key in ON_OFF_KEYS:  # YAML reads on/off (and yes/no) as booleans; true/false mean the same
                 word = str(value).lower()
                 return "on" if word in ("true", "yes", "on") else "off" if word in ("false", "no", "off") else word
             return str(value)
-    except (TypeError, ValueError):
-        raise ConfigError(f"{where}'{key}' must be {base.__name__}, got {value!r}.") from None
+    except ConfigError:
+        raise
+    except (TypeError, ValueError, OverflowError):
+        raise ConfigError(f"{where}'{key}' must be {base.__name__}, got {show(value)}.") from None
     return value
 
 
@@ -315,8 +340,11 @@ def parse_set(items: list[str] | None) -> dict[str, Any]:
     for item in items or []:
         key, sep, raw = item.partition("=")
         if not sep or not key.strip():
-            raise ConfigError(f"--set expects key=value, got '{item}'.")
-        out[key.strip()] = yaml.safe_load(raw) if raw.strip() else raw
+            raise ConfigError(f"--set expects key=value, got {show(item)}.")
+        try:
+            out[key.strip()] = parse_yaml(raw, f"--set {show_text(item, 120)}") if raw.strip() else raw
+        except InputError as e:
+            raise ConfigError(str(e)) from None
     return out
 
 
@@ -332,15 +360,12 @@ def flatten(tree: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
 
 
 def load_yaml(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file {path} does not exist.")
+    """The flat dotted keys of a ``--config`` file; ``ConfigError`` names the file (and line) of what is wrong."""
     try:
-        tree = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise ConfigError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', e)}).") from None
+        path = user_path(str(path), "--config")
+        tree = parse_yaml(read_text(path, "config file"), str(path)) or {}
+    except InputError as e:
+        raise ConfigError(str(e)) from None
     if not isinstance(tree, Mapping):
         raise ConfigError(f"{path}: expected a mapping of sections (data, model, i2srm, train).")
     return flatten(tree)
@@ -352,10 +377,10 @@ def build_config(overrides: Mapping[str, Any] | None = None, where: str = "") ->
     cfg = Config()
     name = coerce("data.name", overrides.get("data.name", cfg.data.name), where)
     if name not in DATASETS:
-        raise ConfigError(f"{where}'data.name' is '{name}'; allowed: {', '.join(DATASETS)}.")
+        raise ConfigError(f"{where}'data.name' is {show(name)}; allowed: {', '.join(DATASETS)}.")
     variant = coerce("i2srm.variant", overrides.get("i2srm.variant", cfg.i2srm.variant), where)
     if variant not in VARIANTS:
-        raise ConfigError(f"{where}'i2srm.variant' is '{variant}'; allowed: {', '.join(VARIANTS)}.")
+        raise ConfigError(f"{where}'i2srm.variant' is {show(variant)}; allowed: {', '.join(VARIANTS)}.")
     merged = {**VARIANTS[variant], **RECIPES.get(name, {}), **overrides}
     for key, value in merged.items():
         value = coerce(key, value, where)  # raises on an unknown key
@@ -409,7 +434,7 @@ def validate(cfg: Config, where: str = "") -> None:
     which the entry points run once per run (``model.train``) or per distinct config of a space (``study/run.py``).
     """
     def bad(key: str, value: Any, allowed: str) -> ConfigError:
-        return ConfigError(f"{where}'{key}' is {value!r}; allowed: {allowed}.")
+        return ConfigError(f"{where}'{key}' is {show(value)}; allowed: {allowed}.")
 
     if cfg.i2srm.ablation not in ABLATIONS:
         raise bad("i2srm.ablation", cfg.i2srm.ablation, ", ".join(ABLATIONS))
@@ -423,9 +448,9 @@ def validate(cfg: Config, where: str = "") -> None:
     if not 0.0 <= cfg.data.synthetic_unrelated <= 1.0:
         raise bad("data.synthetic_unrelated", cfg.data.synthetic_unrelated, "a share in [0, 1] (0 = none)")
     if cfg.data.synthetic_unrelated > 0 and not cfg.data.name.startswith("synthetic-"):
-        raise ConfigError(f"{where}'data.synthetic_unrelated' is {cfg.data.synthetic_unrelated!r}, but data.name is "
-                          f"{cfg.data.name!r}: unrelated pairs are made by the synthetic generator only; allowed: 0 "
-                          f"with real data, or data.name synthetic-mner / synthetic-mre.")
+        raise ConfigError(f"{where}'data.synthetic_unrelated' is {show(cfg.data.synthetic_unrelated)}, but data.name "
+                          f"is {show(cfg.data.name)}: unrelated pairs are made by the synthetic generator only; "
+                          f"allowed: 0 with real data, or data.name synthetic-mner / synthetic-mre.")
     if cfg.i2srm.kl_weight < 0:
         raise bad("i2srm.kl_weight", cfg.i2srm.kl_weight, "a number >= 0")
     if cfg.i2srm.mixup_alpha <= 0:
@@ -460,13 +485,13 @@ def validate(cfg: Config, where: str = "") -> None:
             raise bad(key, share, "a share in (0, 1]")
     if cfg.train.max_grad_norm < 0:
         raise bad("train.max_grad_norm", cfg.train.max_grad_norm, "a number >= 0 (0 = no clipping)")
-    for key, count, lo in (("train.epochs", cfg.train.epochs, 1), ("train.batch_size", cfg.train.batch_size, 1),
-                           ("train.eval_batch_size", cfg.train.eval_batch_size, 1),
-                           ("model.prompt_len", cfg.model.prompt_len, 1), ("data.max_len", cfg.data.max_len, 8),
-                           ("model.image_size", cfg.model.image_size, 32),
-                           ("data.max_objects", cfg.data.max_objects, 0)):
-        if count < lo:
-            raise bad(key, count, f"an integer >= {lo}")
+    flat = cfg.flat()
+    for key, (lo, hi) in INT_RANGES.items():
+        if not lo <= flat[key] <= hi:
+            raise bad(key, flat[key], f"an integer in [{lo}, {hi}]")
+    if not 0.0 < cfg.data.synthetic_size <= SYNTHETIC_SIZE_MAX:
+        raise bad("data.synthetic_size", cfg.data.synthetic_size,
+                  f"a number in (0, {SYNTHETIC_SIZE_MAX:g}] (1.0 = 400/100/100 samples)")
     if cfg.model.stage_pool == "reference":
         side, grid = last_stage_side(cfg.model.image_size), max(prompt_grid(cfg.model.prompt_len))
         if side < grid:
@@ -483,7 +508,7 @@ def validate(cfg: Config, where: str = "") -> None:
     if cfg.train.simulate_seconds is not None:
         check_simulate(cfg.train.simulate_seconds, where)
     dev = cfg.train.device
-    if not (dev in ("auto", "cpu", "cuda") or dev.startswith("cuda:")):
+    if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit() and len(dev) <= 9)):
         raise bad("train.device", dev, "auto, cpu, cuda or cuda:N")
     if cfg.data.name in ("twitter2015", "twitter2017", "mnre") and not cfg.data.dir:
         raise ConfigError(f"{where}'data.dir' must name the folder of the {cfg.data.name} data "
@@ -497,12 +522,12 @@ ALLOW_SIMULATE_ENV = "I2SRM_ALLOW_SIMULATE"
 def check_simulate(seconds: float, where: str = "") -> None:
     """``train.simulate_seconds`` is for measuring the platform: refused unless explicitly allowed."""
     if os.environ.get(ALLOW_SIMULATE_ENV) != "1":
-        raise ConfigError(f"{where}'train.simulate_seconds' is {seconds!r}: it replaces every epoch's training by "
-                          f"a timed stand-in with pseudo-metrics (benchmarks only) and is refused unless "
+        raise ConfigError(f"{where}'train.simulate_seconds' is {show(seconds)}: it replaces every epoch's training "
+                          f"by a timed stand-in with pseudo-metrics (benchmarks only) and is refused unless "
                           f"{ALLOW_SIMULATE_ENV}=1 is set in the environment (of the driver and of every Ray "
                           f"node); leave it unset (null) to train.")
     if not seconds >= 0:
-        raise ConfigError(f"{where}'train.simulate_seconds' is {seconds!r}; allowed: null (off) or a number of "
+        raise ConfigError(f"{where}'train.simulate_seconds' is {show(seconds)}; allowed: null (off) or a number of "
                           f"seconds >= 0.")
 
 

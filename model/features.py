@@ -72,7 +72,7 @@ import torch
 from torch import Tensor, nn
 
 from model.config import Config, ConfigError
-from model.fileio import atomic_path, cache_dir, file_sha256, read_or_build, sources_sha256
+from model.fileio import atomic_path, cache_dir, file_sha256, open_lock_file, read_or_build, sources_sha256
 
 if TYPE_CHECKING:
     from model.visual import ResNetFeatures, VisualFeatures, VisualProvider
@@ -300,6 +300,12 @@ def load_or_build(file: Path, key: str, paths: Sequence[str], compute: Callable[
         except OSError as e:
             raise ConfigError(f"cannot create the feature store folder {file.parent} ({e}); set "
                               f"model.feature_cache_dir (or $I2SRM_CACHE) to a writable folder.") from None
+        try:
+            open_lock_file(Path(str(file) + ".lock"))
+        except OSError as e:
+            raise ConfigError(f"cannot create the lock file {file.name}.lock in the feature store folder {file.parent} "
+                              f"({e.strerror or type(e).__name__}); set model.feature_cache_dir (or $I2SRM_CACHE) to a "
+                              f"writable folder.") from None
         lock = FileLock(str(file) + ".lock")
         _acquire(lock, file, lock_timeout)
         return lock

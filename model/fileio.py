@@ -159,6 +159,35 @@ def sources_sha256(folder: Path, names: Sequence[str]) -> str:
     return h.hexdigest()
 
 
+def open_lock_file(path: Path) -> None:
+    """Create (or open) the lock file ``path`` once, so that a folder where it cannot be made raises ``OSError``
+    now: ``filelock`` retries a failed create as if the lock were held, until its timeout."""
+    os.close(os.open(path, os.O_RDWR | os.O_CREAT, 0o644))
+
+
+@contextlib.contextmanager
+def held_lock(path: Path, timeout: float, error: type[Exception], what: str) -> Iterator[None]:
+    """Hold the ``filelock`` lock ``path`` for the block. ``error`` (one line naming the folder, ``what`` the lock
+    guards) when the lock file cannot be created there or another process holds the lock for ``timeout`` s."""
+    from filelock import FileLock, Timeout
+
+    try:
+        open_lock_file(path)
+    except OSError as e:
+        raise error(f"cannot create the lock file {path.name} in {path.parent} ({e.strerror or type(e).__name__}) "
+                    f"for {what}; use a folder this user can write.") from None
+    lock = FileLock(str(path))
+    try:
+        lock.acquire(timeout=timeout)
+    except Timeout:
+        raise error(f"waited {timeout:.0f} s for the lock {path}, held by another process writing {what}; if none "
+                    f"is running (a stale lock), delete the lock file.") from None
+    try:
+        yield
+    finally:
+        lock.release()
+
+
 def read_or_build(file: Path, read: Callable[[], T], build: Callable[[], T], write: Callable[[T], None],
                   unusable: type[Exception], acquire: Callable[[], Any | None], label: str,
                   log: logging.Logger) -> tuple[T, bool]:

@@ -21,7 +21,8 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from model.config import MINILM, Config, ConfigError
+from model.config import MINILM, PATH_KEYS, Config, ConfigError
+from model.inputs import path_problem, show, show_text
 
 PROBE_TIMEOUT_S = 2.0
 """How long a host has to accept a TCP connection before it counts as unreachable."""
@@ -51,13 +52,24 @@ def check_resources(cfg: Config, where: str = "") -> None:
 
 
 def check_files(cfg: Config) -> None:
-    """A ``model.backbone_weights`` path names a file, and the ``data.dir`` of a real dataset a folder."""
+    """The files and folders a config names on this machine: no path key starts with an unknown ``~user``, a
+    ``model.backbone_weights`` path is a state dict of the backbone (``check_backbone_weights``), a text-encoder
+    folder holds a model config (``check_encoder_folder``), and the ``data.dir`` of a real dataset is a folder."""
+    flat = cfg.flat()
+    for key in PATH_KEYS:  # first: every later check expands ~ in these
+        problem = path_problem(flat[key]) if isinstance(flat[key], str) else None
+        if problem is not None:
+            raise ConfigError(f"'{key}' is {show(flat[key])}, which {problem}; allowed: an absolute or relative "
+                              f"path, or ~/... for the home folder.")
     w = cfg.model.backbone_weights
     if w not in ("none", "imagenet") and not Path(w).expanduser().is_file():
-        raise ConfigError(f"'model.backbone_weights' is {w!r}; allowed: none, imagenet or the path of an existing "
+        raise ConfigError(f"'model.backbone_weights' is {show(w)}; allowed: none, imagenet or the path of an existing "
                           f"state-dict file.")
     if cfg.data.dir and not cfg.data.name.startswith("synthetic-") and not Path(cfg.data.dir).expanduser().is_dir():
-        raise ConfigError(f"'data.dir' is {cfg.data.dir!r}, which is not a folder.")
+        raise ConfigError(f"'data.dir' is {show(cfg.data.dir)}, which is not a folder.")
+    check_encoder_folder(cfg.model.text_encoder)
+    if cfg.model.use_image and w not in ("none", "imagenet"):
+        check_backbone_weights(w, cfg.model.backbone)
 
 
 def check_attn_heads(cfg: Config) -> None:
@@ -71,7 +83,7 @@ def check_attn_heads(cfg: Config) -> None:
     rep = 2 * width if cfg.task == "mre" else width
     if rep % cfg.i2srm.attn_heads:
         divs = [d for d in (1, 2, 3, 4, 6, 8, 12, 16, 24, 32) if rep % d == 0]
-        raise ConfigError(f"'i2srm.attn_heads' is {cfg.i2srm.attn_heads!r}; allowed: a divisor of the sample width "
+        raise ConfigError(f"'i2srm.attn_heads' is {show(cfg.i2srm.attn_heads)}; allowed: a divisor of the sample width "
                           f"{rep} of {cfg.model.text_encoder}, e.g. {divs}.")
 
 
@@ -119,6 +131,58 @@ def _cached_config_file(where: str) -> Path | None:
     return Path(found) if isinstance(found, str) else None
 
 
+def check_encoder_folder(name: str) -> None:
+    """A ``model.text_encoder`` that is a local folder holds ``config.json`` naming its ``model_type``."""
+    folder = Path(name).expanduser()
+    if not folder.is_dir():
+        return
+    config = folder / "config.json"
+    allowed = (f"allowed: a folder written by save_pretrained (config.json, weights, tokenizer), {MINILM} (the "
+               f"offline MiniLM) or a hub name")
+    try:
+        tree = json.loads(config.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"model.text_encoder={show(name)} is a folder without config.json, so it holds no model; "
+                          f"{allowed}.") from None
+    except (OSError, ValueError) as e:
+        raise ConfigError(f"model.text_encoder={show(name)}: {config} cannot be read as JSON "
+                          f"({show_text(' '.join(str(e).split()), 200)}); {allowed}.") from None
+    if not isinstance(tree, dict) or not isinstance(tree.get("model_type"), str):
+        raise ConfigError(f"model.text_encoder={show(name)}: {config} names no model_type; {allowed}.")
+
+
+def check_backbone_weights(weights: str, backbone: str) -> None:
+    """``model.backbone_weights=weights`` is a file ``torch.load`` reads (tensors only) into a state dict of
+    torchvision's ``backbone``: every key, each with the backbone's shape (a training checkpoint that wraps it
+    under ``state_dict`` is accepted, as the loader does)."""
+    import torch
+    from torchvision import models
+
+    path = Path(weights).expanduser()
+    key = f"model.backbone_weights={show(weights)}"
+    if not path.is_file():
+        raise ConfigError(f"{key}: no such file; allowed: none, imagenet or the path of a {backbone} state-dict file.")
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as e:  # noqa: BLE001 - whatever torch.load raises, the file is not a state dict
+        raise ConfigError(f"{key} is not a file of tensors torch.load can read ({type(e).__name__}); allowed: "
+                          f"a torch.save'd {backbone} state_dict.") from None
+    if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
+        state = state["state_dict"]
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise ConfigError(f"{key} holds a {type(state).__name__}, not a state dict of tensors; allowed: a "
+                          f"torch.save'd {backbone} state_dict.")
+    with torch.device("meta"):  # shapes only: no memory, no init
+        want = {k: tuple(v.shape) for k, v in getattr(models, backbone)(weights=None).state_dict().items()}
+    missing = [k for k in want if k not in state]
+    wrong = [k for k in want if k in state and tuple(state[k].shape) != want[k]]
+    if missing or wrong:
+        what = (f"{len(missing)} of its {len(want)} keys missing (e.g. {show(missing[:3])})" if missing else
+                f"{len(wrong)} tensors of another shape (e.g. {wrong[0]}: {tuple(state[wrong[0]].shape)}, "
+                f"{backbone} has {want[wrong[0]]})")
+        raise ConfigError(f"{key} is not a {backbone} state dict: {what}; check model.backbone against the file.")
+
+
 def check_text_encoder(name: str) -> None:
     """``model.text_encoder`` is a local folder, a hub name in the local Hugging Face cache, or the hub answers."""
     from model.encoders import resolve_text_encoder
@@ -138,8 +202,8 @@ def check_encoder_source(where: str, name: str | None = None) -> None:
     from huggingface_hub import constants
 
     if _looks_like_path(where):
-        raise ConfigError(f"model.text_encoder={name!r} is not a folder on this machine (nor a hub name); set it to "
-                          f"a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub "
+        raise ConfigError(f"model.text_encoder={show(name)} is not a folder on this machine (nor a hub name); set it "
+                          f"to a local model folder, to {MINILM} (the offline MiniLM shipped as a package) or to a hub "
                           f"name.")
     if _in_hub_cache(where):
         return
@@ -148,8 +212,8 @@ def check_encoder_source(where: str, name: str | None = None) -> None:
     if why is None:
         return
     raise ConfigError(
-        f"model.text_encoder={name!r} is not on this machine (no such folder, not in the Hugging Face cache) and the "
-        f"model hub ({endpoint}) {why}; set model.text_encoder to a local model folder, to {MINILM} (the offline "
+        f"model.text_encoder={show(name)} is not on this machine (no such folder, not in the Hugging Face cache) and "
+        f"the model hub ({endpoint}) {why}; set model.text_encoder to a local model folder, to {MINILM} (the offline "
         f"MiniLM shipped as a package), or make the hub reachable.")
 
 

@@ -25,6 +25,7 @@ import numpy as np
 
 from model.config import RUN_ONLY_KEYS, Config, ConfigError, load_config, resume_config
 from model.fileio import atomic_torch_save, atomic_write_text
+from model.inputs import InputError, one_line, user_path
 
 if TYPE_CHECKING:
     import torch
@@ -72,6 +73,9 @@ def pick_device(name: str) -> torch.device:
         name = "cuda" if torch.cuda.is_available() else "cpu"
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise ConfigError(f"'train.device' is {name!r} but no CUDA device is visible; use auto or cpu.")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise ConfigError(f"'train.device' is {name!r} but this machine has {torch.cuda.device_count()} CUDA "
+                          f"device(s); use cuda:0 .. cuda:{torch.cuda.device_count() - 1}, cuda or auto.")
     if name == "cuda":
         return torch.device("cuda", torch.cuda.current_device())
     return torch.device(name)
@@ -276,8 +280,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
     from model.network import build_network
     from model.provenance import code_revision, package_versions
 
-    out = Path(out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out_dir)  # created once the data and the model are ready: a refused run leaves nothing
     started = time.time()
     if cfg.train.threads > 0:
         torch.set_num_threads(cfg.train.threads)
@@ -314,6 +317,7 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
         train_loader.generator.set_state(ckpt["loader_rng"])
         log.info("resumed from %s after epoch %d", resume_from, state.epoch)
 
+    out.mkdir(parents=True, exist_ok=True)
     revision, versions = code_revision(), package_versions()  # once per run: git runs in a subprocess
     ckpt_dir = out / "checkpoint"
     best_dir = out / "best"
@@ -436,12 +440,12 @@ def main(argv: list[str] | None = None) -> int:
                                 f"--resume {args.resume}: ")
         else:
             cfg = load_config(args.config, args.set)
-        out = Path(args.out) if args.out else (
+        out = user_path(args.out, "--out") if args.out else (
             Path(args.resume).parent if args.resume else
             Path("results/runs") / f"{cfg.data.name}-seed{cfg.train.seed}-{time.strftime('%Y%m%d-%H%M%S')}")
         result = train(cfg, out, resume_from=args.resume)
-    except (ConfigError, DataError) as e:
-        print(f"error: {e}", file=sys.stderr)
+    except (ConfigError, DataError, InputError) as e:
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     print(f"best dev F1 {result['best_dev_f1']:.2f} at epoch {result['best_epoch']}, "
           f"test F1 {result['test_f1_at_best']:.2f}; {result['seconds']:.0f}s; metrics in {out / 'metrics.json'}")

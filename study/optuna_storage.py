@@ -19,6 +19,8 @@ import re
 from pathlib import Path
 from typing import Any
 
+from model.inputs import path_problem, show
+
 OPTUNA_DB = "optuna.db"
 JOURNAL_PREFIX = "journal:"
 RDB_DIALECTS = ("sqlite", "postgresql", "mysql")
@@ -32,6 +34,9 @@ class StorageError(ValueError):
 
 
 def _absolute(path: str) -> str:
+    problem = path_problem(path)
+    if problem is not None:
+        raise StorageError(f"names the path {show(path)}, which {problem}")
     return str(Path(path).expanduser().resolve())
 
 
@@ -41,32 +46,32 @@ def normalize_storage(value: Any) -> str | None:
     if value is None:
         return None
     if not isinstance(value, str) or not value.strip():
-        raise StorageError(f"is {value!r}")
+        raise StorageError(f"is {show(value)}")
     value = value.strip()
     shown = describe(value)  # a password in a URL is not repeated in messages
     if value.startswith(JOURNAL_PREFIX):
         path = value[len(JOURNAL_PREFIX):]
         if not path.strip() or path.endswith(("/", "\\")):
-            raise StorageError(f"is {shown!r}, which names no journal file")
+            raise StorageError(f"is {show(shown)}, which names no journal file")
         return JOURNAL_PREFIX + _absolute(path)
     scheme, sep, rest = value.partition("://")
     if not sep:
         hint = (f" (a file path: sqlite:///{value} for SQLite, journal:{value} for a journal file)"
                 if "/" in value or "." in value else "")
-        raise StorageError(f"is {shown!r}, neither a URL nor journal:PATH{hint}")
+        raise StorageError(f"is {show(shown)}, neither a URL nor journal:PATH{hint}")
     dialect = scheme.split("+", 1)[0].lower()
     if dialect not in RDB_DIALECTS:
         hint = " (SQLAlchemy spells it postgresql://)" if dialect == "postgres" else ""
-        raise StorageError(f"is {shown!r}: the database {dialect!r} is not one Optuna stores studies in{hint}")
+        raise StorageError(f"is {show(shown)}: the database {dialect!r} is not one Optuna stores studies in{hint}")
     if dialect == "sqlite":
         # sqlite:///relative/path or sqlite:////absolute/path; no :memory: (nothing to resume from).
         if not rest.startswith("/") or rest in ("/", "/:memory:") or rest.startswith("/:memory:"):
-            raise StorageError(f"is {shown!r}: a SQLite URL names a file, sqlite:///PATH (in memory nothing "
+            raise StorageError(f"is {show(shown)}: a SQLite URL names a file, sqlite:///PATH (in memory nothing "
                                f"is kept for --resume)")
         path, q, query = rest[1:].partition("?")
         return f"{scheme}:///{_absolute(path)}{q}{query}"
     if not rest.strip("/"):
-        raise StorageError(f"is {shown!r}, which names no server or database")
+        raise StorageError(f"is {show(shown)}, which names no server or database")
     return value
 
 

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from model.inputs import show
 from study.optuna_storage import describe
 from study.records import SPACE_YAML, read_study, study_is_started
 from study.space import Space, SpaceError, load_space
@@ -24,7 +25,7 @@ RESUME_APPLIED = ("resources.cpus", "resources.gpus", "max_concurrent", "max_fai
                   "keep_checkpoints")
 """Space keys a resume may change: how the study runs, not what a run computes. ``resources.cpus`` changes what
 Ray grants a trial; the runs keep the study's torch threads (``train.threads`` of their configs)."""
-_NESTED = ("trainer", "search", "resources", "scheduler_options", "reference", "confirm")
+_NESTED = ("trainer", "search", "resources", "scheduler_options", "reference", "confirm", "resolve")
 
 
 def _flat(space: Space) -> dict[str, Any]:
@@ -85,8 +86,9 @@ def resolve_study(space_arg: str | None, sets: list[str], name: str | None, resu
                   resume: bool) -> Resolved:
     """The space to run and its folder; refuses to overwrite a study, or to resume one that is not there, or
     to resume it with a change of what it computes."""
-    if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\")):
-        raise SpaceError(f"--name {name!r}: a study name is a plain folder name under {results_dir}.")
+    if name is not None and (not name or name in (".", "..") or any(c in name for c in "/\\\0") or len(name) > 200):
+        raise SpaceError(f"--name {show(name)}: a study name is a plain folder name (at most 200 characters) under "
+                         f"{results_dir}.")
     if resume:
         if name is None and space_arg is None:
             raise SpaceError("--resume needs --name or --space to know which study to continue.")

@@ -22,6 +22,7 @@ if __package__ in (None, ""):  # run as a plain script: make the repository impo
     sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from model.config import ConfigError  # noqa: E402
+from model.inputs import InputError, one_line, user_path  # noqa: E402
 from study.optuna_storage import StorageError  # noqa: E402
 from study.records import RecordError, command_line  # noqa: E402
 from study.local_ray import ClusterError, keep_local_ray_on_loopback  # noqa: E402
@@ -56,7 +57,10 @@ def main(argv: list[str] | None = None) -> int:
     from model.errors import DataError  # not model.data: that would load torch before Ray starts
 
     try:
-        resolved = resolve_study(args.space, args.set, args.name, Path(args.results_dir), args.resume)
+        results_dir = user_path(args.results_dir, "--results-dir")
+        if args.storage is not None:
+            check_storage_flag(args.storage)
+        resolved = resolve_study(args.space, args.set, args.name, results_dir, args.resume)
         space, study_dir = resolved.space, resolved.study_dir
         for key, (stored, given) in resolved.applied.items():
             print(f"[study {space.study}] --resume applies {key}={given} for this session (stored: {stored})",
@@ -65,10 +69,9 @@ def main(argv: list[str] | None = None) -> int:
                             command=command_line(sys.argv if argv is None else ["study/run.py", *argv]),
                             storage=args.storage, host=args.host, threads=resolved.threads)
     except (SpaceError, ConfigError, DataError, StudyExistsError, ClusterError, RecordError, StorageError,
-            OSError) as e:  # OSError: missing file; RecordError: a stored record that cannot be read
-        # One line: the first of the message (library errors such as a missing PLM run over several).
-        first = next((ln.strip() for ln in str(e).splitlines() if ln.strip()), type(e).__name__)
-        print(f"error: {first}", file=sys.stderr)
+            InputError, OSError) as e:  # OSError: missing file; RecordError: a stored record that cannot be read
+        # One line: the first of the message (library errors such as a missing PLM run over several), capped.
+        print(f"error: {one_line(e)}", file=sys.stderr)
         return 2
     counts = ", ".join(f"{n} {status}" for status, n in sorted(outcome.counts.items())) or "no trials"
     print(f"[study {study_dir.name}] {counts}; results in {outcome.study_dir}", file=sys.stderr)
@@ -79,6 +82,12 @@ def main(argv: list[str] | None = None) -> int:
               f"--results-dir {Path(args.results_dir)} --resume", file=sys.stderr)
         return 130
     return 0 if outcome.counts.get("completed", 0) + outcome.counts.get("pruned", 0) else 1
+
+
+def check_storage_flag(storage: str) -> None:
+    """``--storage``: a URI (``s3://...``) or a folder; ``InputError`` for a NUL byte or an unknown ``~user``."""
+    if "\0" in storage or "://" not in storage:
+        user_path(storage, "--storage")
 
 
 def exit_fast(code: int) -> None:

@@ -15,6 +15,17 @@ that run it (``runs``, named ``c<config>-s<seed>``, see ``study/trainable.py``).
 * it returns ``Searcher.FINISHED`` once the study's budget of configurations is handed out, and, with the
   space's ``confirm``, the confirmation runs after it.
 
+Adaptive seeds (``resolve: {width: W, max_seeds: M}``, ``study/adaptive.py``): once every seed handed out to a
+configuration has ended, it gets one more seed (the next of ``adaptive.extra_seeds``) while its interval is wider
+than ±W and it has fewer than M seeds; then it is told to Optuna. Its interval is of its paired differences from
+the reference configuration (the space's ``reference`` values) when the study runs that configuration (a grid
+that lists it; a random or TPE search whose space holds it asks it first), else of its own scores. The reference
+runs every seed a configuration has (a run on a seed it lacks is handed out, and the configuration waits for
+it), and is told to Optuna last, once no other configuration can ask it for a seed. A configuration the
+scheduler stopped gets no more seeds (PRUNED, as always). The seeds handed out beyond ``seeds`` are kept in the
+trial's user attribute ``extra_seeds``, so that a configuration run again after a killed driver hands them out
+again (their runs replay or continue from their stored states).
+
 Confirmation on fresh seeds (``confirm: {seeds: [..], top: N}``): once every configuration of the search has
 ended, the ``top`` best by their Optuna value (COMPLETE trials, the study's direction, ties by trial number) are
 stored in the study's user attribute ``confirm_configs`` the moment they are chosen, and each runs once per
@@ -44,7 +55,8 @@ from optuna.trial import TrialState
 from ray.tune.schedulers import ASHAScheduler, MedianStoppingRule, TrialScheduler
 from ray.tune.search import Searcher
 
-from study.schema import CONFIRM_PHASE, SCORE_KEY, SEARCH_PHASE, RunKey, ended_status, mean_score
+from study.adaptive import extra_seeds, half_width, paired_differences
+from study.schema import CONFIRM_PHASE, SCORE_KEY, SEARCH_PHASE, RunKey, ended_status, mean_score, typed_value
 from study.space import Space
 
 log = logging.getLogger(__name__)
@@ -59,6 +71,7 @@ OPTUNA_KEY = "__optuna_trial__"  # Tune config key: the Optuna trial a run repor
 SEEDS_ATTR = "seed_values"  # trial user attribute: {seed: the run's score, or null} once every seed has ended
 CONFIRM_CONFIGS_ATTR = "confirm_configs"  # study user attribute: the configurations chosen for confirmation
 CONFIRM_VALUES_ATTR = "confirm_values"  # study user attribute: {config: {seed: the run's score, or null}}
+EXTRA_SEEDS_ATTR = "extra_seeds"  # trial user attribute: the seeds handed out beyond the space's seeds (resolve)
 
 
 def optuna_sampler(space: Space, trials_before: int = 0) -> optuna.samplers.BaseSampler:
@@ -76,6 +89,21 @@ def grid_points(space: Space) -> list[dict[str, Any]]:
     """Every configuration of a grid space, in the order its values are listed (last key fastest)."""
     keys = list(space.search)
     return [dict(zip(keys, values)) for values in itertools.product(*(space.search[k].values for k in keys))]
+
+
+def reference_point(space: Space) -> dict[str, Any] | None:
+    """The reference configuration's values (the space's ``reference``) when the study runs it as one of its
+    configurations: a grid that lists it, or a random/TPE space whose distributions hold it; else None."""
+    point = {k: typed_value(k, space.reference[k]) for k in space.search}
+    if space.sampler == "grid":
+        return point if _point_key(point) in {_point_key(p) for p in grid_points(space)} else None
+    for key, dist in space.distributions().items():
+        try:
+            if not dist._contains(dist.to_internal_repr(point[key])):
+                return None
+        except (ValueError, TypeError):
+            return None
+    return point
 
 
 def config_number(trial: optuna.trial.FrozenTrial | optuna.trial.Trial) -> int:
@@ -162,10 +190,15 @@ def open_study(space: Space, name: str, storage: Any, configs: int) -> OpenStudy
 class _Configuration:
     trial: optuna.trial.Trial
     number: int  # its runs' configuration number
-    seeds: tuple[int, ...]
+    seeds: list[int]  # handed out so far (``resolve`` adds to them)
     epochs: int  # its trainer's train.epochs (a searched dataset brings its own recipe)
     values: dict[int, float | None] = field(default_factory=dict)
     stopped: bool = False
+
+    @property
+    def ended(self) -> bool:
+        """Every seed handed out has ended."""
+        return all(s in self.values for s in self.seeds)
 
 
 class StudySearcher(Searcher):
@@ -189,6 +222,15 @@ class StudySearcher(Searcher):
         self.confirming = False  # the confirmation is queued (or given up for this session)
         self.confirm_of: dict[str, tuple[int, int]] = {}  # Tune trial id -> (configuration, fresh seed)
         self.confirmed: dict[int, dict[int, float | None]] = {}  # ends of confirmation runs, as stored
+        self.resolve = space.resolve
+        self.extra: list[int] = extra_seeds(self.seeds, space.confirm.seeds if space.confirm else (),
+                                            space.resolve.max_seeds - len(self.seeds)) if space.resolve else []
+        point = reference_point(space) if space.resolve else None
+        self.reference_key = _point_key(point) if point is not None else None
+        self.reference: _Configuration | None = None  # the reference configuration, while it is open
+        self.reference_ended = self._ended_reference(opened)  # its stored scores, when it ended in a session before
+        if point is not None and space.sampler != "grid" and not opened.study.get_trials(deepcopy=False):
+            self.requeue.appendleft((point, None, None))  # a new random/TPE study asks the reference first
 
     def set_search_properties(self, metric: str | None, mode: str | None, config: dict, **spec: Any) -> bool:
         return True  # metric and mode come from the space, the same ones Tune is given
@@ -198,21 +240,107 @@ class StudySearcher(Searcher):
         if params is None and self.grid is not None:
             if not self.grid:
                 self.budget = 0  # the grid is covered
+                self._advance()  # a configuration waiting for a reference that will not be asked decides now
                 return
             params = self.grid.pop(0)
-        attrs: dict[str, int] = {}
+        attrs: dict[str, Any] = {}
+        extra: list[int] = []
         if orphan is not None:  # the runs keep their names (and stored states) unless the configuration is new
             attrs = {REQUEUED_ATTR: orphan, **({CONFIG_ATTR: number} if number is not None else {})}
+            if number is not None:  # the seeds resolve had added are handed out again
+                extra = [int(s) for s in
+                         self.study.get_trials(deepcopy=False)[orphan].user_attrs.get(EXTRA_SEEDS_ATTR, [])]
+                if extra:
+                    attrs[EXTRA_SEEDS_ATTR] = extra
         if params is not None or attrs:
             self.study.enqueue_trial(params or {}, user_attrs=attrs)
         trial = self.study.ask(self.distributions)
         self.budget -= 1
         epochs = self.space.trial_config(trial.params, self.seeds[0]).train.epochs
-        conf = _Configuration(trial, config_number(trial), self.seeds, epochs)
+        conf = _Configuration(trial, config_number(trial), [*self.seeds, *extra], epochs)
         self.open[trial.number] = conf
-        for seed in self.seeds:
-            self.pending.append({**trial.params, **RunKey(conf.number, seed, SEARCH_PHASE).tune_keys(),
-                                 OPTUNA_KEY: trial.number})
+        if self.reference is None and self._first_at_reference() == conf.number:
+            self.reference = conf
+        for seed in conf.seeds:
+            self._hand_out(conf, seed)
+
+    def _ended_reference(self, opened: OpenStudy) -> dict[int, float | None] | None:
+        """The scores by seed of the reference configuration when it already ended (a resumed study whose other
+        configurations Optuna was not told about); None when it has not."""
+        if self.reference_key is None:
+            return None
+        closed = set(opened.study.user_attrs.get(ORPHANS_ATTR, [])) | set(opened.orphans)
+        for t in opened.study.get_trials(deepcopy=False, states=(TrialState.COMPLETE, TrialState.PRUNED,
+                                                                   TrialState.FAIL)):
+            if t.number not in closed and set(t.params) == set(self.distributions) and \
+                    _point_key(self._typed(t.params)) == self.reference_key:
+                return {int(k): v for k, v in (t.user_attrs.get(SEEDS_ATTR) or {}).items()}
+        return None
+
+    def _typed(self, params: dict[str, Any]) -> dict[str, Any]:
+        return {k: typed_value(k, v) for k, v in params.items()}
+
+    def _first_at_reference(self) -> int | None:
+        """The configuration that is the reference: the first the study asked at the reference's values (a
+        random or TPE search may ask them again later: those are configurations like any other)."""
+        if self.reference_key is None:
+            return None
+        return min((config_number(t) for t in self.study.get_trials(deepcopy=False)
+                    if set(t.params) == set(self.distributions)
+                    and _point_key(self._typed(t.params)) == self.reference_key),
+                   default=None)
+
+    def _hand_out(self, conf: _Configuration, seed: int) -> None:
+        self.pending.append({**conf.trial.params, **RunKey(conf.number, seed, SEARCH_PHASE).tune_keys(),
+                             OPTUNA_KEY: conf.trial.number})
+
+    def _add_seed(self, conf: _Configuration, seed: int) -> None:
+        """Hand out one more seed of ``conf`` (``resolve``), recorded in its trial first."""
+        conf.seeds.append(seed)
+        try:
+            conf.trial.set_user_attr(EXTRA_SEEDS_ATTR, conf.seeds[len(self.seeds):])
+        except Exception as exc:  # the run still runs; a resumed study decides again from the replayed scores
+            log.warning("Optuna's storage did not keep the seeds added to configuration %d: %s", conf.number, exc)
+        self._hand_out(conf, seed)
+
+    def _advance(self) -> None:
+        """Settle every open configuration whose seeds have all ended: more seeds (``resolve``), or told to Optuna.
+        The reference is told once it is the only configuration left open and no other will be asked."""
+        for number, conf in list(self.open.items()):
+            if conf is not self.reference and conf.ended and self._settled(conf):
+                del self.open[number]
+                self._tell(conf)
+        ref = self.reference
+        if ref is not None and ref.ended and self.budget <= 0 and not self.requeue and list(self.open) == [
+                ref.trial.number]:
+            del self.open[ref.trial.number]
+            self.reference = None
+            self._tell(ref)
+
+    def _settled(self, conf: _Configuration) -> bool:
+        """True when ``conf`` is done: no ``resolve``, stopped by the scheduler, resolved or at ``max_seeds``.
+        Else it hands out what it waits for (a seed of the reference, or its own next seed) and returns False."""
+        if self.resolve is None or conf.stopped:
+            return True
+        ref = self.reference
+        reference_values = None
+        if self.reference_ended is not None:  # it cannot run more seeds: the pairs there are
+            reference_values = self.reference_ended
+        elif self.reference_key is not None and ref is None and (self.budget > 0 or self.requeue):
+            return False  # the reference is still to be asked (it comes later in the grid, or is run again)
+        elif ref is not None:
+            if not ref.stopped:  # a reference the scheduler stopped has no comparable scores: own intervals
+                lacking = [s for s in conf.seeds if s not in ref.seeds]
+                for seed in lacking:
+                    self._add_seed(ref, seed)
+                if not all(s in ref.values for s in conf.seeds):
+                    return False
+                reference_values = ref.values
+        values = paired_differences(conf.values, reference_values)
+        if half_width(values) <= self.resolve.width or len(conf.seeds) >= self.resolve.max_seeds:
+            return True
+        self._add_seed(conf, self.extra[len(conf.seeds) - len(self.seeds)])
+        return False
 
     def _queue_confirmation(self) -> None:
         """Choose the configurations to confirm (or read the stored choice) and queue their runs on the fresh
@@ -245,6 +373,8 @@ class StudySearcher(Searcher):
     def suggest(self, trial_id: str) -> dict[str, Any] | str | None:  # type: ignore[override]
         if not self.pending and self.budget > 0:
             self._ask()
+        if not self.pending and self.budget <= 0 and self.resolve is not None and self.open:
+            return None  # an open configuration may hand out more seeds (or the reference's) when its runs end
         if not self.pending and self.budget <= 0 and self.confirm is not None and not self.confirming:
             if self.open:
                 return None  # the best configurations are known once every configuration has ended
@@ -277,9 +407,7 @@ class StudySearcher(Searcher):
         if result and not error and ended_status(int(result.get("epoch", conf.epochs)), conf.epochs) == "pruned":
             conf.stopped = True
         conf.values[seed] = self._value(result, error)
-        if len(conf.values) == len(conf.seeds):
-            del self.open[number]
-            self._tell(conf)
+        self._advance()
 
     def _tell(self, conf: _Configuration) -> None:
         value = mean_score(list(conf.values.values()))

@@ -16,7 +16,9 @@ from typing import Any, Mapping, get_args, get_origin, get_type_hints
 
 import yaml
 
-from model.config import Config, ConfigError, all_keys, build_config, coerce, flatten
+from model.config import SEED_RANGE, Config, ConfigError, all_keys, build_config, coerce, flatten
+from model.inputs import InputError, compose, construct, parse_yaml, read_text, show, show_text, user_path
+from study.adaptive import Resolve
 from study.optuna_storage import ACCEPTED as STORAGE_FORMS
 from study.optuna_storage import StorageError, normalize_storage
 from study.schema import typed_value
@@ -44,9 +46,16 @@ METRICS_MNER = ("dev_f1", "dev_precision", "dev_recall", "best_dev_f1", "train_l
 METRICS_MRE = METRICS_MNER + ("dev_accuracy",)
 TOP_KEYS = ("study", "description", "trainer", "search", "sampler", "sampler_seed", "seeds", "trials",
             "scheduler", "scheduler_options", "metric", "mode", "resources", "max_concurrent", "max_failures",
-            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage", "confirm")
+            "reports", "reference", "progress_interval", "keep_checkpoints", "optuna_storage", "confirm", "resolve")
 RESOURCE_KEYS = ("cpus", "gpus")
+MAX_TRIALS = 1_000_000
+"""Most configurations (``trials``) and trials at once (``max_concurrent``) a space may ask for."""
+MAX_RESOURCE = 1024.0
+"""Most CPUs or GPUs one trial may ask for."""
 CONFIRM_KEYS = ("seeds", "top")
+RESOLVE_KEYS = ("width", "max_seeds")
+MAX_RESOLVE_SEEDS = 1000
+"""Most seeds ``resolve`` may give one configuration."""
 
 
 class SpaceError(ValueError):
@@ -79,7 +88,7 @@ class Param:
         """The param of a spec written by ``to_dict`` (a study's stored, already validated space)."""
         kind = next((k for k in KINDS if k in spec), None)
         if kind is None or not isinstance(spec[kind], list):
-            raise SpaceError(f"search key '{key}': {dict(spec)!r} is not a search spec; expected one of "
+            raise SpaceError(f"search key '{key}': {show(dict(spec))} is not a search spec; expected one of "
                              f"{', '.join(KINDS)} with a list.")
         if kind in ("grid", "choice"):
             return cls(key, kind, values=tuple(typed_value(key, v) for v in spec[kind]))
@@ -146,6 +155,9 @@ class Space:
     """Where the Optuna study lives (``study/optuna_storage.py``): None = ``results/<study>/optuna.db``."""
     confirm: Confirm | None = None
     """Confirmation runs of the best configurations on fresh seeds; None = none."""
+    resolve: Resolve | None = None
+    """Adaptive seeds (``study/adaptive.py``): more seeds for a configuration while its interval is wide; None =
+    every configuration runs ``seeds`` only."""
     source: str = ""
 
     @property
@@ -160,9 +172,15 @@ class Space:
         return min(self.confirm.top, self.trials) * len(self.confirm.seeds)
 
     @property
+    def seeds_per_configuration(self) -> int:
+        """The most seeds a configuration of the search runs: ``seeds``, or ``resolve``'s ``max_seeds``."""
+        return max(len(self.seeds), self.resolve.max_seeds) if self.resolve is not None else len(self.seeds)
+
+    @property
     def total_runs(self) -> int:
-        """Every run the study makes: each configuration once per seed, then the confirmation runs."""
-        return self.trials * len(self.seeds) + self.confirm_runs
+        """Every run the study makes (with ``resolve``, the most it can make): each configuration once per seed,
+        then the confirmation runs."""
+        return self.trials * self.seeds_per_configuration + self.confirm_runs
 
     @property
     def trial_threads(self) -> int:
@@ -207,7 +225,7 @@ class Space:
         out = [(f"trainer ({cfg.data.name}): ", cfg) for cfg in self.data_configs()]
         for key, p in self.search.items():
             for v in (p.values if p.finite else (p.low, p.high)):
-                out.append((f"search {key}={v!r}: ", build_config({**self.trainer, key: v})))
+                out.append((f"search {key}={show(v)}: ", build_config({**self.trainer, key: v})))
         return out
 
     def to_dict(self) -> dict[str, Any]:
@@ -234,6 +252,7 @@ class Space:
             "keep_checkpoints": self.keep_checkpoints,
             "optuna_storage": self.optuna_storage,
             "confirm": self.confirm.to_dict() if self.confirm is not None else None,
+            "resolve": self.resolve.to_dict() if self.resolve is not None else None,
         }
 
 
@@ -242,28 +261,33 @@ class Space:
 
 def resolve_space_path(path_or_name: str | Path) -> Path:
     """A file path as given, else a bare name (``mixup`` or ``mixup.yaml``) looked up in ``search_spaces/``."""
-    path = Path(path_or_name).expanduser()
+    try:
+        path = user_path(str(path_or_name), "--space")
+    except InputError as e:
+        raise SpaceError(str(e)) from None
     if path.is_file():
         return path.resolve()
+    if path.is_dir():
+        raise SpaceError(f"search space {show(str(path_or_name))} is a folder; give a YAML file or a name in "
+                         f"{SPACES_DIR}.")
     name = path.name if path.suffix in (".yaml", ".yml") else f"{path.name}.yaml"
     if path.parent == Path(".") and (SPACES_DIR / name).is_file():
         return SPACES_DIR / name
     known = ", ".join(sorted(p.stem for p in SPACES_DIR.glob("*.yaml"))) or "none"
-    raise SpaceError(f"search space '{path_or_name}' not found: not a file, and not a name in {SPACES_DIR} "
+    raise SpaceError(f"search space {show(str(path_or_name))} not found: not a file, and not a name in {SPACES_DIR} "
                      f"(known: {known}).")
 
 
 def load_space(path_or_name: str | Path, sets: list[str] | None = None) -> Space:
     """Read a space file (or a name in ``search_spaces/``), apply ``--set key=value`` items, validate."""
     path = resolve_space_path(path_or_name)
-    text = path.read_text(encoding="utf-8")
     try:
-        tree = yaml.safe_load(text)
-        lines = _key_lines(yaml.compose(text))
-    except yaml.YAMLError as e:
-        mark = getattr(e, "problem_mark", None)
-        line = f" line {mark.line + 1}" if mark else ""
-        raise SpaceError(f"{path}{line}: not valid YAML ({getattr(e, 'problem', None) or e}).") from None
+        text = read_text(path, "search space")
+        node = compose(text, str(path))
+        tree = construct(node, str(path))
+    except InputError as e:
+        raise SpaceError(str(e)) from None
+    lines = _key_lines(node)
     if tree is None:
         tree = {}
     if not isinstance(tree, dict):
@@ -289,7 +313,8 @@ def _key_lines(node: yaml.Node | None, prefix: tuple[str, ...] = ()) -> dict[tup
 
 
 def _is_number(x: Any) -> bool:
-    return isinstance(x, (int, float)) and not isinstance(x, bool)
+    """A finite int or float (not a bool): ``.nan`` and ``.inf`` are never a study setting."""
+    return isinstance(x, (int, float)) and not isinstance(x, bool) and math.isfinite(x)
 
 
 def _suggest(word: str, choices: Any) -> str:
@@ -331,8 +356,8 @@ class _Parser:
 
     def error(self, path: tuple[str, ...], message: str) -> SpaceError:
         if len(path) == 2 and path[0] in ("trainer", "search", "reference"):
-            return SpaceError(f"{self.where(*path)}: {path[0]} key '{path[1]}' {message}")
-        return SpaceError(f"{self.where(*path)}: '{'.'.join(path)}' {message}")
+            return SpaceError(f"{self.where(*path)}: {path[0]} key {show(path[1])} {message}")
+        return SpaceError(f"{self.where(*path)}: {show('.'.join(path))} {message}")
 
     # -- --set
     def apply_sets(self, tree: dict[str, Any], sets: list[str]) -> None:
@@ -340,27 +365,27 @@ class _Parser:
         for item in sets:
             key, sep, raw = item.partition("=")
             key = key.strip()
-            origin = f"--set {item}"
+            origin = f"--set {show_text(item, 120)}"
             if not sep or not key:
                 raise SpaceError(f"{origin}: expected key=value, e.g. --set train.epochs=2 or --set seeds=[1,2].")
             try:
-                value = yaml.safe_load(raw) if raw.strip() else raw
-            except yaml.YAMLError:
-                raise SpaceError(f"{origin}: the value is not valid YAML.") from None
+                value = parse_yaml(raw, origin) if raw.strip() else raw
+            except InputError as e:
+                raise SpaceError(str(e)) from None
             head, _, rest = key.partition(".")
             if head in sections:
                 path: tuple[str, ...] = ("trainer", key)
             elif head in ("trainer", "search", "reference") and rest:
                 path = (head, rest)
-            elif head in ("resources", "scheduler_options", "confirm") and rest:
+            elif head in ("resources", "scheduler_options", "confirm", "resolve") and rest:
                 path = (head, rest)
             elif key in TOP_KEYS:
                 path = (key,)
             else:
-                raise SpaceError(f"{origin}: unknown key '{key}'.{_suggest(key, list(TOP_KEYS) + all_keys())} "
+                raise SpaceError(f"{origin}: unknown key {show(key)}.{_suggest(key, list(TOP_KEYS) + all_keys())} "
                                  f"Accepted: a trainer key (data.*, model.*, i2srm.*, train.*), "
                                  f"search.<trainer key>, or a study key ({', '.join(TOP_KEYS)}).")
-            if path[0] == "trainer":
+            if path[0] == "trainer" and len(path) == 2:
                 trainer = tree.get("trainer") or {}
                 if not isinstance(trainer, Mapping):
                     raise self.error(("trainer",), "must be a mapping of trainer keys to values.")
@@ -387,8 +412,8 @@ class _Parser:
                                               f"Allowed: {', '.join(TOP_KEYS)}.")
         study = self.string(tree, "study", Path(self.source).stem if self.source.endswith((".yaml", ".yml"))
                             else "study")
-        if not study or any(c in study for c in "/\\") or study.startswith("."):
-            raise self.error(("study",), f"is {study!r}; a study name is a plain folder name under results/.")
+        if not study or any(c in study for c in "/\\\0") or study.startswith(".") or len(study) > 200:
+            raise self.error(("study",), f"is {show(study)}; a study name is a plain folder name under results/.")
         description = self.string(tree, "description", "")
         trainer = self.parse_trainer(tree.get("trainer"))
         search = self.parse_search(tree.get("search"), trainer)
@@ -415,26 +440,27 @@ class _Parser:
         mode = self.enum(tree, "mode", "max", MODES)
         metric = self.parse_metric(tree, base, search)
         resources = self.parse_resources(tree.get("resources"))
-        max_concurrent = self.integer(tree, "max_concurrent", None, low=1)
-        max_failures = self.integer(tree, "max_failures", 0, low=0)
+        max_concurrent = self.integer(tree, "max_concurrent", None, low=1, high=MAX_TRIALS)
+        max_failures = self.integer(tree, "max_failures", 0, low=0, high=1000)
         reports = self.parse_reports(tree, search)
         reference = self.parse_reference(tree.get("reference"), search)
-        sampler_seed = self.integer(tree, "sampler_seed", 0, low=0)
-        interval = self.number(tree, "progress_interval", 5.0, low=0.0)
+        sampler_seed = self.integer(tree, "sampler_seed", 0, low=SEED_RANGE[0], high=SEED_RANGE[1])
+        interval = self.number(tree, "progress_interval", 5.0, low=0.0, high=86400.0)
         keep = tree.get("keep_checkpoints", False)
         if not isinstance(keep, bool):
-            raise self.error(("keep_checkpoints",), f"must be true or false, got {keep!r}.")
+            raise self.error(("keep_checkpoints",), f"must be true or false, got {show(keep)}.")
         try:
             optuna_storage = normalize_storage(tree.get("optuna_storage"))
         except StorageError as e:
             raise self.error(("optuna_storage",), f"{e}; accepted: {STORAGE_FORMS}.") from None
         confirm = self.parse_confirm(tree.get("confirm"), seeds, trials)
+        resolve = self.parse_resolve(tree.get("resolve"), seeds)
         return Space(study=study, description=description, trainer=trainer, search=search, sampler=sampler,
                      seeds=seeds, trials=trials, scheduler=scheduler, scheduler_options=options, metric=metric,
                      mode=mode, resources=resources, max_concurrent=max_concurrent, max_failures=max_failures,
                      reports=reports, reference=reference, sampler_seed=sampler_seed,
                      progress_interval=interval, keep_checkpoints=keep, optuna_storage=optuna_storage,
-                     confirm=confirm, source=self.source)
+                     confirm=confirm, resolve=resolve, source=self.source)
 
     # -- scalar helpers
     def string(self, tree: Mapping[str, Any], key: str, default: str) -> str:
@@ -442,28 +468,32 @@ class _Parser:
         if value is None:
             return default
         if not isinstance(value, str):
-            raise self.error((key,), f"must be a string, got {value!r}.")
+            raise self.error((key,), f"must be a string, got {show(value)}.")
         return value
 
     def enum(self, tree: Mapping[str, Any], key: str, default: str, allowed: tuple[str, ...]) -> str:
         value = tree.get(key, default)
         value = default if value is None else value
         if not isinstance(value, str) or value not in allowed:
-            raise self.error((key,), f"is {value!r}; allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
+            raise self.error((key,), f"is {show(value)}; allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
         return value
 
-    def integer(self, tree: Mapping[str, Any], key: str, default: int | None, low: int) -> Any:
+    def integer(self, tree: Mapping[str, Any], key: str, default: int | None, low: int, high: int) -> Any:
         value = tree.get(key, default)
         if value is None:
             return default
         if isinstance(value, bool) or not isinstance(value, int) or value < low:
-            raise self.error((key,), f"must be an integer >= {low}, got {value!r}.")
+            raise self.error((key,), f"must be an integer >= {low}, got {show(value)}.")
+        if value > high:
+            raise self.error((key,), f"is {show(value)}; allowed: an integer in [{low}, {high}].")
         return value
 
-    def number(self, tree: Mapping[str, Any], key: str, default: float, low: float) -> float:
+    def number(self, tree: Mapping[str, Any], key: str, default: float, low: float, high: float) -> float:
         value = tree.get(key, default)
         if not _is_number(value) or value < low:
-            raise self.error((key,), f"must be a number >= {low}, got {value!r}.")
+            raise self.error((key,), f"must be a number >= {low}, got {show(value)}.")
+        if value > high:
+            raise self.error((key,), f"is {show(value)}; allowed: a number in [{low:g}, {high:g}].")
         return float(value)
 
     # -- sections
@@ -521,15 +551,15 @@ class _Parser:
         typ = _key_type(key)
         if kind in ("grid", "choice"):
             if not isinstance(arg, list) or not arg:
-                raise self.error(path, f"{kind} must be a non-empty list of values, got {arg!r}.")
+                raise self.error(path, f"{kind} must be a non-empty list of values, got {show(arg)}.")
             if step is not None:
                 raise self.error(path, f"step applies to uniform/int ranges, not to {kind}.")
             values = tuple(self.check_value(key, v, trainer) for v in arg)
-            if len(set(map(repr, values))) != len(values):
-                raise self.error(path, f"{kind} lists a value twice: {list(values)}.")
+            if len(set(values)) != len(values):  # by value: 0.0 and -0.0 (or 1 and 1.0) are one point
+                raise self.error(path, f"{kind} lists a value twice (compared as numbers): {show(list(values))}.")
             return Param(key, kind, values=values)
         if not (isinstance(arg, list) and len(arg) == 2 and all(_is_number(x) for x in arg)):
-            raise self.error(path, f"{kind} needs [low, high] (two numbers), got {arg!r}.")
+            raise self.error(path, f"{kind} needs [low, high] (two numbers), got {show(arg)}.")
         if kind == "int" and typ is not int:
             raise self.error(path, f"is a {typ.__name__} key; int ranges are for integer keys "
                                    f"(use uniform/loguniform or choice).")
@@ -538,7 +568,7 @@ class _Parser:
                                    f"({'use int: [low, high]' if typ is int else 'use choice: [...]'}).")
         low, high = arg
         if kind == "int" and not (float(low).is_integer() and float(high).is_integer()):
-            raise self.error(path, f"int range needs integer bounds, got {arg!r}.")
+            raise self.error(path, f"int range needs integer bounds, got {show(arg)}.")
         if not low < high:
             raise self.error(path, f"has an empty or inverted range [{low}, {high}]; need low < high.")
         if kind == "loguniform" and low <= 0:
@@ -548,17 +578,19 @@ class _Parser:
                 raise self.error(path, "step is not supported on a loguniform range.")
             if not _is_number(step) or step <= 0 or (kind == "int" and not float(step).is_integer()):
                 raise self.error(path, f"step must be a positive {'integer' if kind == 'int' else 'number'}, "
-                                       f"got {step!r}.")
+                                       f"got {show(step)}.")
             if step > high - low:
                 raise self.error(path, f"step {step} is wider than the range [{low}, {high}].")
         if kind == "int":
             low, high = int(low), int(high)
             step = int(step) if step is not None else None
-            grid = range(low, high + 1, step or 1)
+            self.check_value(key, low, trainer)  # the ends first: the key's range bounds the grid below
+            self.check_value(key, high, trainer)
             # Every integer of a small range is checked, so a value the trainer refuses (attn_heads that
             # does not divide the width) is caught here rather than as a failed trial.
-            for v in (grid if len(grid) <= 64 else (low, high)):
-                self.check_value(key, v, trainer)
+            if (high - low) // (step or 1) < 64:
+                for v in range(low, high + 1, step or 1):
+                    self.check_value(key, v, trainer)
         else:
             low, high = float(low), float(high)
             step = float(step) if step is not None else None
@@ -570,12 +602,12 @@ class _Parser:
         """The value as the trainer types it; ``SpaceError`` if the trainer refuses it."""
         path = ("search", key)
         if isinstance(value, (dict, list)):
-            raise self.error(path, f"value {value!r} is not a scalar.")
+            raise self.error(path, f"value {show(value)} is not a scalar.")
         try:
             value = coerce(key, value)
             build_config({**trainer, key: value})
         except ConfigError as e:
-            raise self.error(path, f"value {value!r} is refused by the trainer: {e}") from None
+            raise self.error(path, f"value {show(value)} is refused by the trainer: {e}") from None
         return value
 
     def parse_seeds(self, tree: Mapping[str, Any], base: Config) -> list[int]:
@@ -586,10 +618,17 @@ class _Parser:
             value = [value]
         if not isinstance(value, list) or not value or \
                 not all(isinstance(s, int) and not isinstance(s, bool) for s in value):
-            raise self.error(("seeds",), f"must be a non-empty list of integers, got {value!r}.")
+            raise self.error(("seeds",), f"must be a non-empty list of integers, got {show(value)}.")
         if len(set(value)) != len(value):
-            raise self.error(("seeds",), f"lists a seed twice: {value}.")
+            raise self.error(("seeds",), f"lists a seed twice: {show(value)}.")
+        self.check_seeds(("seeds",), value)
         return list(value)
+
+    def check_seeds(self, path: tuple[str, ...], seeds: list[int]) -> None:
+        low, high = SEED_RANGE
+        wrong = [s for s in seeds if not low <= s <= high]
+        if wrong:
+            raise self.error(path, f"holds {show(wrong[0])}; allowed: seeds in [{low}, {high}].")
 
     def parse_confirm(self, raw: Any, seeds: list[int], trials: int) -> Confirm | None:
         """``confirm: {seeds: [..], top: N}``: fresh seeds (none of ``seeds``) for the ``top`` best configurations."""
@@ -597,7 +636,7 @@ class _Parser:
             return None
         form = "a mapping like {seeds: [11, 12, 13], top: 1} (or null: no confirmation)"
         if not isinstance(raw, Mapping):
-            raise self.error(("confirm",), f"must be {form}, got {raw!r}.")
+            raise self.error(("confirm",), f"must be {form}, got {show(raw)}.")
         for key in raw:
             if key not in CONFIRM_KEYS:
                 raise self.error(("confirm", str(key)), f"is not a confirm key; allowed: {', '.join(CONFIRM_KEYS)}."
@@ -608,20 +647,53 @@ class _Parser:
         if not isinstance(fresh, list) or not fresh or \
                 not all(isinstance(s, int) and not isinstance(s, bool) for s in fresh):
             raise self.error(("confirm", "seeds"), f"must be a non-empty list of integers (seeds the search does "
-                                                   f"not use), got {fresh!r}.")
+                                                   f"not use), got {show(fresh)}.")
         if len(set(fresh)) != len(fresh):
-            raise self.error(("confirm", "seeds"), f"lists a seed twice: {fresh}.")
+            raise self.error(("confirm", "seeds"), f"lists a seed twice: {show(fresh)}.")
+        self.check_seeds(("confirm", "seeds"), fresh)
         shared = sorted(set(fresh) & set(seeds))
         if shared:
             raise self.error(("confirm", "seeds"), f"{fresh} shares {shared} with the search's seeds {seeds}; "
                                                    f"confirmation seeds must be fresh (none of the search's).")
         top = raw.get("top", 1)
         if isinstance(top, bool) or not isinstance(top, int) or top < 1:
-            raise self.error(("confirm", "top"), f"must be an integer >= 1 (configurations to confirm), got {top!r}.")
+            raise self.error(("confirm", "top"), f"must be an integer >= 1 (configurations to confirm), "
+                                                 f"got {show(top)}.")
         if top > trials:
             raise self.error(("confirm", "top"), f"is {top}, more than the study's {trials} configuration(s) "
                                                  f"(trials).")
         return Confirm(seeds=tuple(fresh), top=top)
+
+    def parse_resolve(self, raw: Any, seeds: list[int]) -> Resolve | None:
+        """``resolve: {width: W, max_seeds: M}``: W > 0 (score units), M an integer above the number of seeds."""
+        if raw is None:
+            return None
+        form = "a mapping like {width: 1.0, max_seeds: 8} (or null: every configuration runs seeds only)"
+        if not isinstance(raw, Mapping):
+            raise self.error(("resolve",), f"must be {form}, got {show(raw)}.")
+        for key in raw:
+            if key not in RESOLVE_KEYS:
+                raise self.error(("resolve", str(key)), f"is not a resolve key; allowed: {', '.join(RESOLVE_KEYS)}."
+                                                        f"{_suggest(key, RESOLVE_KEYS)}")
+        width: Any = raw.get("width")
+        most: Any = raw.get("max_seeds")
+        if "width" in raw and (not _is_number(width) or not math.isfinite(width) or width <= 0):
+            raise self.error(("resolve", "width"), f"must be a number > 0 (half-width of the 95% interval, in the "
+                                                   f"metric's units), got {show(width)}.")
+        if "max_seeds" in raw and (isinstance(most, bool) or not isinstance(most, int) or most <= len(seeds)
+                                   or most > MAX_RESOLVE_SEEDS):
+            raise self.error(("resolve", "max_seeds"), f"must be an integer above the {len(seeds)} seed(s) of "
+                                                       f"seeds: {show(seeds)} and at most {MAX_RESOLVE_SEEDS} (the "
+                                                       f"most seeds a configuration runs), "
+                                                       f"got {show(most)}.")
+        for key in RESOLVE_KEYS:
+            if key not in raw:
+                raise self.error(("resolve",), f"lacks {key}; it must be {form}.")
+        assert isinstance(width, (int, float)) and isinstance(most, int)
+        if max(seeds) + most > SEED_RANGE[1]:  # the extra seeds follow the largest of seeds
+            raise self.error(("resolve", "max_seeds"), f"is {most}: the extra seeds after {max(seeds)} (the largest "
+                                                       f"of seeds) would pass {SEED_RANGE[1]}; use smaller seeds.")
+        return Resolve(width=float(width), max_seeds=most)
 
     def parse_trials(self, tree: Mapping[str, Any], sampler: str, search: Mapping[str, Param]) -> int:
         if tree.get("trials") is None:
@@ -629,7 +701,7 @@ class _Parser:
                 return math.prod(len(p.values) for p in search.values())
             raise self.error(("trials",), f"is required with sampler {sampler}: the number of configurations "
                                           f"to draw (each is run once per seed).")
-        return self.integer(tree, "trials", None, low=1)
+        return self.integer(tree, "trials", None, low=1, high=MAX_TRIALS)
 
     def parse_options(self, raw: Any, scheduler: str, base: Config) -> dict[str, Any]:
         out: dict[str, Any] = dict(SCHEDULER_OPTIONS[scheduler])
@@ -644,8 +716,8 @@ class _Parser:
                 raise self.error(path, f"is not an option of scheduler {scheduler}; allowed: "
                                        f"{', '.join(allowed) or 'none'}.{_suggest(key, allowed)}")
             low = 2 if key == "reduction_factor" else 1
-            if isinstance(value, bool) or not isinstance(value, int) or value < low:
-                raise self.error(path, f"must be an integer >= {low}, got {value!r}.")
+            if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= 1000:
+                raise self.error(path, f"must be an integer in [{low}, 1000], got {show(value)}.")
             out[str(key)] = value
         if out.get("grace_period", 0) > base.train.epochs:
             raise self.error(("scheduler_options", "grace_period"),
@@ -660,11 +732,11 @@ class _Parser:
         allowed = METRICS_MRE if tasks == ["mre"] else METRICS_MNER  # a metric every searched task reports
         task = " and ".join(tasks) + (" tasks" if len(tasks) > 1 else " task")
         if isinstance(value, str) and value.startswith("test_"):
-            raise self.error(("metric",), f"is {value!r}: choosing a configuration on the test set is a leak; "
+            raise self.error(("metric",), f"is {show(value)}: choosing a configuration on the test set is a leak; "
                                           f"use the dev metric ({value.replace('test_', 'dev_', 1)}). "
                                           f"Allowed: {', '.join(allowed)}.")
         if not isinstance(value, str) or value not in allowed:
-            raise self.error(("metric",), f"is {value!r}, which the trainer does not report for the {task}; "
+            raise self.error(("metric",), f"is {show(value)}, which the trainer does not report for the {task}; "
                                           f"allowed: {', '.join(allowed)}.{_suggest(value, allowed)}")
         return value
 
@@ -678,11 +750,11 @@ class _Parser:
                 raise self.error(("resources", str(key)), f"is not a resource; allowed: "
                                                           f"{', '.join(RESOURCE_KEYS)}.{_suggest(key, RESOURCE_KEYS)}")
         cpus, gpus = raw.get("cpus", 1), raw.get("gpus", 0)
-        if not _is_number(cpus) or cpus <= 0:
-            raise self.error(("resources", "cpus"), f"must be a number > 0, got {cpus!r}.")
-        if not _is_number(gpus) or gpus < 0 or (gpus > 1 and not float(gpus).is_integer()):
+        if not _is_number(cpus) or not 0 < cpus <= MAX_RESOURCE:
+            raise self.error(("resources", "cpus"), f"must be a number in (0, {MAX_RESOURCE:g}], got {show(cpus)}.")
+        if not _is_number(gpus) or not 0 <= gpus <= MAX_RESOURCE or (gpus > 1 and not float(gpus).is_integer()):
             raise self.error(("resources", "gpus"), f"must be 0, a fraction in (0, 1] or a whole number, "
-                                                    f"got {gpus!r}.")
+                                                    f"got {show(gpus)}.")
         return Resources(cpus=float(cpus), gpus=float(gpus))
 
     def parse_reports(self, tree: Mapping[str, Any], search: Mapping[str, Param]) -> list[str]:
@@ -694,10 +766,10 @@ class _Parser:
         if value is None:
             value = default_reports(tuple(search))
         if not isinstance(value, list) or not all(isinstance(r, str) for r in value):
-            raise self.error(("reports",), f"must be a list drawn from {', '.join(REPORTS)}, got {value!r}.")
+            raise self.error(("reports",), f"must be a list drawn from {', '.join(REPORTS)}, got {show(value)}.")
         for r in value:
             if r not in REPORTS:
-                raise self.error(("reports",), f"names {r!r}; allowed: {', '.join(REPORTS)}.{_suggest(r, REPORTS)}")
+                raise self.error(("reports",), f"names {show(r)}; allowed: {', '.join(REPORTS)}.{_suggest(r, REPORTS)}")
         if "ablation" in value and "i2srm.ablation" not in search:
             raise self.error(("reports",), "asks for an ablation report, which needs i2srm.ablation searched.")
         return list(dict.fromkeys(value))

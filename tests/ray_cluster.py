@@ -46,7 +46,7 @@ trainer:
   data.synthetic_size: 0.05
   data.max_len: 24
   model.backbone: resnet18
-  model.image_size: 32
+  model.image_size: 33
   model.text_encoder: {encoder}
   i2srm.attn_heads: 4
   train.batch_size: 8

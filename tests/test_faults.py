@@ -1,6 +1,6 @@
 """Trial faults and driver loss, on a local Ray instance with the real trainer (no test hooks in it).
 
-- A trial that raises (the backbone weights file is not a state dict) and one whose loss turns NaN (a real
+- A trial that raises (``train.device: cuda:99``, a device the node lacks) and one whose loss turns NaN (a real
   bad config: train.lr 1e6 with clipping off goes NaN within two epochs) are recorded as failed with their error's
   first line, retried once (max_failures: 1), and the study finishes with the others completed.
 - The driver killed with SIGKILL after some runs finished: ``--resume`` completes the study with the
@@ -29,17 +29,16 @@ EPOCHS = 5  # the driver-kill study: trials long enough to be killed midway
 
 @pytest.mark.slow
 def test_raising_and_nan_trials_fail_with_their_first_line(tmp_path: Path, tiny_encoder: Path) -> None:
-    bad = tmp_path / "not_weights.pt"
-    bad.write_text("this is not a state dict\n", encoding="utf-8")
-    space = write_space(tmp_path / "faults.yaml", tiny_encoder, f"""\
+    # cuda:99: a device no node has; only the node a trial lands on can tell, so it raises in the trial
+    space = write_space(tmp_path / "faults.yaml", tiny_encoder, """\
   train.max_grad_norm: 1.0e12
 study: faults
 search:
-  train.lr: {{choice: [1.0e-4, 1.0e6]}}
-  model.backbone_weights: {{choice: [none, "{bad}"]}}
+  train.lr: {choice: [1.0e-4, 1.0e6]}
+  train.device: {choice: [cpu, "cuda:99"]}
 sampler: grid
 seeds: [1]
-resources: {{cpus: 1, gpus: 0}}
+resources: {cpus: 1, gpus: 0}
 max_concurrent: 2
 max_failures: 1
 progress_interval: 1
@@ -53,15 +52,15 @@ reports: [summary]
     with (d / "trials.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
     assert len(rows) == 4
-    by = {(float(r["train.lr"]), r["model.backbone_weights"]): r for r in rows}
-    good, nan = by[(1e-4, "none")], by[(1e6, "none")]
+    by = {(float(r["train.lr"]), r["train.device"]): r for r in rows}
+    good, nan = by[(1e-4, "cpu")], by[(1e6, "cpu")]
     assert good["status"] == "completed" and good["error"] == "" and good["epochs_run"] == "2"
     assert nan["status"] == "failed" and nan["error"].startswith("NonFiniteLoss: training loss is not finite in epoch")
     assert int(nan["epochs_run"]) < 2  # the finite epochs before the NaN (if any) are kept
     for lr in (1e-4, 1e6):
-        raised = by[(lr, str(bad))]
+        raised = by[(lr, "cuda:99")]
         assert raised["status"] == "failed" and raised["epochs_run"] == "0"
-        assert raised["error"].startswith("RuntimeError: ") and "not a loadable tensor state dict" in raised["error"]
+        assert raised["error"].startswith("ConfigError: 'train.device' is 'cuda:99' but "), raised["error"]
     for r in rows:
         assert "\n" not in r["error"]
     failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: " in ln]
@@ -69,8 +68,8 @@ reports: [summary]
     # The summary is built despite the failures; failed trials do not enter it.
     with (d / "summary.csv").open(encoding="utf-8") as f:
         summary = list(csv.DictReader(f))
-    counted = {(float(s["train.lr"]), s["model.backbone_weights"]) for s in summary if int(s["n"]) > 0}
-    assert counted == {(1e-4, "none")}, summary
+    counted = {(float(s["train.lr"]), s["train.device"]) for s in summary if int(s["n"]) > 0}
+    assert counted == {(1e-4, "cpu")}, summary
 
 
 @pytest.mark.slow

@@ -13,7 +13,7 @@ import pytest
 import torch
 
 import model.train as trainer
-from model.config import build_config
+from model.config import ConfigError, build_config
 from model.train import pick_device, set_determinism, train
 from study.trainable import TrialSetup, trial_device
 
@@ -60,9 +60,12 @@ def test_a_trial_granted_no_gpu_trains_on_the_cpu_even_where_torch_sees_one(monk
 def test_cuda_is_named_with_its_index_so_modules_are_not_moved_every_step(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
     monkeypatch.setattr(torch.cuda, "current_device", lambda: 0)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)  # a host with two GPUs
     assert pick_device("cuda") == torch.device("cuda:0") == pick_device("auto")
     assert pick_device("cuda:1") == torch.device("cuda", 1)
     assert pick_device("cpu") == torch.device("cpu")
+    with pytest.raises(ConfigError, match=r"'train.device' is 'cuda:2' but this machine has 2 CUDA device"):
+        pick_device("cuda:2")
 
 
 def test_a_cpu_run_does_not_start_cuda_to_save_its_rng_state(monkeypatch: pytest.MonkeyPatch) -> None:

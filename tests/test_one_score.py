@@ -31,7 +31,7 @@ study: facet
 trainer:
   data.synthetic_size: 0.05
   model.backbone: resnet18
-  model.image_size: 32
+  model.image_size: 33
   model.text_encoder: {encoder}
   i2srm.attn_heads: 4
   train.batch_size: 8

@@ -16,7 +16,8 @@ from scipy import stats
 
 from study.reports import build_reports
 from study.reports.significance import (BOOTSTRAP_RESAMPLES, BOOTSTRAP_SEED, holm, key_tests, pair_trials,
-                                        paired_test, stars)
+                                        paired_test, stars, with_holm)
+from study.reports.tables import diff_cells
 from study.reports.load import load_study
 from study.reports.values import display_values, fmt_display, fmt_mean_std, fmt_p
 from tests.helpers import write_study
@@ -42,13 +43,22 @@ def test_paired_statistics_equal_scipys_on_the_same_arrays() -> None:
     assert p.p_holm is None  # a family adjusts, one test does not
 
 
-def test_two_pairs_are_tested_one_is_not() -> None:
-    two = paired_test([80.0, 82.0], [79.0, 80.5])
-    assert two.n_paired == 2 and two.p_value == pytest.approx(stats.ttest_rel([80.0, 82.0], [79.0, 80.5]).pvalue)
-    assert two.p_signflip == pytest.approx(0.5)  # 2 / 2**2: two seeds can never reach 0.05 without normality
-    assert (two.diff_ci_low, two.diff_ci_high) == pytest.approx((1.0, 1.5))  # the bootstrap of 2 points
+def test_below_three_pairs_a_difference_but_no_test_no_stars_no_interval() -> None:
+    # Two differences that happen to agree (-1.43, -1.45): a t-test with one degree of freedom would give
+    # p = 0.022 and a "95% CI" that is the range of the two values. Neither is given, with the reason.
+    two = paired_test([70.0, 72.0], [71.43, 73.45])
+    assert two.n_paired == 2 and two.diff == pytest.approx(-1.44)
+    assert stats.ttest_rel([70.0, 72.0], [71.43, 73.45]).pvalue < 0.05  # what would have been starred
+    assert (two.p_value, two.p_signflip, two.effect_size, two.diff_ci_low, two.diff_ci_high) == (None,) * 5
+    assert two.stars == "" and with_holm([two])[0].p_holm is None and two.note == "2 pairs: no test below 3"
+    diff, ci, dz, p_t, _, p_holm = diff_cells(two)
+    assert diff == "-1.44" and ci == "n/a (2 pairs: no test below 3)" and (dz, p_t, p_holm) == ("n/a",) * 3
     one = paired_test([80.0], [79.0])
-    assert one.n_paired == 1 and one.p_value is None and one.effect_size is None and one.diff_ci_low is None
+    assert one.n_paired == 1 and one.diff == 1.0 and one.p_value is None and one.note == "1 pair: no test below 3"
+    three = paired_test([80.0, 82.0, 81.0], [79.0, 80.5, 80.2])
+    assert three.note == "" and three.p_value == pytest.approx(
+        stats.ttest_rel([80.0, 82.0, 81.0], [79.0, 80.5, 80.2]).pvalue)
+    assert three.diff_ci_low is not None and three.p_signflip == pytest.approx(0.25)  # 2 / 2**3
     same = paired_test([80.0, 81.0, 82.0], [80.0, 81.0, 82.0])  # identical runs: nothing to test
     assert same.p_value is None and same.effect_size is None and same.diff == 0.0
 
@@ -94,8 +104,9 @@ def delta_study(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 def test_summary_columns_equal_scipy_on_the_seeds_both_ran(delta_study: Path) -> None:
     rows = pd.read_csv(delta_study / "summary.csv")
-    assert list(rows.columns[-9:]) == ["reference", "n_paired", "test_f1_diff", "diff_ci_low", "diff_ci_high",
-                                       "effect_size", "p_value", "p_signflip", "p_holm"]
+    assert list(rows.columns[-11:]) == ["reference", "n_paired", "test_f1_diff", "diff_ci_low", "diff_ci_high",
+                                        "effect_size", "p_value", "p_signflip", "p_holm", "interval_halfwidth",
+                                        "resolved"]
     by = {round(r["i2srm.delta"], 4): r for _, r in rows.iterrows()}
     ref = by[0.7]
     assert bool(ref["reference"]) and all(pd.isna(ref[c]) for c in ("n_paired", "p_value", "p_holm", "effect_size"))

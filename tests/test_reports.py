@@ -104,7 +104,8 @@ def test_summary_matches_hand_computed_statistics(joint: Path) -> None:
     rows = _csv(joint / "summary.csv")
     assert list(rows[0]) == ["i2srm.delta", "model.backbone", "n", "dev_f1_mean", "dev_f1_std", "dev_f1_ci95",
                              "test_f1_mean", "test_f1_std", "test_f1_ci95", "reference", "n_paired", "test_f1_diff",
-                             "diff_ci_low", "diff_ci_high", "effect_size", "p_value", "p_signflip", "p_holm"]
+                             "diff_ci_low", "diff_ci_high", "effect_size", "p_value", "p_signflip", "p_holm",
+                             "interval_halfwidth", "resolved"]
     # the reference configuration (delta 0.7, resnet50) never ran: no row is compared
     assert {r["reference"] for r in rows} == {"false"} and {r["p_value"] for r in rows} == {""}
     assert [(r["i2srm.delta"], r["model.backbone"]) for r in rows] == \

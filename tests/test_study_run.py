@@ -1,7 +1,7 @@
 """``python study/run.py`` end to end: real Ray Tune, real Optuna, the real trainer on tiny synthetic data.
 
-One study of 2 configurations x 2 seeds, where one configuration points the backbone at a file that is
-not a state dict, so its trials fail inside Ray: the stored records, the Optuna study, the progress and
+One study of 2 configurations x 2 seeds, where one configuration asks for a CUDA device no node has
+(``cuda:99``), so its trials fail inside Ray: the stored records, the Optuna study, the progress and
 failure lines, the refusal to overwrite a study, and ``--resume`` (ended configurations are not rerun).
 """
 
@@ -25,6 +25,8 @@ from ray_cluster import run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
+BAD_DEVICE = "cuda:99"
+"""A device no node has: only the node a trial lands on can tell, so its trials fail (ConfigError, one line)."""
 STUDY_KEYS = {"name", "space_file", "space", "base_config", "searched", "metric", "mode", "seeds", "code_revision",
               "packages", "command", "created"}
 TRIAL_KEYS = {"trial_id", "configuration", "status", "error", "params", "seed", "config", "node", "wall_seconds",
@@ -36,7 +38,7 @@ def run_study(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.Comp
     return run_py([RUN, *args], cwd, timeout=timeout)
 
 
-def tiny_space(root: Path, bad_weights: Path, encoder: Path) -> Path:
+def tiny_space(root: Path, encoder: Path) -> Path:
     space = root / "e2e.yaml"
     space.write_text(f"""\
 study: e2e
@@ -45,11 +47,11 @@ trainer:
   data.synthetic_size: 0.1
   data.max_len: 24
   model.backbone: resnet18
-  model.image_size: 32
+  model.image_size: 33
   model.text_encoder: {encoder}
   train.epochs: 2
 search:
-  model.backbone_weights: {{choice: [none, "{bad_weights}"]}}
+  train.device: {{choice: [cpu, "{BAD_DEVICE}"]}}
 sampler: grid
 seeds: [1, 2]
 resources: {{cpus: 1, gpus: 0}}
@@ -63,12 +65,10 @@ reports: [summary]
 @pytest.fixture(scope="module")
 def study(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("e2e")
-    bad = root / "not_weights.pt"
-    bad.write_text("this is not a state dict\n", encoding="utf-8")
-    space = tiny_space(root, bad, tiny_encoder)
+    space = tiny_space(root, tiny_encoder)
     results = root / "results"
     proc = run_study(["--space", str(space), "--results-dir", str(results)], cwd=root)
-    return {"root": root, "space": space, "results": results, "dir": results / "e2e", "bad": str(bad),
+    return {"root": root, "space": space, "results": results, "dir": results / "e2e", "bad": BAD_DEVICE,
             "proc": proc}
 
 
@@ -80,9 +80,9 @@ def test_study_runs_and_reports(study: dict[str, Any]) -> None:
     assert "Failed to fetch metrics" not in proc.stderr, proc.stderr[-3000:]  # Tune's own logger files are off
     progress = [ln for ln in proc.stderr.splitlines() if ln.startswith("[study e2e] ") and " done, " in ln]
     assert progress and progress[-1].startswith("[study e2e] 4/4 done, 0 running, 2 failed | best dev_f1 ")
-    assert "(model.backbone_weights=none, seed " in progress[-1] and "elapsed " in progress[-1]
-    failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: RuntimeError: " in ln]
-    assert len(failed_lines) == 2 and "not a loadable tensor state dict" in failed_lines[0]
+    assert "(train.device=cpu, seed " in progress[-1] and "elapsed " in progress[-1]
+    failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: ConfigError: " in ln]
+    assert len(failed_lines) == 2 and f"'train.device' is '{BAD_DEVICE}' but " in failed_lines[0]
     assert (study["dir"] / "trials.csv").is_file() and (study["dir"] / "summary.csv").is_file()
 
 
@@ -91,7 +91,7 @@ def test_study_metadata(study: dict[str, Any]) -> None:
     d = study["dir"]
     meta = json.loads((d / "study.json").read_text(encoding="utf-8"))
     assert STUDY_KEYS <= set(meta) and meta["name"] == "e2e" and meta["space_file"] == str(study["space"])
-    assert meta["searched"] == ["model.backbone_weights"] and meta["seeds"] == [1, 2]
+    assert meta["searched"] == ["train.device"] and meta["seeds"] == [1, 2]
     assert (meta["metric"], meta["mode"]) == ("dev_f1", "max") and set(meta["base_config"]) == set(all_keys())
     assert meta["base_config"]["train.epochs"] == 2 and PACKAGES <= set(meta["packages"])
     assert meta["code_revision"] and "study/run.py --space" in meta["command"]
@@ -109,13 +109,12 @@ def test_trial_records(study: dict[str, Any]) -> None:
         raw = json.loads((d / "trials" / t.trial_id / "trial.json").read_text(encoding="utf-8"))
         assert set(raw) == TRIAL_KEYS and raw["phase"] == "search"  # no confirm: every run is the search's
         assert t.config["train.seed"] == t.seed and t.config["train.progress"] is False
-        assert t.config["train.threads"] == 1 and t.config["model.backbone_weights"] == t.params[
-            "model.backbone_weights"]
+        assert t.config["train.threads"] == 1 and t.config["train.device"] == t.params["train.device"]
         assert t.trial_id == f"c{t.configuration:04d}-s{t.seed}"
         rerun = yaml.safe_load((d / "trials" / t.trial_id / "config.yaml").read_text(encoding="utf-8"))
         assert {f"{s}.{k}": v for s, sec in rerun.items() for k, v in sec.items()} == t.config
-    good = [t for t in trials if t.params["model.backbone_weights"] == "none"]
-    bad = [t for t in trials if t.params["model.backbone_weights"] == study["bad"]]
+    good = [t for t in trials if t.params["train.device"] == "cpu"]
+    bad = [t for t in trials if t.params["train.device"] == study["bad"]]
     assert sorted(t.seed for t in good) == [1, 2] and sorted(t.seed for t in bad) == [1, 2]
     for t in good:
         epochs = read_epochs(d, t.trial_id)
@@ -134,7 +133,7 @@ def test_trial_records(study: dict[str, Any]) -> None:
         assert len(list((d / "ray" / "e2e").glob(f"{t.trial_id}-*"))) == 1  # Tune's folder of the trial that ran it
     for t in bad:
         assert t.status == "failed" and t.epochs_run == 0 and t.best_dev_f1 is None
-        assert t.error.startswith("RuntimeError: ") and "not a loadable tensor state dict" in t.error
+        assert t.error.startswith(f"ConfigError: 'train.device' is '{BAD_DEVICE}' but "), t.error
         assert "\n" not in t.error
 
 
@@ -143,9 +142,9 @@ def test_optuna_study_holds_one_trial_per_configuration(study: dict[str, Any]) -
     d = study["dir"]
     ot = optuna.load_study(study_name="e2e", storage=f"sqlite:///{d / 'optuna.db'}")
     assert len(ot.trials) == 2
-    by_weights = {t.params["model.backbone_weights"]: t for t in ot.trials}
-    assert set(by_weights) == {"none", study["bad"]}
-    done = by_weights["none"]
+    by_weights = {t.params["train.device"]: t for t in ot.trials}
+    assert set(by_weights) == {"cpu", study["bad"]}
+    done = by_weights["cpu"]
     assert done.state == optuna.trial.TrialState.COMPLETE
     # The searcher tells Optuna the mean over seeds of each run's score: dev_f1 at its best epoch.
     best = [max(e["dev_f1"] for e in read_epochs(d, t.trial_id)) for t in read_runs(d) if t.status == "completed"]

@@ -46,7 +46,7 @@ import torch
 
 from model.data.encode import EncodedDataset, _image_keys
 from model.data.types import Sample
-from model.fileio import atomic_path, cache_dir, file_sha256, read_or_build, sources_sha256
+from model.fileio import atomic_path, cache_dir, file_sha256, open_lock_file, read_or_build, sources_sha256
 
 log = logging.getLogger("i2srm")
 
@@ -228,6 +228,7 @@ def cached_splits(file: Path, key: str, splits: Sequence[str], build: Callable[[
     def acquire() -> Any:
         try:
             file.parent.mkdir(parents=True, exist_ok=True)
+            open_lock_file(Path(str(file) + ".lock"))  # OSError here, not filelock's endless retries
             lock = FileLock(str(file) + ".lock")
             lock.acquire(timeout=lock_timeout)
             return lock

@@ -60,11 +60,10 @@ from typing import Any, Literal, Sequence
 
 import numpy as np
 import torch
-from filelock import FileLock
 from PIL import Image, ImageDraw
 
 from model.data.types import DataError
-from model.fileio import cache_dir, temp_folder
+from model.fileio import cache_dir, held_lock, temp_folder
 
 GENERATOR_VERSION = 1
 KINDS = ("mner", "mre")
@@ -187,6 +186,27 @@ def _is_complete(root: Path, want: dict[str, Any]) -> bool:
     return got is not None and got.get("version") == want["version"] and _identity(got) == _identity(want)
 
 
+LOCK_TIMEOUT_S = 3600.0
+"""How long a process waits for another one generating the same synthetic data (seconds at size 1)."""
+
+
+def _refuse_foreign(root: Path, want: dict[str, Any], own_cache: bool, kind: str, seed: int, size: float,
+                    unrelated: float) -> None:
+    """``DataError`` if ``root`` holds something other than this generator's data (which may be replaced: an
+    older version of it in the own cache, the same data unfinished, or an empty folder)."""
+    if not root.exists():
+        return
+    got = _read_marker(root)
+    if got is not None and (own_cache or _identity(got) == _identity(want)):
+        return
+    if root.is_dir() and not any(root.iterdir()):
+        return
+    what = f"synthetic data {got}" if got else "other files"
+    share = f" and unrelated share {unrelated:g}" if unrelated > 0 else ""
+    raise DataError(f"data.dir {root} holds {what}, not the synthetic {kind} data of seed {seed} "
+                    f"and size {size:g}{share}; point data.dir at a new folder or leave it unset.")
+
+
 def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int, size: float,
                      unrelated: float = 0.0) -> Path:
     """The folder of the synthetic ``kind`` dataset, generating it first if it is not complete there.
@@ -209,21 +229,21 @@ def ensure_synthetic(kind: Literal["mner", "mre"], root: Path | None, seed: int,
     want = _marker(kind, seed, size, unrelated)
     if _is_complete(root, want):
         return root
-    root.parent.mkdir(parents=True, exist_ok=True)
-    with FileLock(str(root.parent / f".{root.name}.lock")):
+    _refuse_foreign(root, want, own_cache, kind, seed, size, unrelated)  # before any lock file is made beside it
+    try:
+        root.parent.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise DataError(f"data.dir {root}: its folder {root.parent} cannot be created ({e.strerror or e}); point "
+                        f"data.dir at a folder this user can write, or leave it unset.") from None
+    with held_lock(root.parent / f".{root.name}.lock", LOCK_TIMEOUT_S, DataError,
+                   f"the synthetic {kind} data {root}"):
         if _is_complete(root, want):  # another process finished while we waited
             return root
-        if root.exists():
-            got = _read_marker(root)
-            if got is not None and (own_cache or _identity(got) == _identity(want)):
-                shutil.rmtree(root)  # ours, from another generator version: regenerate
-            elif root.is_dir() and not any(root.iterdir()):
-                root.rmdir()
-            else:
-                what = f"synthetic data {got}" if got else "other files"
-                share = f" and unrelated share {unrelated:g}" if unrelated > 0 else ""
-                raise DataError(f"data.dir {root} holds {what}, not the synthetic {kind} data of seed {seed} "
-                                f"and size {size:g}{share}; point data.dir at a new folder or leave it unset.")
+        _refuse_foreign(root, want, own_cache, kind, seed, size, unrelated)
+        if root.is_dir() and any(root.iterdir()):
+            shutil.rmtree(root)  # ours, from another generator version: regenerate
+        elif root.is_dir():
+            root.rmdir()
         with temp_folder(root) as tmp:  # removed unless renamed into place
             counts = (generate_mner if kind == "mner" else generate_mre)(tmp, seed, size, unrelated)
             (tmp / "COMPLETE").write_text(json.dumps({**want, "samples": counts}, indent=1) + "\n", encoding="utf-8")

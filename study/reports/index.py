@@ -15,6 +15,7 @@ from typing import Any, Sequence
 from study.records import STATUSES
 from study.reports.confirm import confirm_blocks
 from study.reports.facets import dataset, facets, is_faceted
+from study.reports.intervals import Interval, fmt_half_width, intervals, power_line, resolve_of
 from study.reports.importance import FEW_CONFIGURATIONS, read_importance_counts
 from study.reports.load import Study
 from study.reports.render import (HTML_NAME, MD_NAME, Block, Bullets, Code, Heading, Image, Para, Table,
@@ -35,7 +36,8 @@ DESCRIPTIONS = {
     "confirm.csv": "one row per confirmation run (a chosen configuration on a fresh seed): configuration, "
                    "searched values, seed, best dev F1, its epoch, test F1 there; not in the other tables",
     "summary.csv": "one row per configuration, seeds pooled: n, mean, std and 95% CI of dev and test F1, and the "
-                   "paired comparison with the reference configuration (difference, bootstrap CI, d_z, p-values)",
+                   "paired comparison with the reference configuration (difference, bootstrap CI, d_z, p-values), the "
+                   "half-width of the 95% interval adaptive seeds read, and whether it is resolved",
     "ablation.csv": "the ablation table, machine-readable",
     "ablation.md": "the ablation table (Markdown)",
     "ablation.tex": "the ablation table (LaTeX, booktabs)",
@@ -87,11 +89,21 @@ def _overview(study: Study) -> list[Block]:
         f"dataset: `{_datasets(study)}`, text encoder "
         f"`{study.base_config.get('model.text_encoder', 'unknown')}`",
         f"searched: {searched}; sampler `{study.space.get('sampler', 'unknown')}`, "
-        f"seeds {list(study.seeds) or 'unknown'}",
+        f"seeds {list(study.seeds) or 'unknown'}" + _resolve_text(study),
         f"study metric: `{study.metric}` ({study.mode})",
         f"trials: {len(study.trials)} ({counts})",
     ]))
     return blocks
+
+
+def _resolve_text(study: Study) -> str:
+    """The overview's note on adaptive seeds: the rule and the seeds the runs used beyond ``seeds``."""
+    resolve = resolve_of(study)
+    if resolve is None:
+        return ""
+    extra = sorted({t.seed for t in study.trials} - set(study.seeds))
+    return (f", more (up to {resolve.max_seeds}) while a configuration's 95% interval is wider than "
+            f"±{resolve.width:g}" + (f": seeds {extra} added" if extra else ": none added"))
 
 
 def _best(study: Study) -> list[Block]:
@@ -116,14 +128,19 @@ def _results(study: Study) -> list[Block]:
     if not groups:
         return []
     shown = {k: display_values(g.values[i] for g in groups) for i, k in enumerate(study.searched)}
+    adaptive = resolve_of(study) is not None
+    widths = intervals(study, groups, reference)
     rows = [[*(shown[k][fmt_value(v)] for k, v in zip(study.searched, g.values)), str(g.test.n),
              fmt_mean_std(g.test.mean, g.test.std, DIGITS), fmt_mean_std(g.dev.mean, g.dev.std, DIGITS),
-             *diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else ""]
-            for g, p in zip(groups, tests)][:MAX_TABLE_ROWS]
+             *diff_cells(p, g is reference)[:1], fmt_p(p.p_holm) if p else "",
+             *([_interval_cell(i)] if adaptive else [])]
+            for g, p, i in zip(groups, tests, widths)][:MAX_TABLE_ROWS]
     best = best_in_column([g.test.mean for g in groups[:MAX_TABLE_ROWS]])
-    head = [*study.searched, "n", "test F1 (%)", "dev F1 (%)", "Δ test vs reference", "p (Holm)"]
+    head = [*study.searched, "n", "test F1 (%)", "dev F1 (%)", "Δ test vs reference", "p (Holm)",
+            *([f"95% interval ({study.metric})"] if adaptive else [])]
     k = len(study.searched)
-    table = Table(head, rows, "l" * k + "rccrr", frozenset() if best is None else frozenset({(best, k + 1)}))
+    table = Table(head, rows, "l" * k + "rccrr" + ("r" if adaptive else ""),
+                  frozenset() if best is None else frozenset({(best, k + 1)}))
     ref_text = ", ".join(f"`{key}` = {fmt_display(v)}" for key, v in
                          zip(study.searched, (reference_value(key, study.space) for key in study.searched)))
     note = (f"Mean ± std over seeds (n/a for one seed); best test F1 in bold. Δ: test F1 minus the reference "
@@ -133,7 +150,16 @@ def _results(study: Study) -> list[Block]:
         note += " The reference configuration did not run, so no configuration is compared with it."
     if len(groups) > MAX_TABLE_ROWS:
         note += f" The first {MAX_TABLE_ROWS} of {len(groups)} configurations; all are in summary.csv."
-    return [Heading(2, "Results"), Para(note), table]
+    power = power_line(study, groups, reference)
+    return [Heading(2, "Results"), Para(note), table, *([Para(power)] if power else [])]
+
+
+def _interval_cell(interval: Interval | None) -> str:
+    """The half-width of a configuration's interval (``study.reports.intervals``), "open" when not resolved."""
+    if interval is None:
+        return "reference"
+    width = fmt_half_width(interval.half_width, DIGITS)
+    return (f"±{width}" if width else "±∞") + ("" if interval.resolved else " (open)")
 
 
 def _significance(study: Study) -> list[Block]:
@@ -158,7 +184,8 @@ def _significance(study: Study) -> list[Block]:
         return []
     others = " and the other searched keys" if len(study.searched) > 1 else ""
     intro = (f"Test F1 of each value minus the reference value's, over the runs both made with the same seed{others} "
-             f"(pairs; none below {MIN_PAIRS}). Paired t-test, Holm-adjusted over the values of the key (the stars); "
+             f"(pairs; below {MIN_PAIRS} the difference only: no test, no stars, no interval). "
+             f"Paired t-test, Holm-adjusted over the values of the key (the stars); "
              f"the exact sign-flip test assumes no normality but cannot go below 2/2^n (0.0625 at 5 pairs); "
              f"95% CI of Δ: BCa bootstrap, too narrow with few seeds; d_z: mean Δ / std of Δ.")
     return [Heading(2, "Significance against the reference"), Para(intro), *blocks]

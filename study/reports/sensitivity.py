@@ -1,5 +1,8 @@
 """``sensitivity_<key>.png/.pdf``: F1 against one searched key, mean and std band over seeds.
 
+Test F1 has error bars, the 95% t-interval of its mean, and each point says over how many runs it is (``n=``): with
+adaptive seeds (the space's ``resolve``) the points differ in both.
+
 One figure per searched key (the ablation switch gets a table instead). When several keys
 are searched, each figure pools the trials over the other keys (a marginal curve). Values
 from a continuous random/TPE search are mostly unique, so beyond ``MAX_DISTINCT_POINTS``
@@ -148,7 +151,9 @@ def plot_sensitivity(study: Study, key: str) -> list[Path]:
         # above the axes: inside, it would hide points whatever the data
         axes[0].legend(frameon=False, loc="lower left", bbox_to_anchor=(0.0, 1.0), ncol=3, handlelength=1.6,
                        columnspacing=1.0, borderaxespad=0.2, alignment="left",
-                       title=f"line: mean; band: ± std {per}; dots: runs" + (f"\n{STARS_NOTE}" if starred else ""),
+                       title=f"line: mean; band: ± std {per}; dots: runs"
+                             + ("" if binned else "\nbars: 95% CI of test F1's mean; n: runs")
+                             + (f"\n{STARS_NOTE}" if starred else ""),
                        title_fontsize=SMALL_FONT_PT)
         return save_figure(fig, study.dir / f"sensitivity_{key}")
 
@@ -167,6 +172,12 @@ def _draw_panel(ax: Any, study: Study, key: str, points: list[Point], binned: bo
                    linewidths=0, zorder=1)  # every single run, at its own value
         ax.fill_between(xs, mean - std, mean + std, color=color, alpha=0.18, linewidth=0, zorder=2)
         ax.plot(xs, mean, color=color, marker=marker, linestyle=style, zorder=3, label=label)
+        if attr == "test_f1_at_best" and not binned:  # how sure each point is, and over how many runs
+            ci = np.array([s.ci95 if np.isfinite(s.ci95) else 0.0 for s in sp])
+            ax.errorbar(xs, mean, yerr=ci, fmt="none", ecolor=color, elinewidth=0.8, capsize=2, zorder=3)
+            for x, m, s in zip(xs, mean, sp):
+                ax.annotate(f"n={s.n}", (x, m), xytext=(3, -8), textcoords="offset points",
+                            fontsize=SMALL_FONT_PT - 1, color="0.3", zorder=4)
         if attr == "test_f1_at_best" and not binned:  # test F1 against the reference value, paired by seed
             groups, tests, _ = key_tests(study, key)
             marks = [(x_of(g.values[0]), highest_test(g.trials), p.stars if p else "") for g, p in zip(groups, tests)]

@@ -17,7 +17,10 @@ random search may suggest one configuration twice) is taken at its mean. Over th
   ``BOOTSTRAP_RESAMPLES`` resamples, seeded). With few seeds it is too narrow (at 2 seeds it is the two
   differences themselves): read it together with ``n_paired``.
 
-Everything is empty (None) below ``MIN_PAIRS`` pairs and for the reference itself.
+Below ``MIN_PAIRS`` pairs only ``n_paired`` and ``diff`` are given, with the reason in ``note``: no p-value, no
+stars and no interval (a t-test on 2 pairs has one degree of freedom, so two differences that happen to agree
+give a tiny p, and their bootstrap "interval" is the range of the two). Everything is empty (None) for the
+reference itself, and without pairs.
 """
 
 from __future__ import annotations
@@ -34,7 +37,8 @@ from study.reports.stats import Group, group_trials
 from study.reports.values import fmt_value, reference_value
 from study.schema import Run, typed_value
 
-MIN_PAIRS = 2
+MIN_PAIRS = 3
+"""The fewest pairs a test, its stars and its interval are computed on."""
 STARS = ((0.001, "***"), (0.01, "**"), (0.05, "*"))
 """Markers of the Holm-adjusted t-test p-value, in figures and tables."""
 BOOTSTRAP_RESAMPLES = 9999
@@ -56,10 +60,17 @@ class Paired:
     diff_ci_low: float | None = None
     diff_ci_high: float | None = None
     p_holm: float | None = None
+    note: str = ""
+    """Why there is a difference but no test (below ``MIN_PAIRS`` pairs); "" otherwise."""
 
     @property
     def stars(self) -> str:
         return stars(self.p_holm)
+
+
+def small_n_note(n: int) -> str:
+    """The reason a difference over ``n`` pairs has no test and no interval."""
+    return f"{n} pair{'s' if n != 1 else ''}: no test below {MIN_PAIRS}"
 
 
 def stars(p: float | None) -> str:
@@ -84,11 +95,13 @@ def paired_test(x: Sequence[float], y: Sequence[float]) -> Paired:
     if len(x) != len(y):
         raise ValueError(f"paired samples differ in length: {len(x)} and {len(y)}")
     n = len(x)
-    if n < MIN_PAIRS:
-        return Paired(n)
+    if n == 0:
+        return Paired(0)
     xa, ya = np.asarray(x, dtype=float), np.asarray(y, dtype=float)
     d = xa - ya
     mean = float(d.mean())
+    if n < MIN_PAIRS:
+        return Paired(n, diff=mean, note=small_n_note(n))
     sd = float(d.std(ddof=1))
     with warnings.catch_warnings():  # identical runs: scipy warns and returns nan (reported as empty)
         warnings.simplefilter("ignore")

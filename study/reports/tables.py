@@ -3,7 +3,11 @@
 ``summary.csv`` compares every configuration with the reference configuration (each searched key at the
 space's ``reference`` value, else the trainer's default) on the seeds both ran, with the statistics of
 ``study.reports.significance``: ``reference`` is ``true`` on that row, whose comparison columns stay empty,
-as they do where fewer than 2 seeds pair up or no reference configuration ran. A paired comparison's cells are
+as they do where no seeds pair up or no reference configuration ran (below 3 pairs only ``n_paired`` and the
+difference are written: no test, no interval). ``interval_halfwidth`` is the half-width of the 95% t-interval
+that the space's ``resolve`` reads (``study.reports.intervals``: the paired difference of the study's score from
+the reference, else the configuration's own mean; empty below 2 values) and ``resolved`` says whether it is at
+most ``resolve``'s width (empty without ``resolve``). A paired comparison's cells are
 written here for a CSV (``paired_cells``) and for a reader (``diff_cells``), the same for every report.
 """
 
@@ -12,6 +16,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from study.reports.facets import facets
+from study.reports.intervals import Interval, fmt_half_width, intervals
 from study.reports.load import Study
 from study.reports.render import write_csv
 from study.reports.significance import Paired, configuration_tests
@@ -23,7 +28,7 @@ DIGITS = 2
 SECONDS_DIGITS = 1
 SUMMARY_STATS = ["n", "dev_f1_mean", "dev_f1_std", "dev_f1_ci95", "test_f1_mean", "test_f1_std", "test_f1_ci95",
                  "reference", "n_paired", "test_f1_diff", "diff_ci_low", "diff_ci_high", "effect_size", "p_value",
-                 "p_signflip", "p_holm"]
+                 "p_signflip", "p_holm", "interval_halfwidth", "resolved"]
 """The columns of ``summary.csv`` after the searched keys (and of the combined summary)."""
 
 
@@ -50,12 +55,22 @@ def paired_cells(paired: Paired | None) -> list[str]:
             fmt_number(paired.p_signflip), fmt_number(paired.p_holm)]
 
 
+def interval_cells(interval: Interval | None) -> list[str]:
+    """``interval_halfwidth`` and ``resolved`` of ``SUMMARY_STATS``; empty for the reference (None)."""
+    if interval is None:
+        return ["", ""]
+    resolved = "" if interval.resolved is None else "true" if interval.resolved else "false"
+    return [fmt_half_width(interval.half_width, F1_DIGITS), resolved]
+
+
 def diff_cells(p: Paired | None, is_reference: bool = False) -> list[str]:
     """Δ test F1 (with stars), 95% CI, d_z, p (t-test), p (sign-flip), p (Holm); n/a without enough pairs."""
     if is_reference:
         return ["reference", "", "", "", "", ""]
     if p is None or p.diff is None:
         return [NA] * 6
+    if p.note:  # too few pairs for a test: the difference, no stars, and the reason instead of the rest
+        return [f"{p.diff:+.{DIGITS}f}", f"{NA} ({p.note})", NA, NA, NA, NA]
     ci = NA if p.diff_ci_low is None else f"[{p.diff_ci_low:+.{DIGITS}f}, {p.diff_ci_high:+.{DIGITS}f}]"
     dz = NA if p.effect_size is None else f"{p.effect_size:+.2f}"
     return [f"{p.diff:+.{DIGITS}f}{p.stars}", ci, dz, fmt_p(p.p_value), fmt_p(p.p_signflip), fmt_p(p.p_holm)]
@@ -67,12 +82,12 @@ def summary_rows(study: Study) -> list[list[str]]:
     rows = []
     for _, part in facets(study):
         groups, tests, reference = configuration_tests(part)
-        for g, paired in zip(groups, tests):
+        for g, paired, interval in zip(groups, tests, intervals(part, groups, reference)):
             dev, test = g.dev, g.test
             rows.append([*(fmt_value(v) for v in g.values), str(dev.n),
                          *(fmt_float(x, F1_DIGITS) for x in (dev.mean, dev.std, dev.ci95, test.mean, test.std,
                                                              test.ci95)),
-                         "true" if g is reference else "false", *paired_cells(paired)])
+                         "true" if g is reference else "false", *paired_cells(paired), *interval_cells(interval)])
     return rows
 
 
