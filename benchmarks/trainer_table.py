@@ -2,7 +2,8 @@
 
     python benchmarks/trainer_table.py [--seeds 1 2 3] [--rows full text_only no_kl no_attnmixup hvpnet]
                                        [--variants reference clean] [--tasks synthetic-mner synthetic-mre]
-                                       [--jobs 2] [--set k=v ...]
+                                       [--jobs 2] [--set k=v ...] [--variant-set VARIANT:k=v ...]
+                                       [--table-only]
 
 Every run is an independent ``python -m model.train`` subprocess (one torch thread each, ``--jobs`` at a time).
 Writes ``results/benchmarks/trainer_table.{json,md}``: test F1 at the best dev epoch, mean and std over seeds
@@ -106,6 +107,26 @@ def side_by_side(runs: list[dict], variants: list[str], tasks: list[str], rows: 
     return "\n".join(lines) + "\n"
 
 
+def finished_runs(jobs: list[tuple[str, str, str, int]], root: Path, per_variant: dict[str, list[str]]) -> list[dict]:
+    """The stored results of the runs of ``jobs`` that have finished (``--table-only``)."""
+    found = (_finished(root / v / t / r / f"seed{s}", v, r, s, per_variant[v]) for v, t, r, s in jobs)
+    return [run for run in found if run is not None]
+
+
+def train_all(jobs: list[tuple[str, str, str, int]], root: Path, per_variant: dict[str, list[str]],
+              workers: int) -> list[dict]:
+    """Every run of ``jobs``, ``workers`` at a time (a finished one reused), with one progress line each."""
+    runs: list[dict] = []
+    with ThreadPoolExecutor(workers) as pool:
+        futures = [pool.submit(run_one, v, t, r, s, root, per_variant[v]) for v, t, r, s in jobs]
+        for i, fut in enumerate(futures, 1):
+            runs.append(fut.result())
+            last = runs[-1]
+            print(f"[{i}/{len(jobs)}] {last['variant']} {last['task']} {last['row']} seed {last['seed']}: test F1 "
+                  f"{last['test_f1']:.2f} ({last['seconds']:.0f}s)", flush=True)
+    return runs
+
+
 def main() -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--seeds", type=int, nargs="+", default=[1, 2, 3])
@@ -115,25 +136,31 @@ def main() -> int:
     p.add_argument("--tasks", nargs="+", default=["synthetic-mner", "synthetic-mre"])
     p.add_argument("--jobs", type=int, default=2)
     p.add_argument("--set", action="append", default=[], metavar="KEY=VALUE")
+    p.add_argument("--variant-set", action="append", default=[], metavar="VARIANT:KEY=VALUE",
+                   help="an override for the runs of one variant only")
+    p.add_argument("--table-only", action="store_true", help="train nothing; tabulate the finished runs")
     p.add_argument("--out", default=str(ROOT / "results" / "benchmarks"))
     args = p.parse_args()
     out_root = Path(args.out)
+    per_variant: dict[str, list[str]] = {v: list(args.set) for v in args.variants}
+    for item in args.variant_set:
+        variant, sep, override = item.partition(":")
+        if not sep or variant not in per_variant or "=" not in override:
+            p.error(f"--variant-set {item!r}: expected VARIANT:KEY=VALUE with VARIANT one of {args.variants}")
+        per_variant[variant].append(override)
     out_root.mkdir(parents=True, exist_ok=True)
     # one seed of every row and variant first, so a stopped table still has every row
     jobs = [(v, t, r, s) for s in args.seeds for t in args.tasks for r in args.rows for v in args.variants]
     started = time.time()
-    runs: list[dict] = []
-    with ThreadPoolExecutor(args.jobs) as pool:
-        futures = [pool.submit(run_one, v, t, r, s, out_root / "trainer_table", args.set) for v, t, r, s in jobs]
-        for i, fut in enumerate(futures, 1):
-            runs.append(fut.result())
-            last = runs[-1]
-            print(f"[{i}/{len(jobs)}] {last['variant']} {last['task']} {last['row']} seed {last['seed']}: test F1 "
-                  f"{last['test_f1']:.2f} ({last['seconds']:.0f}s)", flush=True)
+    if args.table_only:
+        runs = finished_runs(jobs, out_root / "trainer_table", per_variant)
+        print(f"{len(runs)} of {len(jobs)} runs finished", flush=True)
+    else:
+        runs = train_all(jobs, out_root / "trainer_table", per_variant, args.jobs)
     md = "\n".join(table(runs, v, args.tasks, args.rows) for v in args.variants)
     if len(args.variants) == 2:
         md += "\n" + side_by_side(runs, args.variants, args.tasks, args.rows)
-    doc = {"runs": runs, "wall_seconds": time.time() - started, "jobs": args.jobs, "overrides": args.set}
+    doc = {"runs": runs, "wall_seconds": time.time() - started, "jobs": args.jobs, "overrides": per_variant}
     (out_root / "trainer_table.json").write_text(json.dumps(doc, indent=2))
     (out_root / "trainer_table.md").write_text(md)
     print(md)
