@@ -15,7 +15,6 @@ import dataclasses
 import difflib
 import functools
 import math
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Mapping, get_args, get_origin, get_type_hints
@@ -192,7 +191,7 @@ class TrainConfig:
     simulate_seconds: float | None = None
     """Benchmarks only: replace each epoch's model compute by a stand-in that sleeps this many seconds and
     reports seeded pseudo-metrics (``model/simulate.py``; no model or data is loaded). null (the default) = off.
-    Refused unless the environment sets ``I2SRM_ALLOW_SIMULATE=1`` (``ALLOW_SIMULATE_ENV``)."""
+    Refused by the pre-flight unless the environment sets ``I2SRM_ALLOW_SIMULATE=1`` (``ALLOW_SIMULATE_ENV``)."""
 
 
 @dataclass
@@ -505,8 +504,8 @@ def validate(cfg: Config, where: str = "") -> None:
             raise bad(f"train.{key}", getattr(cfg.train, key), "a number > 0")
     if not 0.0 <= cfg.train.warmup < 1.0:
         raise bad("train.warmup", cfg.train.warmup, "a fraction of the steps in [0, 1)")
-    if cfg.train.simulate_seconds is not None:
-        check_simulate(cfg.train.simulate_seconds, where)
+    if cfg.train.simulate_seconds is not None and not cfg.train.simulate_seconds >= 0:
+        raise bad("train.simulate_seconds", cfg.train.simulate_seconds, "null (off) or a number of seconds >= 0")
     dev = cfg.train.device
     if not (dev in ("auto", "cpu", "cuda") or (dev.startswith("cuda:") and dev[5:].isdigit() and len(dev) <= 9)):
         raise bad("train.device", dev, "auto, cpu, cuda or cuda:N")
@@ -516,19 +515,8 @@ def validate(cfg: Config, where: str = "") -> None:
 
 
 ALLOW_SIMULATE_ENV = "I2SRM_ALLOW_SIMULATE"
-"""Environment variable that permits ``train.simulate_seconds`` (value ``1``); benchmarks/scale.py sets it."""
-
-
-def check_simulate(seconds: float, where: str = "") -> None:
-    """``train.simulate_seconds`` is for measuring the platform: refused unless explicitly allowed."""
-    if os.environ.get(ALLOW_SIMULATE_ENV) != "1":
-        raise ConfigError(f"{where}'train.simulate_seconds' is {show(seconds)}: it replaces every epoch's training "
-                          f"by a timed stand-in with pseudo-metrics (benchmarks only) and is refused unless "
-                          f"{ALLOW_SIMULATE_ENV}=1 is set in the environment (of the driver and of every Ray "
-                          f"node); leave it unset (null) to train.")
-    if not seconds >= 0:
-        raise ConfigError(f"{where}'train.simulate_seconds' is {show(seconds)}; allowed: null (off) or a number of "
-                          f"seconds >= 0.")
+"""Environment variable that permits ``train.simulate_seconds`` (value ``1``), checked by the pre-flight
+(``model.preflight.check_simulate_allowed``); benchmarks/scale.py sets it."""
 
 
 def load_config(config_file: str | Path | None = None, sets: list[str] | None = None) -> Config:

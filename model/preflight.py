@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
-from model.config import MINILM, PATH_KEYS, Config, ConfigError
+from model.config import ALLOW_SIMULATE_ENV, MINILM, PATH_KEYS, Config, ConfigError
 from model.inputs import path_problem, show, show_text
 
 PROBE_TIMEOUT_S = 2.0
@@ -39,9 +39,13 @@ def check_resources(cfg: Config, where: str = "") -> None:
     Raise ``ConfigError`` (one line, prefixed by ``where``) when a file or folder the config names is missing,
     when ``i2srm.attn_heads`` does not divide the text encoder's sample width, or when the run needs a download
     from a host this machine cannot reach: files first, then the text encoder (reachable, then its width), then
-    the ImageNet weights of the backbone (when images are used).
+    the ImageNet weights of the backbone (when images are used). A ``train.simulate_seconds`` config loads no
+    model and no data: only its permission is checked (``check_simulate_allowed``).
     """
     try:
+        if cfg.train.simulate_seconds is not None:
+            check_simulate_allowed(cfg)
+            return
         check_files(cfg)
         check_text_encoder(cfg.model.text_encoder)
         check_attn_heads(cfg)
@@ -49,6 +53,16 @@ def check_resources(cfg: Config, where: str = "") -> None:
             check_imagenet_weights(cfg.model.backbone)
     except ConfigError as e:
         raise ConfigError(f"{where}{e}") from None
+
+
+def check_simulate_allowed(cfg: Config) -> None:
+    """``train.simulate_seconds`` is for measuring the platform: refused unless the environment sets
+    ``I2SRM_ALLOW_SIMULATE=1`` (in the driver, and on every Ray node for the trials)."""
+    if cfg.train.simulate_seconds is not None and os.environ.get(ALLOW_SIMULATE_ENV) != "1":
+        raise ConfigError(f"'train.simulate_seconds' is {show(cfg.train.simulate_seconds)}: it replaces every "
+                          f"epoch's training by a timed stand-in with pseudo-metrics (benchmarks only) and is "
+                          f"refused unless {ALLOW_SIMULATE_ENV}=1 is set in the environment (of the driver and of "
+                          f"every Ray node); leave it unset (null) to train.")
 
 
 def check_files(cfg: Config) -> None:

@@ -265,15 +265,14 @@ def train(cfg: Config, out_dir: str | Path, callback: Callback | None = None,
     """Train one run; see the module docstring. Returns what it writes to ``out_dir/metrics.json``.
 
     With ``train.simulate_seconds`` set, the stand-in of ``model/simulate.py`` runs instead (no model, no data)."""
+    from model.preflight import check_resources
+
+    check_resources(cfg)  # an unreachable hub or weights download: one line, in seconds, before anything is loaded
     if cfg.train.simulate_seconds is not None:
         from model.simulate import simulate
 
         return simulate(cfg, out_dir, callback, resume_from)
     import torch
-
-    from model.preflight import check_resources
-
-    check_resources(cfg)  # an unreachable hub or weights download: one line, in seconds, before anything is loaded
     from transformers import get_linear_schedule_with_warmup
 
     from model.data import load_task_data

@@ -1,9 +1,10 @@
 """``train.simulate_seconds`` (the stand-in of ``model/simulate.py``), ``benchmarks/scale.py`` on a tiny simulated
 cluster, and ``benchmarks/gpu_check.sh`` on a machine without a GPU.
 
-The cluster test runs ``benchmarks/scale.py --trials 4 --slots 2`` once: a real two-node Ray cluster started
-with ``ray start``, ``study/run.py`` as the driver, 4 real Tune trials through the study's trainable with
-0.2-s simulated epochs, and the report timing; its JSON and the study it leaves are both checked.
+The benchmark test runs ``benchmarks/scale.py --trials 4 --slots 2 --nodes 1`` once: a real one-node Ray cluster
+started with ``ray start`` (several nodes are tests/test_cluster.py's), ``study/run.py`` as the driver, 4 real
+Tune trials through the study's trainable with 0.2-s simulated epochs, and the report timing; its JSON and the
+study it leaves are both checked.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from typing import Any
 import pytest
 
 from model.config import ALLOW_SIMULATE_ENV, ConfigError, build_config, config_from_flat
+from model.preflight import check_resources
 from model.simulate import STATE_FILE, epoch_metrics, quality
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,12 +40,16 @@ def without_permission() -> dict[str, str]:
 
 
 def test_simulate_refused_without_permission(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The permission is the pre-flight's (validation reads no environment)."""
     monkeypatch.delenv(ALLOW_SIMULATE_ENV, raising=False)
-    with pytest.raises(ConfigError, match=r"'train\.simulate_seconds' is 0\.5: .*I2SRM_ALLOW_SIMULATE=1"):
-        build_config({"train.simulate_seconds": 0.5})
+    cfg = build_config({"train.simulate_seconds": 0.5})  # valid: a number >= 0
+    with pytest.raises(ConfigError, match=r"^here: 'train\.simulate_seconds' is 0\.5: .*I2SRM_ALLOW_SIMULATE=1"):
+        check_resources(cfg, "here: ")
     monkeypatch.setenv(ALLOW_SIMULATE_ENV, "true")  # only 1 allows it
     with pytest.raises(ConfigError, match="I2SRM_ALLOW_SIMULATE=1"):
-        build_config({"train.simulate_seconds": 0.5})
+        check_resources(cfg)
+    monkeypatch.setenv(ALLOW_SIMULATE_ENV, "1")
+    check_resources(cfg)
     assert build_config({}).train.simulate_seconds is None  # off by default, in every recipe too
     for name in ("synthetic-mner", "synthetic-mre"):
         assert build_config({"data.name": name}).train.simulate_seconds is None
@@ -141,7 +147,7 @@ def scale_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     env.pop(ALLOW_SIMULATE_ENV, None)  # scale.py allows the stand-in itself, for its cluster and driver
     proc = subprocess.run([sys.executable, "benchmarks/scale.py", "--trials", "4", "--slots", "2",
-                           "--epoch-seconds", "0.2", "--epochs", "2", "--nodes", "2", "--work-dir",
+                           "--epoch-seconds", "0.2", "--epochs", "2", "--nodes", "1", "--work-dir",
                            str(root / "work"), "--out", str(root / "scale.json"), "--figure",
                            str(root / "scale.png"), "--progress-every", "5",
                            "--optuna-storage", "journal"],  # the default SQLite file: every other study test
@@ -150,7 +156,6 @@ def scale_run(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
 
 
 @pytest.mark.slow
-@pytest.mark.cluster
 def test_scale_tiny_run_writes_every_field(scale_run: dict[str, Any]) -> None:
     proc, root = scale_run["proc"], scale_run["root"]
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
@@ -159,8 +164,8 @@ def test_scale_tiny_run_writes_every_field(scale_run: dict[str, Any]) -> None:
     assert set(doc) == TOP_KEYS
     (cell,) = doc["cells"]
     assert set(cell) == CELL_KEYS
-    assert (cell["trials"], cell["slots"], cell["epochs"], cell["trial_seconds"], cell["nodes"]) == (4, 2, 2, 0.4, 2)
-    assert cell["cpus_per_node"] == [1, 1] and cell["statuses"] == {"completed": 4} and cell["trials_timed"] == 4
+    assert (cell["trials"], cell["slots"], cell["epochs"], cell["trial_seconds"], cell["nodes"]) == (4, 2, 2, 0.4, 1)
+    assert cell["cpus_per_node"] == [2] and cell["statuses"] == {"completed": 4} and cell["trials_timed"] == 4
     assert cell["trial_times_from"] in ("ray result.json", "study records")
     assert cell["ideal_trials_per_min"] == 300.0
     assert cell["optuna_storage"] == "journal" and cell["optuna_db_bytes"] == 0  # no optuna.db: the journal
@@ -186,14 +191,12 @@ def test_scale_tiny_run_writes_every_field(scale_run: dict[str, Any]) -> None:
 
 
 @pytest.mark.slow
-@pytest.mark.cluster
-def test_scale_study_records_are_correct(scale_run: dict[str, Any], monkeypatch: pytest.MonkeyPatch) -> None:
+def test_scale_study_records_are_correct(scale_run: dict[str, Any]) -> None:
     """The tiny study went through the real run path: per-trial records hold the stand-in's documented
     pseudo-metrics for each trial's own config, and Optuna was told each trial's final dev F1."""
     import optuna
 
     assert scale_run["proc"].returncode == 0, scale_run["proc"].stdout[-3000:]
-    monkeypatch.setenv(ALLOW_SIMULATE_ENV, "1")
     doc = json.loads((scale_run["root"] / "scale.json").read_text())
     study_dir = Path(doc["cells"][0]["study_dir"])
     records = [json.loads(p.read_text()) for p in sorted((study_dir / "trials").glob("*/trial.json"))]
