@@ -111,6 +111,8 @@ def bench_env() -> dict[str, str]:
 
 
 def session_members(sid: int) -> list[int]:
+    """The processes of session ``sid`` (read from /proc): what a process started with ``start_new_session``
+    left running, Ray's daemons included."""
     out = []
     for entry in Path("/proc").iterdir():
         if entry.name.isdigit():

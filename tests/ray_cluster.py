@@ -19,6 +19,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from benchmarks.scale import session_members
 from study.local_ray import child_env, free_port  # noqa: F401  (free_port: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -67,19 +68,6 @@ def kill_group(proc: subprocess.Popen, sig: int = signal.SIGKILL) -> None:
         proc.wait(timeout=30)
     except subprocess.TimeoutExpired:
         pass
-
-
-def session_members(sid: int) -> list[int]:
-    out = []
-    for entry in Path("/proc").iterdir():
-        if not entry.name.isdigit():
-            continue
-        try:
-            if os.getsid(int(entry.name)) == sid:
-                out.append(int(entry.name))
-        except (ProcessLookupError, PermissionError):
-            continue
-    return out
 
 
 @dataclass
