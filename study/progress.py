@@ -1,6 +1,9 @@
 """The study's live progress line on stderr (a driver-side Tune callback; Ray's own table stays off).
 
     [study mixup] 3/10 done, 2 running, 0 failed | best dev_f1 71.2 (i2srm.delta=0.5, seed 1) | elapsed 2m10s, ETA 4m30s
+
+With ``resolve`` (adaptive seeds) the run count and the ETA are ranges, from the fewest runs the study can still
+make to the most (every configuration at ``max_seeds``): ``3/15-30 done ... ETA 4m10s-11m``.
 """
 
 from __future__ import annotations
@@ -38,9 +41,12 @@ class ProgressLine(Callback):
     plus a heartbeat line every ``heartbeat`` intervals."""
 
     def __init__(self, name: str, setup: TrialSetup, total_runs: int, epochs: int, interval: float,
-                 heartbeat: int = 6, stream: TextIO | None = None, done_before: dict[str, str] | None = None):
+                 heartbeat: int = 6, stream: TextIO | None = None, done_before: dict[str, str] | None = None,
+                 fewest_runs: int | None = None):
         self.name, self.setup_, self.metric, self.mode = name, setup, setup.metric, setup.mode
         self.total_runs, self.epochs, self.interval, self.heartbeat = total_runs, epochs, interval, heartbeat
+        # With ``resolve`` a study makes between ``fewest_runs`` and ``total_runs`` runs: the line shows both ends.
+        self.fewest_runs = min(fewest_runs, total_runs) if fewest_runs is not None else total_runs
         self.stream = stream
         # Runs that had ended before this session ({run id: status}, from the records of a resumed study):
         # counted as done, and not counted again when a new trial replays one of them.
@@ -119,14 +125,24 @@ class ProgressLine(Callback):
         if self.epochs_at_start is None:
             self.epochs_at_start = epochs_done
         elapsed = time.monotonic() - self.started
-        remaining = max(0, self.total_runs * self.epochs - epochs_done)
         rate_epochs = epochs_done - self.epochs_at_start
-        eta = format_duration(elapsed * remaining / rate_epochs) if rate_epochs > 0 else "?"
-        if remaining == 0:
-            eta = "0s"
+
+        def eta(runs: int) -> str:
+            remaining = max(0, runs * self.epochs - epochs_done)
+            if remaining == 0:
+                return "0s"
+            return format_duration(elapsed * remaining / rate_epochs) if rate_epochs > 0 else "?"
+
+        # The fewest runs left to make: at least those that ended or run now (resolve adds seeds as it goes).
+        fewest = max(self.fewest_runs, len(ended) + running)
+        if fewest < self.total_runs:
+            total, etas = f"{fewest}-{self.total_runs}", f"{eta(fewest)}-{eta(self.total_runs)}"
+            etas = etas if etas != "?-?" else "?"
+        else:
+            total, etas = f"{self.total_runs}", eta(self.total_runs)
         key = (done, failed, running, best_text)
-        text = (f"[study {self.name}] {done + failed}/{self.total_runs} done, {running} running, {failed} failed | "
-                f"{best_text} | elapsed {format_duration(elapsed)}, ETA {eta}")
+        text = (f"[study {self.name}] {done + failed}/{total} done, {running} running, {failed} failed | "
+                f"{best_text} | elapsed {format_duration(elapsed)}, ETA {etas}")
         return text, key
 
     def maybe_print(self, trials: list, force: bool = False) -> None:

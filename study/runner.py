@@ -155,7 +155,7 @@ def run_study(space: Space, study_dir: Path, *, resume: bool = False, address: s
         done_before = {r.trial_id: r.status for r in read_runs(study_dir, with_epochs=False) if r.status != "running"}
         callbacks = [TrialRecorder(study_dir, setup, keep_checkpoints=space.keep_checkpoints),
                      ProgressLine(name, setup, space.total_runs, epochs,
-                                  space.progress_interval, done_before=done_before)]
+                                  space.progress_interval, done_before=done_before, fewest_runs=space.fewest_runs)]
         tuner = tune.Tuner(
             trainable,
             tune_config=tune.TuneConfig(

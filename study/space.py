@@ -183,6 +183,12 @@ class Space:
         return self.trials * self.seeds_per_configuration + self.confirm_runs
 
     @property
+    def fewest_runs(self) -> int:
+        """The fewest runs the study makes: each configuration on ``seeds`` (``resolve`` may add more), then the
+        confirmation runs."""
+        return self.trials * len(self.seeds) + self.confirm_runs
+
+    @property
     def trial_threads(self) -> int:
         """Torch threads of each run: one per CPU a trial is granted."""
         return max(1, int(self.resources.cpus))

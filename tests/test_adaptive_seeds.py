@@ -337,3 +337,35 @@ def test_compare_of_two_2_seed_studies_gives_no_test_and_says_why(tmp_path: Path
     assert all(row[c] == "" for c in ("p_value", "p_holm", "p_signflip", "diff_ci_low", "diff_ci_high"))
     md = (out / "compare.md").read_text(encoding="utf-8")
     assert "| 0 | 82.00 ± 2.83 | 80.56 ± 2.81 | 2 | -1.44 | n/a (2 pairs: no test below 3) | n/a | n/a |" in md
+
+
+def test_progress_line_gives_the_run_count_and_eta_as_ranges() -> None:
+    """With ``resolve`` a study makes between ``fewest_runs`` and ``total_runs`` runs; the line shows both."""
+    from types import SimpleNamespace
+
+    from study.progress import ProgressLine
+    from study.trainable import TrialSetup
+
+    space = space_from_dict({**BASE, "resolve": {"width": 1.0, "max_seeds": 4}, "trainer": {"train.epochs": 2}},
+                            "r.yaml")
+    assert (space.fewest_runs, space.total_runs) == (4, 8)
+    setup = TrialSetup(trainer=dict(space.trainer), seeds=tuple(space.seeds), searched=tuple(space.searched),
+                       threads=1)
+    line = ProgressLine("r", setup, space.total_runs, 2, 0.0, fewest_runs=space.fewest_runs)
+
+    def trial(n: int, status: str, epoch: int) -> SimpleNamespace:
+        return SimpleNamespace(trial_id=f"t{n}", status=status, config={CONFIG_KEY: n % 2, SEED_KEY: 1 + n // 2},
+                               last_result={"epoch": epoch})
+    assert line.line([])[0].startswith("[study r] 0/4-8 done, 0 running") and line.line([])[0].endswith("ETA ?")
+    # Two runs ended (4 epochs) and two run their first epoch: 6 epochs of 8-16, at the rate seen so far.
+    text, _ = line.line([trial(0, "TERMINATED", 2), trial(1, "TERMINATED", 2), trial(2, "RUNNING", 1),
+                         trial(3, "RUNNING", 1)])
+    assert "2/4-8 done, 2 running, 0 failed" in text
+    low, high = text.rsplit("ETA ", 1)[1].split("-")
+    assert low and high and low != "?"
+    # Resolve handed out more seeds: the fewest is at least what ended or runs now.
+    more = [trial(n, "TERMINATED", 2) for n in range(5)] + [trial(5, "RUNNING", 0)]
+    assert "5/6-8 done, 1 running" in line.line(more)[0]
+    # Without resolve the count is one number.
+    plain = ProgressLine("r", setup, 4, 2, 0.0)
+    assert "0/4 done" in plain.line([])[0]
