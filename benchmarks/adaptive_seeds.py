@@ -129,20 +129,24 @@ def replay(study_dir: Path, width: float) -> dict[str, Any]:
             n += 1
         taken[", ".join(str(v) for v in g.values)] = n
     most = max(taken.values(), default=first)
+    mean_seconds = sum(t.wall_seconds for t in study.trials) / max(1, len(study.trials))
     seconds = fixed_seconds = 0.0
-    runs = fixed_runs = 0
+    runs = fixed_runs = unmeasured = 0
     for g in groups:
         name = ", ".join(str(v) for v in g.values)
         n = most if g is reference else taken[name]
         chosen = [t for t in g.trials if t.seed in order[:n]]
         runs += len(chosen)
         seconds += sum(t.wall_seconds for t in chosen)
-        fixed = [t for t in g.trials if t.seed in order[:most]]  # a fixed count giving every one as many seeds
-        fixed_runs += len(fixed)
-        fixed_seconds += sum(t.wall_seconds for t in fixed)
+        # A fixed count giving every configuration as many seeds as the one that took most: the measured runs it
+        # repeats, and the mean seconds of a measured run for those the adaptive study never made.
+        fixed = [t for t in g.trials if t.seed in order[:most]]
+        fixed_runs += most
+        unmeasured += most - len(fixed)
+        fixed_seconds += sum(t.wall_seconds for t in fixed) + (most - len(fixed)) * mean_seconds
     return {"width": width, "seeds": taken, "runs": runs, "run_seconds": round(seconds, 1),
             "fixed_seeds": most, "fixed_runs": fixed_runs, "fixed_run_seconds": round(fixed_seconds, 1),
-            "incomplete": missing}
+            "fixed_runs_not_measured": unmeasured, "incomplete": missing}
 
 
 def main() -> int:
@@ -194,6 +198,8 @@ def main() -> int:
     for r in out["replays"]:
         print(f"\nreplay at ±{r['width']:g}: seeds {r['seeds']}, {r['runs']} runs, {r['run_seconds']} run-seconds; "
               f"fixed {r['fixed_seeds']} seeds: {r['fixed_runs']} runs, {r['fixed_run_seconds']} run-seconds"
+              + (f" ({r['fixed_runs_not_measured']} of them not measured, at the mean run's seconds)"
+                 if r["fixed_runs_not_measured"] else "")
               + (f"; not enough seeds measured for {r['incomplete']}" if r["incomplete"] else ""))
     print(f"\nwritten {args.out}")
     return 0
