@@ -52,7 +52,9 @@ def run_one(variant: str, task: str, row: str, seed: int, out_root: Path, extra:
     out = out_root / variant / task / row / f"seed{seed}"
     cmd = [sys.executable, "-m", "model.train", "--out", str(out), "--set", f"data.name={task}",
            "--set", f"i2srm.variant={variant}", "--set", f"i2srm.ablation={row}", "--set", f"train.seed={seed}",
-           "--set", "train.progress=false", "--set", "train.threads=1"]
+           "--set", "train.progress=false", "--set", "train.threads=1",
+           # metrics only: a full table's weights and resume states would take about 28 GB
+           "--set", "train.save_best=false", "--set", "train.save_checkpoint=false"]
     for item in extra:
         cmd += ["--set", item]
     done = _finished(out, variant, row, seed, extra)
