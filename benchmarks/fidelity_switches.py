@@ -21,7 +21,6 @@ both poolings take the same windows): it runs at ``model.image_size=96``, whose 
 from __future__ import annotations
 
 import argparse
-import json
 import statistics
 import sys
 import time
@@ -32,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(ROOT / "benchmarks"))
 
-from trainer_table import _finished, run_one  # noqa: E402  (benchmarks/ is not a package)
+from trainer_table import _finished, _mean_sd, run_one, write_outputs  # noqa: E402  (benchmarks/ is not a package)
 
 TASKS = ("synthetic-mner", "synthetic-mre")
 
@@ -67,11 +66,6 @@ def runs_of(switch: Switch, tasks: list[str]) -> list[tuple[str, str, list[str]]
             sets = list(switch.common) + ([] if value == switch.reference else [f"{switch.key}={value}"])
             out.append((task, value, sets))
     return out
-
-
-def _mean_sd(values: list[float]) -> str:
-    sd = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
-    return f"{statistics.mean(values):.2f} ± {sd}"
 
 
 def table(results: list[dict], switches: list[Switch], tasks: list[str]) -> str:
@@ -135,9 +129,7 @@ def main() -> int:
                for s, task, value, seed, slug in wanted if (task, seed, slug) in done]
     md = table(results, switches, args.tasks)
     doc = {"results": results, "wall_seconds": time.time() - started, "jobs": args.jobs, "overrides": args.set}
-    (out_root / "fidelity_switches.json").write_text(json.dumps(doc, indent=2))
-    (out_root / "fidelity_switches.md").write_text(md)
-    print(md)
+    write_outputs(out_root, "fidelity_switches", doc, md)
     return 0
 
 

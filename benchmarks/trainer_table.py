@@ -70,6 +70,13 @@ def run_one(variant: str, task: str, row: str, seed: int, out_root: Path, extra:
             "dev_f1": metrics["best_dev_f1"], "best_epoch": metrics["best_epoch"], "seconds": time.time() - t0}
 
 
+def write_outputs(out_root: Path, name: str, doc: dict, md: str) -> None:
+    """``out_root/name.json`` (``doc``) and ``out_root/name.md`` (the table ``md``, also printed)."""
+    (out_root / f"{name}.json").write_text(json.dumps(doc, indent=2))
+    (out_root / f"{name}.md").write_text(md)
+    print(md)
+
+
 def _mean_sd(values: list[float]) -> str:
     sd = f"{statistics.stdev(values):.2f}" if len(values) > 1 else "n/a"
     return f"{statistics.mean(values):.2f} ± {sd}"
@@ -163,9 +170,7 @@ def main() -> int:
     if len(args.variants) == 2:
         md += "\n" + side_by_side(runs, args.variants, args.tasks, args.rows)
     doc = {"runs": runs, "wall_seconds": time.time() - started, "jobs": args.jobs, "overrides": per_variant}
-    (out_root / "trainer_table.json").write_text(json.dumps(doc, indent=2))
-    (out_root / "trainer_table.md").write_text(md)
-    print(md)
+    write_outputs(out_root, "trainer_table", doc, md)
     return 0
 
 
