@@ -11,8 +11,10 @@ machine, however the tests are scheduled. The plugin records, per test (setup, c
 wall time, the CPU of the pytest process and the CPU of the child processes it reaped (a study's driver run with
 ``subprocess`` and what that driver reaped). The processes of a Ray instance that outlive their parent (its
 daemons, trial workers) are counted only in the machine's total: the gap between that total and the sum over the
-tests is theirs, with pytest's own start-up and test collection. Linux only; run it on an otherwise idle machine,
-since every process on it counts.
+tests is theirs, with pytest's own start-up and test collection. The plugin also records the machine's busy CPU
+seconds during each test (``machine_busy_s``): with ``-- -n 0`` (one process, one test at a time) that charges each
+test with everything it caused, Ray's daemons and trial workers included; with several workers it also counts what
+the other workers did meanwhile. Linux only; run it on an otherwise idle machine, since every process on it counts.
 """
 
 from __future__ import annotations
@@ -59,16 +61,23 @@ if pytest is not None:
             yield
             return
         own0, kids0 = _cpu_seconds()
-        t0 = time.monotonic()
+        busy0, t0 = machine_busy(), time.monotonic()
         yield
         own1, kids1 = _cpu_seconds()
         worker = os.environ.get("PYTEST_XDIST_WORKER", "main")
         row = {"test": item.nodeid, "worker": worker, "wall_s": round(time.monotonic() - t0, 3),
-               "own_cpu_s": round(own1 - own0, 3), "children_cpu_s": round(kids1 - kids0, 3)}
+               "own_cpu_s": round(own1 - own0, 3), "children_cpu_s": round(kids1 - kids0, 3),
+               "machine_busy_s": round(machine_busy() - busy0, 3)}
         with open(Path(folder) / f"{worker}.jsonl", "a", encoding="utf-8") as f:
             f.write(json.dumps(row) + "\n")
 
 # ---------------------------------------------------------------------------------------------- the runner
+
+
+def machine_busy() -> float:
+    """The machine's busy CPU seconds so far (all cores): user + nice + system + irq + softirq."""
+    stat = read_stat()
+    return sum(stat[name] for name in BUSY_FIELDS)
 
 
 def read_stat() -> dict[str, float]:
@@ -80,12 +89,12 @@ def read_stat() -> dict[str, float]:
 
 def by_module(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
     modules: dict[str, dict[str, float]] = defaultdict(lambda: {"tests": 0, "wall_s": 0.0, "own_cpu_s": 0.0,
-                                                                "children_cpu_s": 0.0})
+                                                                "children_cpu_s": 0.0, "machine_busy_s": 0.0})
     for row in rows:
         m = modules[row["test"].split("::")[0]]
         m["tests"] += 1
-        for key in ("wall_s", "own_cpu_s", "children_cpu_s"):
-            m[key] += row[key]
+        for key in ("wall_s", "own_cpu_s", "children_cpu_s", "machine_busy_s"):
+            m[key] += row.get(key, 0.0)
     out = [{"module": name, **{k: round(v, 1) if k != "tests" else int(v) for k, v in m.items()}}
            for name, m in modules.items()]
     return sorted(out, key=lambda m: -(m["own_cpu_s"] + m["children_cpu_s"]))
@@ -132,6 +141,7 @@ def measure(pytest_args: list[str]) -> dict[str, Any]:
         "cpu_s_outside_the_tests_processes": round(busy - in_tests, 1),
         "worker_wall_s": {w: round(s, 1) for w, s in sorted(workers.items())},
         "modules": by_module(rows),
+        "test_rows": sorted(rows, key=lambda r: -r.get("machine_busy_s", 0.0)),
     }
 
 

@@ -1,19 +1,24 @@
 """The local Ray instance a study starts listens on 127.0.0.1 only: every port of every Ray process.
 
 Checked from the kernel's socket tables (/proc/net/tcp, tcp6) for the driver and every process it
-started (GCS, raylet, agents, workers), while a task has run on a worker.
+started (GCS, raylet, agents, workers), while a task has run on a worker; with the address of another cluster
+(one `ray start` would leave) in Ray's temp dir, which the study does not join.
 """
 
 from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+
+from study.local_ray import free_port
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -95,8 +100,18 @@ PROBE = textwrap.dedent("""
 def test_local_ray_instance_listens_on_loopback_only(tmp_path: Path) -> None:
     env = {k: v for k, v in os.environ.items() if k not in ("RAY_ADDRESS", "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER")}
     env["PYTHONPATH"] = str(ROOT)
-    proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
-                          timeout=300)
+    # A cluster started with `ray start` on this machine leaves its address in Ray's temp dir, where a plain
+    # ray.init() would join it: the study's instance is a new one all the same. A private temp dir (short: Ray's
+    # socket paths stay under 108 bytes) holds such an address, of a port nothing listens on.
+    ray_tmp = Path(tempfile.mkdtemp(prefix="rl-", dir="/tmp"))
+    (ray_tmp / "ray").mkdir()
+    (ray_tmp / "ray" / "ray_current_cluster").write_text(f"127.0.0.1:{free_port()}\n", encoding="ascii")
+    env["RAY_TMPDIR"] = str(ray_tmp)
+    try:
+        proc = subprocess.run([sys.executable, "-c", PROBE], cwd=ROOT, env=env, capture_output=True, text=True,
+                              timeout=300)
+    finally:
+        shutil.rmtree(ray_tmp, ignore_errors=True)
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-3000:]
     line = next(ln for ln in proc.stdout.splitlines() if ln.startswith("LOOPBACK "))
     result = json.loads(line[len("LOOPBACK "):])
