@@ -8,6 +8,7 @@ import os
 import shutil
 import sys
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -17,6 +18,12 @@ ROOT = Path(__file__).resolve().parent.parent
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from study.local_ray import keep_local_ray_on_loopback  # noqa: E402
+
+# The session's Ray instance (fixture ``local_ray``) listens on 127.0.0.1 only, as a study's own does: the setting
+# is read when ray is first imported, which collecting the test modules does. Subprocesses started through
+# ``study.local_ray.child_env`` (the tests' ``ray_cluster.study_env``) drop it again.
+keep_local_ray_on_loopback(None, "127.0.0.1")
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
 os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
@@ -43,3 +50,18 @@ def tiny_encoder(tmp_path_factory: pytest.TempPathFactory) -> Path:
     from tests.helpers import save_tiny_encoder
 
     return save_tiny_encoder(tmp_path_factory.mktemp("tiny-encoder"))
+
+
+@pytest.fixture(scope="session")
+def local_ray() -> Iterator[None]:
+    """One local Ray instance in this pytest process (each pytest-xdist worker has its own) for the whole
+    session, started the way a study starts its own (``study.local_ray.init_ray``). The tests that run a study
+    in this process (``ray_cluster.run_here``) or drive Ray Tune directly share it: a study finds Ray started and
+    leaves it running. The tests whose feature is the study's own process (its start, its Ray instance, a driver
+    killed and resumed, faults, clusters) run ``study/run.py`` as a subprocess instead."""
+    from study.local_ray import init_ray, stop_ray
+
+    started = init_ray(None)
+    yield
+    if started:
+        stop_ray()

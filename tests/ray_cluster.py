@@ -7,6 +7,8 @@ group's id: never ``ray stop`` (it ends every Ray process of the machine, other 
 
 from __future__ import annotations
 
+import contextlib
+import io
 import json
 import os
 import shutil
@@ -155,6 +157,23 @@ def run_py(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> su
     the environment of ``study_env``, output captured as text."""
     return subprocess.run([sys.executable, *argv], capture_output=True, text=True, timeout=timeout, cwd=cwd,
                           env=study_env())
+
+
+def run_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
+    """``python study/run.py *args`` run in this process (``study.run.main``, from ``cwd``) on the session's Ray
+    instance, which the calling test asks for with the ``local_ray`` fixture: the same driver code, without a
+    new Python process and a new Ray instance per study. Its stdout and stderr are captured as text, as
+    ``run_py`` captures them; an exception that ``main`` does not turn into an exit status propagates."""
+    import ray
+
+    from study.run import main
+
+    if not ray.is_initialized():
+        raise RuntimeError("run_here runs on the session's Ray instance: the test must use the local_ray fixture")
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        code = main(list(args))
+    return subprocess.CompletedProcess([RUN, *args], code, out.getvalue(), err.getvalue())
 
 
 def start_study(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

@@ -24,7 +24,7 @@ from optuna.trial import TrialState
 from ray.tune.search import Searcher
 from scipy import stats
 
-from ray_cluster import kill_group, run_py, start_study, trial_records, wait_until, write_space  # noqa: I001
+from ray_cluster import kill_group, run_here, run_py, start_study, trial_records, wait_until, write_space  # noqa: I001
 from study.adaptive import extra_seeds, half_width, paired_differences, seeds_needed
 from study.records import read_runs
 from study.schema import CONFIG_KEY, SCORE_KEY, SEED_KEY
@@ -37,9 +37,10 @@ SCORED = """\
 metric: train_loss
 mode: min
 resources: {cpus: 1, gpus: 0}
-max_concurrent: 2
 progress_interval: 1
 """
+ONE_AT_A_TIME = "max_concurrent: 1\n"  # one trial process, reused by every run (Tune's reuse_actors)
+TWO_AT_A_TIME = "max_concurrent: 2\n"
 
 
 def test_half_width_is_scipys_t_interval_and_seeds_needed_reaches_it() -> None:
@@ -94,8 +95,9 @@ def test_run_py_refuses_a_bad_resolve_with_exit_2(tmp_path: Path, tiny_encoder: 
 
 
 def _run(tmp_path: Path, name: str, args: list[str]) -> subprocess.CompletedProcess[str]:
-    return run_py([RUN, "--space", str(tmp_path / f"{name}.yaml"), "--results-dir", str(tmp_path / "results"), *args],
-                  tmp_path)
+    """The study in this process, on the session's Ray instance (the test uses the ``local_ray`` fixture)."""
+    return run_here(["--space", str(tmp_path / f"{name}.yaml"), "--results-dir", str(tmp_path / "results"), *args],
+                    tmp_path)
 
 
 def _seeds(study_dir: Path) -> dict[int, list[int]]:
@@ -107,6 +109,7 @@ def _seeds(study_dir: Path) -> dict[int, list[int]]:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_narrow_width_adds_seeds_up_to_max_and_the_reference_runs_them(tmp_path: Path, tiny_encoder: Path) -> None:
     write_space(tmp_path / "narrow.yaml", tiny_encoder, f"""\
 study: narrow
@@ -117,7 +120,7 @@ seeds: [1, 2]
 resolve: {{width: 1.0e-9, max_seeds: 4}}
 confirm: {{seeds: [4], top: 1}}
 reports: [summary]
-{SCORED}""", epochs=1)
+{SCORED}{ONE_AT_A_TIME}""", epochs=1)
     proc = _run(tmp_path, "narrow", [])
     assert proc.returncode == 0, proc.stderr[-3000:]
     d = tmp_path / "results" / "narrow"
@@ -148,6 +151,7 @@ reports: [summary]
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_wide_width_adds_none_and_tpe_asks_the_reference_first(tmp_path: Path, tiny_encoder: Path) -> None:
     write_space(tmp_path / "wide.yaml", tiny_encoder, f"""\
 study: wide
@@ -159,7 +163,7 @@ trials: 2
 seeds: [1, 2]
 resolve: {{width: 1.0e+9, max_seeds: 4}}
 reports: [summary]
-{SCORED}""", epochs=1)
+{SCORED}{ONE_AT_A_TIME}""", epochs=1)
     proc = _run(tmp_path, "wide", [])
     assert proc.returncode == 0, proc.stderr[-3000:]
     d = tmp_path / "results" / "wide"
@@ -176,6 +180,7 @@ EPOCHS = 3  # long enough for a run to be killed midway
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_driver_kill_while_seeds_are_added_then_resume_keeps_them(tmp_path: Path, tiny_encoder: Path) -> None:
     # The reference (delta 0.7 by default) is not in the grid: each configuration's own interval decides.
     write_space(tmp_path / "kill.yaml", tiny_encoder, f"""\
@@ -185,7 +190,7 @@ search:
 seeds: [1]
 resolve: {{width: 1.0e-9, max_seeds: 3}}
 reports: [summary]
-{SCORED}""", epochs=EPOCHS)
+{SCORED}{TWO_AT_A_TIME}""", epochs=EPOCHS)
     results = tmp_path / "results"
     d = results / "kill"
     proc = start_study(["--space", str(tmp_path / "kill.yaml"), "--results-dir", str(results)], tmp_path,
@@ -203,7 +208,8 @@ reports: [summary]
     finished = {tid: (d / "trials" / tid / "epochs.jsonl").read_bytes()
                 for tid, t in before.items() if t["status"] == "completed"}
     assert any(t["seed"] == 2 for t in before.values() if t["status"] == "completed")
-    resumed = run_py([RUN, "--name", "kill", "--results-dir", str(results), "--resume"], tmp_path)
+    # The resume is an ordinary run of the driver: in this process, on the session's Ray instance.
+    resumed = run_here(["--name", "kill", "--results-dir", str(results), "--resume"], tmp_path)
     assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = trial_records(d)
     assert _seeds(d) == {0: [1, 2, 3], 1: [1, 2, 3]}

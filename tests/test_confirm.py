@@ -24,10 +24,9 @@ from study.search import (CONFIRM_CONFIGS_ATTR, CONFIRM_VALUES_ATTR, StudySearch
                           confirmation_pending, open_study)
 from study.space import Space, SpaceError, dump_space, load_space, space_from_dict
 from study.schema import CONFIG_KEY, CONFIRM_PHASE, PHASE_KEY, SCORE_KEY, SEARCH_PHASE, SEED_KEY
-from ray_cluster import run_py
+from ray_cluster import run_here
 
 GRID = [0.0, 0.5, 0.7, 1.0]
-ROOT = Path(__file__).resolve().parent.parent
 
 
 def make_space(tmp_path: Path, confirm: str = "{seeds: [11, 12], top: 2}", mode: str = "max") -> Space:
@@ -297,12 +296,13 @@ def best_configuration(study_dir: Path) -> int:
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path, tiny_encoder: Path) -> None:
     import pandas as pd
 
     space = confirm_space(tmp_path, tiny_encoder, epochs=2, confirm="{seeds: [5], top: 1}")
     results = tmp_path / "results"
-    proc = run_py([str(ROOT / "study" / "run.py"), "--space", str(space), "--results-dir", str(results)], tmp_path)
+    proc = run_here(["--space", str(space), "--results-dir", str(results)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
     d = results / "conf"
     assert "/3 done" in proc.stderr  # the progress line counts the confirmation run
@@ -331,6 +331,7 @@ def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path,
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_a_driver_killed_during_the_confirmation_resumes_it(tmp_path: Path, tiny_encoder: Path) -> None:
     from ray_cluster import kill_group, start_study, trial_records, wait_until
 
@@ -354,15 +355,9 @@ def test_a_driver_killed_during_the_confirmation_resumes_it(tmp_path: Path, tiny
         CONFIRM_CONFIGS_ATTR]
     assert chosen == [best_configuration(d)]
 
-    resumed = start_study(["--name", "conf", "--results-dir", str(results), "--resume"], tmp_path,
-                          tmp_path / "run2.log")
-    try:
-        resumed.wait(timeout=500)
-    finally:
-        if resumed.poll() is None:
-            kill_group(resumed)
-    log = (tmp_path / "run2.log").read_text(encoding="utf-8", errors="replace")
-    assert resumed.returncode == 0, log[-3000:]
+    # The resume is an ordinary run of the driver: in this process, on the session's Ray instance.
+    resumed = run_here(["--name", "conf", "--results-dir", str(results), "--resume"], tmp_path)
+    assert resumed.returncode == 0, resumed.stderr[-3000:]
     after = trial_records(d)
     fresh = {f"c{chosen[0]:04d}-s5", f"c{chosen[0]:04d}-s6"}
     assert {rid for rid, r in after.items() if r["phase"] == "confirm"} == fresh

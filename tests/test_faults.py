@@ -1,8 +1,9 @@
 """Trial faults and driver loss, on a local Ray instance with the real trainer (no test hooks in it).
 
-- A trial that raises (``train.device: cuda:99``, a device the node lacks) and one whose loss turns NaN (a real
-  bad config: train.lr 1e6 with clipping off goes NaN within two epochs) are recorded as failed with their error's
-  first line, retried once (max_failures: 1), and the study finishes with the others completed.
+- A trial whose loss turns NaN (a real bad config: train.lr 1e6 with clipping off goes NaN within two epochs)
+  raises in the trainer; it is recorded as failed with its error's first line, retried once (max_failures: 1),
+  and the study finishes with the other completed. (A trial that raises before training, on a device its node
+  lacks, is tests/test_study_run.py's.)
 - The driver killed with SIGKILL after some runs finished: ``--resume`` completes the study with the
   requested number of runs, continues the unfinished ones from their stored state, and runs no finished one again.
 """
@@ -28,14 +29,12 @@ EPOCHS = 5  # the driver-kill study: trials long enough to be killed midway
 
 
 @pytest.mark.slow
-def test_raising_and_nan_trials_fail_with_their_first_line(tmp_path: Path, tiny_encoder: Path) -> None:
-    # cuda:99: a device no node has; only the node a trial lands on can tell, so it raises in the trial
+def test_a_nan_trial_fails_with_its_first_line_and_the_study_finishes(tmp_path: Path, tiny_encoder: Path) -> None:
     space = write_space(tmp_path / "faults.yaml", tiny_encoder, """\
   train.max_grad_norm: 1.0e12
 study: faults
 search:
   train.lr: {choice: [1.0e-4, 1.0e6]}
-  train.device: {choice: [cpu, "cuda:99"]}
 sampler: grid
 seeds: [1]
 resources: {cpus: 1, gpus: 0}
@@ -51,25 +50,20 @@ reports: [summary]
     d = results / "faults"
     with (d / "trials.csv").open(encoding="utf-8") as f:
         rows = list(csv.DictReader(f))
-    assert len(rows) == 4
-    by = {(float(r["train.lr"]), r["train.device"]): r for r in rows}
-    good, nan = by[(1e-4, "cpu")], by[(1e6, "cpu")]
+    assert len(rows) == 2
+    by = {float(r["train.lr"]): r for r in rows}
+    good, nan = by[1e-4], by[1e6]
     assert good["status"] == "completed" and good["error"] == "" and good["epochs_run"] == "2"
     assert nan["status"] == "failed" and nan["error"].startswith("NonFiniteLoss: training loss is not finite in epoch")
     assert int(nan["epochs_run"]) < 2  # the finite epochs before the NaN (if any) are kept
-    for lr in (1e-4, 1e6):
-        raised = by[(lr, "cuda:99")]
-        assert raised["status"] == "failed" and raised["epochs_run"] == "0"
-        assert raised["error"].startswith("ConfigError: 'train.device' is 'cuda:99' but "), raised["error"]
-    for r in rows:
-        assert "\n" not in r["error"]
+    assert "\n" not in nan["error"]
     failed_lines = [ln for ln in proc.stderr.splitlines() if " failed: " in ln]
-    assert len(failed_lines) == 3, proc.stderr[-3000:]
-    # The summary is built despite the failures; failed trials do not enter it.
+    assert len(failed_lines) == 1 and "NonFiniteLoss: " in failed_lines[0], proc.stderr[-3000:]
+    # The summary is built despite the failure; the failed trial does not enter it.
     with (d / "summary.csv").open(encoding="utf-8") as f:
         summary = list(csv.DictReader(f))
-    counted = {(float(s["train.lr"]), s["train.device"]) for s in summary if int(s["n"]) > 0}
-    assert counted == {(1e-4, "cpu")}, summary
+    counted = {float(s["train.lr"]) for s in summary if int(s["n"]) > 0}
+    assert counted == {1e-4}, summary
 
 
 @pytest.mark.slow

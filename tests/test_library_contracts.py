@@ -85,6 +85,7 @@ def test_optuna_a_loaded_study_keeps_its_trials(tmp_path: Path) -> None:
 # ---------------------------------------------------------------------------------------------- Ray Tune
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_tune_runs_what_a_searcher_hands_out_until_it_says_finished(tmp_path: Path) -> None:
     from ray import tune
     from ray.tune.search import Searcher
@@ -126,7 +127,7 @@ def test_tune_runs_what_a_searcher_hands_out_until_it_says_finished(tmp_path: Pa
         for step in (1, 2):
             tune.report({"score": config["v"] * 10 + step, "epoch": step})  # no checkpoint: allowed
 
-    started = init_ray(None)
+    started = init_ray(None)  # False: the session's instance (local_ray) runs already
     try:
         tuner = tune.Tuner(trainable, tune_config=tune.TuneConfig(
             search_alg=Fixed(), num_samples=-1, max_concurrent_trials=1, metric="score", mode="max",

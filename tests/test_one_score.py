@@ -21,7 +21,7 @@ import yaml
 
 from study.records import read_runs
 from study.schema import score
-from ray_cluster import run_py
+from ray_cluster import run_here, run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -42,18 +42,19 @@ search:
 sampler: grid
 seeds: [1, 2]
 resources: {{cpus: 1, gpus: 0}}
-max_concurrent: 2
+max_concurrent: 1
 progress_interval: 5
 reports: [summary]
 """
 
 
 def run_study(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_py([str(ROOT / "study" / "run.py"), *args], cwd, timeout=900)
+    """The study in this process, on the session's Ray instance (``local_ray``; the ``facet`` fixture asks for it)."""
+    return run_here(args, cwd)
 
 
 @pytest.fixture(scope="module")
-def facet(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path) -> dict[str, Any]:
+def facet(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, local_ray: None) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("facet")
     space = root / "facet.yaml"
     space.write_text(SPACE.format(encoder=tiny_encoder), encoding="utf-8")
@@ -121,10 +122,10 @@ def test_resume_refuses_a_change_of_what_the_study_computes(facet: dict[str, Any
     assert proc.returncode == 2 and len(lines) == 1 and "resumes on its own storage" in lines[0], proc.stderr
     assert not (facet["root"] / "elsewhere").exists()
     # How it runs may change: applied, said, and the finished study runs nothing again.
-    proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--set", "max_concurrent=1"],
+    proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--set", "max_concurrent=2"],
                   cwd=facet["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
-    assert "--resume applies max_concurrent=1 for this session (stored: 2)" in proc.stderr
+    assert "--resume applies max_concurrent=2 for this session (stored: 1)" in proc.stderr
     after = {p: p.read_bytes() for p in before}
     assert {p for p in before if p.name in ("trial.json", "epochs.jsonl", "config.yaml") and before[p] != after[p]} \
         == set()

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import optuna
 import pytest
-from ray_cluster import kill_group, start_study, study_env, wait_until, write_space  # noqa: I001
+from ray_cluster import kill_group, run_here, start_study, study_env, wait_until, write_space  # noqa: I001
 
 from study.optuna_storage import SQLITE_TIMEOUT_S, StorageError, normalize_storage, open_storage
 from study.run import main
@@ -111,21 +111,16 @@ def test_a_second_process_reads_the_running_study_in_wal_mode(tmp_path: Path, ti
     assert len(final.trials) == 2 and all(t.state == optuna.trial.TrialState.COMPLETE for t in final.trials)
 
 
+@pytest.mark.usefixtures("local_ray")
 def test_a_study_on_a_journal_file_runs_and_resume_keeps_its_storage(tmp_path: Path, tiny_encoder: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
     space = write_space(tmp_path / "jrnl.yaml", tiny_encoder, BODY.format(name="jrnl"))
     results, shared = tmp_path / "results", tmp_path / "shared"
     shared.mkdir()
     journal = shared / "jrnl.log"
-    proc = start_study(["--space", str(space), "--results-dir", str(results), "--set",
-                        f"optuna_storage=journal:{journal}"], cwd=tmp_path, log=tmp_path / "study.log")
-    try:
-        code = proc.wait(timeout=600)
-    finally:
-        if proc.poll() is None:
-            kill_group(proc)
-    log = (tmp_path / "study.log").read_text(errors="replace")
-    assert code == 0 and "Traceback" not in log, log[-3000:]
+    proc = run_here(["--space", str(space), "--results-dir", str(results), "--set",
+                     f"optuna_storage=journal:{journal}"], tmp_path)
+    assert proc.returncode == 0, proc.stderr[-3000:]
     storage = optuna.storages.JournalStorage(optuna.storages.journal.JournalFileBackend(str(journal)))
     ot = optuna.load_study(study_name="jrnl", storage=storage)
     assert sorted(t.params["i2srm.delta"] for t in ot.trials) == [0.0, 0.7]
