@@ -20,6 +20,7 @@ import tempfile
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Callable
 
 from benchmarks.scale import session_members
 from study.local_ray import child_env, free_port  # noqa: F401  (free_port: for the tests)
@@ -159,21 +160,32 @@ def run_py(argv: list[str], cwd: Path | None = None, timeout: float = 600) -> su
                           env=study_env())
 
 
+def run_main(main: Callable[[list[str]], int], argv: list[str], cwd: Path | None = None,
+             name: str = RUN) -> subprocess.CompletedProcess[str]:
+    """A command line's ``main(argv)`` run in this process, from ``cwd``, its stdout and stderr captured as text
+    and its exit status returned as ``run_py`` returns them (argparse's ``SystemExit`` included): the same code
+    as the script, without a new Python process importing torch, pandas and matplotlib again. An exception that
+    ``main`` does not turn into an exit status propagates."""
+    out, err = io.StringIO(), io.StringIO()
+    with contextlib.chdir(cwd or Path.cwd()), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+        try:
+            code = main(list(argv))
+        except SystemExit as e:
+            code = e.code if isinstance(e.code, int) else (0 if e.code is None else 1)
+    return subprocess.CompletedProcess([name, *argv], code, out.getvalue(), err.getvalue())
+
+
 def run_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """``python study/run.py *args`` run in this process (``study.run.main``, from ``cwd``) on the session's Ray
-    instance, which the calling test asks for with the ``local_ray`` fixture: the same driver code, without a
-    new Python process and a new Ray instance per study. Its stdout and stderr are captured as text, as
-    ``run_py`` captures them; an exception that ``main`` does not turn into an exit status propagates."""
+    """``python study/run.py *args`` run in this process (``run_main`` of ``study.run.main``) on the session's Ray
+    instance, which the calling test asks for with the ``local_ray`` fixture: the same driver code, without a new
+    Python process and a new Ray instance per study."""
     import ray
 
     from study.run import main
 
     if not ray.is_initialized():
         raise RuntimeError("run_here runs on the session's Ray instance: the test must use the local_ray fixture")
-    out, err = io.StringIO(), io.StringIO()
-    with contextlib.chdir(cwd), contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
-        code = main(list(args))
-    return subprocess.CompletedProcess([RUN, *args], code, out.getvalue(), err.getvalue())
+    return run_main(main, args, cwd)
 
 
 def start_study(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:

@@ -22,15 +22,12 @@ from pypdf import PdfReader
 from scipy import stats
 
 from tests.helpers import write_study
-from ray_cluster import run_py
+from ray_cluster import run_main
+from study.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = str(ROOT / "study" / "report.py")
 DPI = 200
-def run(script: str, args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run_py([script, *args], cwd, timeout=900)
-
-
 def tiny(results: Path, name: str, deltas: list[float], variant: str, level: float) -> Path:
     """A stored study as study/run.py leaves it (records written by ``write_study``, reports by report.py):
     ``i2srm.delta`` over ``deltas`` x seeds 1-3, two epochs each, made-up F1 around ``level``."""
@@ -45,7 +42,7 @@ def tiny(results: Path, name: str, deltas: list[float], variant: str, level: flo
     space = {"study": name, "search": {"i2srm.delta": {"grid": deltas}}, "sampler": "grid", "seeds": [1, 2, 3],
              "reference": {"i2srm.delta": 0.7}, "reports": ["summary", "sensitivity"]}
     folder = write_study(results / name, name, space, runs, base={"i2srm.variant": variant})
-    proc = run(REPORT, [str(folder)], results.parent)
+    proc = report([str(folder)], results.parent)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return folder
 
@@ -60,7 +57,8 @@ def studies(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
 
 
 def report(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    return run(REPORT, args, cwd)
+    """``python study/report.py *args`` from ``cwd``, in this process (``ray_cluster.run_main``)."""
+    return run_main(report_main, args, cwd, name=REPORT)
 
 
 # ----------------------------------------------------------------------------- readers

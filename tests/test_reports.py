@@ -19,7 +19,8 @@ from optuna.importance import FanovaImportanceEvaluator, get_param_importances
 from scipy import stats
 
 from tests.helpers import write_json, write_study
-from ray_cluster import run_py
+from ray_cluster import run_main
+from study.report import main as report_main
 
 ROOT = Path(__file__).resolve().parent.parent
 REPORT = ROOT / "study" / "report.py"
@@ -29,7 +30,8 @@ REPORT = ROOT / "study" / "report.py"
 # (``write_study`` and ``write_json`` are in tests/helpers.py: other report tests write studies too)
 
 def run_report(folder: Path) -> subprocess.CompletedProcess[str]:
-    return run_py([str(REPORT), str(folder)], timeout=300)
+    """``python study/report.py FOLDER``, in this process (``ray_cluster.run_main``)."""
+    return run_main(report_main, [str(folder)], name=str(REPORT))
 
 
 DELTAS = [0.0, 0.5, 1.0]

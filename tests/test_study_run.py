@@ -21,7 +21,8 @@ import yaml
 from model.config import all_keys
 from study.records import read_epochs, read_runs
 from study.space import load_space
-from ray_cluster import run_py
+from ray_cluster import run_here, run_main, run_py
+from study.run import main
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
@@ -153,11 +154,13 @@ def test_optuna_study_holds_one_trial_per_configuration(study: dict[str, Any]) -
 
 
 @pytest.mark.slow
+@pytest.mark.usefixtures("local_ray")
 def test_existing_name_is_refused_and_resume_reruns_only_unfinished(study: dict[str, Any]) -> None:
+    # The refusal and the resume in this process (the study itself ran as `python study/run.py`).
     d = study["dir"]
     before = {p: p.read_bytes() for p in sorted((d / "trials").rglob("*")) if p.is_file()}
     meta = (d / "study.json").read_bytes()
-    proc = run_study(["--space", str(study["space"]), "--results-dir", str(study["results"])], cwd=study["root"])
+    proc = run_here(["--space", str(study["space"]), "--results-dir", str(study["results"])], study["root"])
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert len(lines) == 1 and "already holds results" in lines[0] and "--resume" in lines[0]
@@ -165,7 +168,7 @@ def test_existing_name_is_refused_and_resume_reruns_only_unfinished(study: dict[
     assert {p: p.read_bytes() for p in sorted((d / "trials").rglob("*")) if p.is_file()} == before
 
     # --resume: every configuration has ended (one COMPLETE, one FAIL in the Optuna study): nothing runs again.
-    proc = run_study(["--name", "e2e", "--results-dir", str(study["results"]), "--resume"], cwd=study["root"])
+    proc = run_here(["--name", "e2e", "--results-dir", str(study["results"]), "--resume"], study["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     trials = read_runs(d)
     assert len(trials) == 4 and sorted(t.status for t in trials) == ["completed", "completed", "failed", "failed"]
@@ -179,12 +182,12 @@ def test_a_folder_holding_results_is_refused_before_anything_starts(tmp_path: Pa
     results = tmp_path / "results"
     (results / "mixup").mkdir(parents=True)
     (results / "mixup" / "keep.txt").write_text("earlier results\n", encoding="utf-8")
-    proc = run_study(["--space", "mixup.yaml", "--results-dir", str(results)], cwd=tmp_path, timeout=120)
+    proc = run_main(main, ["--space", "mixup.yaml", "--results-dir", str(results)], tmp_path)  # in this process
     assert proc.returncode == 2 and "Traceback" not in proc.stderr
     assert "already holds results" in proc.stderr and "--name" in proc.stderr
     assert sorted(p.name for p in (results / "mixup").iterdir()) == ["keep.txt"]
 
-    proc = run_study(["--name", "nothing_here", "--results-dir", str(results), "--resume"], cwd=tmp_path, timeout=120)
+    proc = run_main(main, ["--name", "nothing_here", "--results-dir", str(results), "--resume"], tmp_path)
     assert proc.returncode == 2 and "holds no study" in proc.stderr and "Traceback" not in proc.stderr
 
 

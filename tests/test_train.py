@@ -14,7 +14,8 @@ import pytest
 import torch
 
 from model.config import build_config
-from model.train import STATE_FILE, train
+from model.train import STATE_FILE, main, train
+from ray_cluster import run_main
 
 ROOT = Path(__file__).resolve().parent.parent
 SMALL = {"data.name": "synthetic-mner", "data.synthetic_size": 0.25, "model.backbone": "resnet18",
@@ -92,13 +93,13 @@ def test_cli_trains_and_refuses_bad_values(tmp_path: Path, tiny_encoder: Path) -
     sets = [a for k, v in {**SMALL, "train.epochs": 1, "data.name": "synthetic-mre",
                            "model.text_encoder": tiny_encoder}.items()
             for a in ("--set", f"{k}={v}")]
-    ok = subprocess.run([sys.executable, "-m", "model.train", "--out", str(tmp_path / "mre"), *sets],
-                        cwd=ROOT, capture_output=True, text=True, timeout=600)
+    # ``python -m model.train`` in this process (its ``main``); a fresh process retraining a run from its
+    # config.yaml is tests/test_one_score.py's.
+    ok = run_main(main, ["--out", str(tmp_path / "mre"), *sets], ROOT, name="model.train")
     assert ok.returncode == 0, ok.stderr[-2000:]
     metrics = json.loads((tmp_path / "mre" / "metrics.json").read_text())
     assert metrics["task"] == "mre" and "test_accuracy" in metrics["history"][0]
-    bad = subprocess.run([sys.executable, "-m", "model.train", "--out", str(tmp_path / "bad"),
-                          "--set", "i2srm.attn_heads=5"], cwd=ROOT, capture_output=True, text=True, timeout=300)
+    bad = run_main(main, ["--out", str(tmp_path / "bad"), "--set", "i2srm.attn_heads=5"], ROOT, name="model.train")
     assert bad.returncode == 2 and "Traceback" not in bad.stderr
     assert "'i2srm.attn_heads' is 5; allowed: a divisor" in bad.stderr
     assert not (tmp_path / "bad").exists()
