@@ -58,9 +58,15 @@ def local_ray() -> Iterator[None]:
     session, started the way a study starts its own (``study.local_ray.init_ray``). The tests that run a study
     in this process (``ray_cluster.run_here``) or drive Ray Tune directly share it: a study finds Ray started and
     leaves it running. The tests whose feature is the study's own process (its start, its Ray instance, a driver
-    killed and resumed, faults, clusters) run ``study/run.py`` as a subprocess instead."""
+    killed and resumed, faults, clusters) run ``study/run.py`` as a subprocess instead.
+
+    Its trial processes may run the trainer's stand-in (``train.simulate_seconds``, ``model/simulate.py``): the
+    permission (``I2SRM_ALLOW_SIMULATE=1``) is set in this process before Ray starts, so the driver's pre-flight
+    and the trial processes see it. Tests of the refusal without it remove it themselves."""
+    from model.config import ALLOW_SIMULATE_ENV
     from study.local_ray import init_ray, stop_ray
 
+    os.environ[ALLOW_SIMULATE_ENV] = "1"
     started = init_ray(None)
     yield
     if started:

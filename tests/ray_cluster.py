@@ -30,8 +30,15 @@ RUN = str(ROOT / "study" / "run.py")
 RAY = str(Path(sys.executable).parent / "ray")
 
 
-def study_env() -> dict[str, str]:
-    return child_env(ROOT)
+def study_env(**extra: str) -> dict[str, str]:
+    return child_env(ROOT, **extra)
+
+
+STAND_IN = "  train.simulate_seconds: {seconds}\n"
+"""A trainer key for ``write_space``'s body: the trainer's stand-in (``model/simulate.py``), for study tests
+where what the trainer computes is not what is tested. Its trials sleep ``seconds`` per epoch instead of loading a
+model; a driver needs ``I2SRM_ALLOW_SIMULATE=1`` (``STAND_IN_ENV``; the ``local_ray`` fixture sets it)."""
+STAND_IN_ENV = {"I2SRM_ALLOW_SIMULATE": "1"}
 
 
 TINY_TRAINER = """\
@@ -188,8 +195,10 @@ def run_here(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
     return run_main(main, args, cwd)
 
 
-def start_study(args: list[str], cwd: Path, log: Path) -> subprocess.Popen:
-    return subprocess.Popen([sys.executable, RUN, *args], cwd=cwd, env=study_env(), stdout=subprocess.PIPE,
+def start_study(args: list[str], cwd: Path, log: Path, **env: str) -> subprocess.Popen:
+    """``python study/run.py *args`` started in its own session (``kill_group`` stops it and its Ray instance),
+    stderr to ``log``, with ``env`` on top of ``study_env``."""
+    return subprocess.Popen([sys.executable, RUN, *args], cwd=cwd, env=study_env(**env), stdout=subprocess.PIPE,
                             stderr=log.open("wb"), start_new_session=True)
 
 

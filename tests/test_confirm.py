@@ -271,10 +271,12 @@ def test_a_study_without_confirmation_has_no_such_section(tmp_path: Path) -> Non
 # ---------------------------------------------------------------------------------------------- end to end
 
 
-def confirm_space(tmp_path: Path, encoder: Path, epochs: int, confirm: str) -> Path:
-    from ray_cluster import write_space
+def confirm_space(tmp_path: Path, encoder: Path, epochs: int, confirm: str, epoch_seconds: float) -> Path:
+    """The trainer's stand-in (``model/simulate.py``): the confirmation is the searcher's and the driver's work,
+    whatever the trainer computes; ``epoch_seconds`` per epoch."""
+    from ray_cluster import STAND_IN, write_space
 
-    return write_space(tmp_path / "confirm.yaml", encoder, f"""\
+    return write_space(tmp_path / "confirm.yaml", encoder, STAND_IN.format(seconds=epoch_seconds) + f"""\
 study: conf
 search:
   i2srm.delta: {{grid: [0.0, 1.0]}}
@@ -300,7 +302,7 @@ def best_configuration(study_dir: Path) -> int:
 def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path, tiny_encoder: Path) -> None:
     import pandas as pd
 
-    space = confirm_space(tmp_path, tiny_encoder, epochs=2, confirm="{seeds: [5], top: 1}")
+    space = confirm_space(tmp_path, tiny_encoder, epochs=2, confirm="{seeds: [5], top: 1}", epoch_seconds=0)
     results = tmp_path / "results"
     proc = run_here(["--space", str(space), "--results-dir", str(results)], tmp_path)
     assert proc.returncode == 0, proc.stderr[-3000:]
@@ -333,13 +335,14 @@ def test_a_study_confirms_its_best_configuration_on_a_fresh_seed(tmp_path: Path,
 @pytest.mark.slow
 @pytest.mark.usefixtures("local_ray")
 def test_a_driver_killed_during_the_confirmation_resumes_it(tmp_path: Path, tiny_encoder: Path) -> None:
-    from ray_cluster import kill_group, start_study, trial_records, wait_until
+    from ray_cluster import STAND_IN_ENV, kill_group, start_study, trial_records, wait_until
 
     epochs = 4
-    space = confirm_space(tmp_path, tiny_encoder, epochs=epochs, confirm="{seeds: [5, 6], top: 1}")
+    space = confirm_space(tmp_path, tiny_encoder, epochs=epochs, confirm="{seeds: [5, 6], top: 1}", epoch_seconds=1.0)
     results = tmp_path / "results"
     d = results / "conf"
-    proc = start_study(["--space", str(space), "--results-dir", str(results)], tmp_path, tmp_path / "run1.log")
+    proc = start_study(["--space", str(space), "--results-dir", str(results)], tmp_path, tmp_path / "run1.log",
+                       **STAND_IN_ENV)
     try:
         def confirming_midway() -> bool:
             return any(r.get("phase") == "confirm" and r["status"] == "running" and 1 <= r["epochs_run"] < epochs

@@ -16,7 +16,8 @@ from pathlib import Path
 
 import optuna
 import pytest
-from ray_cluster import kill_group, run_here, start_study, study_env, wait_until, write_space  # noqa: I001
+from ray_cluster import (STAND_IN, STAND_IN_ENV, kill_group, run_here, start_study, study_env,  # noqa: I001
+                         wait_until, write_space)
 
 from study.optuna_storage import SQLITE_TIMEOUT_S, StorageError, normalize_storage, open_storage
 from study.run import main
@@ -80,12 +81,13 @@ def trials_in(db: Path) -> int:
 
 
 def test_a_second_process_reads_the_running_study_in_wal_mode(tmp_path: Path, tiny_encoder: Path) -> None:
-    space = write_space(tmp_path / "live.yaml", tiny_encoder, BODY.format(name="live"))
+    # The trainer's stand-in: 1.5-s epochs keep the study running while the reader starts (no model is loaded).
+    space = write_space(tmp_path / "live.yaml", tiny_encoder, STAND_IN.format(seconds=1.5) + BODY.format(name="live"))
     results = tmp_path / "results"
     db = results / "live" / "optuna.db"
     first, stop = tmp_path / "first_read", tmp_path / "stop"
     proc = start_study(["--space", str(space), "--results-dir", str(results)], cwd=tmp_path,
-                       log=tmp_path / "study.log")
+                       log=tmp_path / "study.log", **STAND_IN_ENV)
     reader = None
     try:
         wait_until(lambda: trials_in(db), timeout=300, what="a trial in optuna.db", proc=proc)
@@ -114,7 +116,7 @@ def test_a_second_process_reads_the_running_study_in_wal_mode(tmp_path: Path, ti
 @pytest.mark.usefixtures("local_ray")
 def test_a_study_on_a_journal_file_runs_and_resume_keeps_its_storage(tmp_path: Path, tiny_encoder: Path,
                                                                      capsys: pytest.CaptureFixture[str]) -> None:
-    space = write_space(tmp_path / "jrnl.yaml", tiny_encoder, BODY.format(name="jrnl"))
+    space = write_space(tmp_path / "jrnl.yaml", tiny_encoder, STAND_IN.format(seconds=0) + BODY.format(name="jrnl"))
     results, shared = tmp_path / "results", tmp_path / "shared"
     shared.mkdir()
     journal = shared / "jrnl.log"
