@@ -93,6 +93,7 @@ def test_missing_space_file(tmp_path: Path, results: Path, capsys: pytest.Captur
     assert "nope.yaml" in line
 
 
+@pytest.mark.usefixtures("local_ray")  # refused while Ray starts: the session's instance
 def test_data_dir_that_does_not_hold_the_data(tmp_path: Path, results: Path,
                                               capsys: pytest.CaptureFixture[str]) -> None:
     empty = tmp_path / "NER_data"
@@ -104,6 +105,7 @@ def test_data_dir_that_does_not_hold_the_data(tmp_path: Path, results: Path,
     assert str(empty) in line
 
 
+@pytest.mark.usefixtures("local_ray")  # refused while Ray starts: the session's instance
 def test_data_error_names_file_and_line(tmp_path: Path, results: Path, capsys: pytest.CaptureFixture[str]) -> None:
     data = tmp_path / "NER_data"
     (data / "twitter2015").mkdir(parents=True)
