@@ -37,7 +37,7 @@ search:
 sampler: grid
 seeds: [1]
 resources: {cpus: 1, gpus: 0}
-max_concurrent: 2
+max_concurrent: 1  # one trial process; the retry of the failed run gets a new one
 max_failures: 1
 progress_interval: 1
 reports: [summary]
