@@ -17,7 +17,7 @@ from model.config import ConfigError, build_config
 from model.train import pick_device, set_determinism, train
 from study.trainable import TrialSetup, trial_device
 
-SMALL = {"data.synthetic_size": 0.25, "model.backbone": "resnet18", "model.image_size": 33, "data.max_len": 32,
+SMALL = {"data.synthetic_size": 0.05, "model.backbone": "resnet18", "model.image_size": 33, "data.max_len": 32,
          "train.epochs": 2, "train.progress": False, "train.seed": 3}
 
 
