@@ -1,5 +1,7 @@
-"""Test helpers for the cluster and fault tests: a real two-node Ray cluster on 127.0.0.1, a space file for
-the tiny trainer, and running ``study/run.py`` as a subprocess.
+"""Test helpers for studies and command lines: a real two-node Ray cluster on 127.0.0.1, a space file for the
+tiny trainer (and the trainer's stand-in), ``study/run.py`` or another command run as a subprocess (``run_py``,
+``start_study``), or its ``main`` run in the pytest process (``run_main``; ``run_here`` for a study, on the
+session's Ray instance of ``conftest.local_ray``).
 
 Every process these helpers start runs in its own session (process group), and is stopped by that
 group's id: never ``ray stop`` (it ends every Ray process of the machine, other users' included).
@@ -23,6 +25,7 @@ from pathlib import Path
 from typing import Callable
 
 from benchmarks.scale import session_members
+from model.config import ALLOW_SIMULATE_ENV
 from study.local_ray import child_env, free_port  # noqa: F401  (free_port: for the tests)
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -38,7 +41,7 @@ STAND_IN = "  train.simulate_seconds: {seconds}\n"
 """A trainer key for ``write_space``'s body: the trainer's stand-in (``model/simulate.py``), for study tests
 where what the trainer computes is not what is tested. Its trials sleep ``seconds`` per epoch instead of loading a
 model; a driver needs ``I2SRM_ALLOW_SIMULATE=1`` (``STAND_IN_ENV``; the ``local_ray`` fixture sets it)."""
-STAND_IN_ENV = {"I2SRM_ALLOW_SIMULATE": "1"}
+STAND_IN_ENV = {ALLOW_SIMULATE_ENV: "1"}
 
 
 TINY_TRAINER = """\
