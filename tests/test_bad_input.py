@@ -1,15 +1,15 @@
 """Bad input to ``python study/run.py``: exit status 2, one clear line on stderr, no traceback, and nothing
 under ``results/`` changed (the tree is hashed before and after).
 
-Most cases run ``study.run.main`` in this process (the refusal happens before Ray starts); the ones that
-need Ray (no GPU on the cluster, an unreachable ``--address``) run the real script in a subprocess.
+Most cases run ``study.run.main`` in this process (the refusal happens before Ray starts); a GPU request the
+cluster cannot meet runs there too, on the session's Ray instance, and an unreachable ``--address`` runs the real
+script in a subprocess (a process already connected to Ray would not look at the address).
 """
 
 from __future__ import annotations
 
 import hashlib
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -17,7 +17,7 @@ import torch
 
 from benchmarks.bad_input import TINY_SPACE as TINY  # the tiny study the benchmark's cases change too
 from study.run import main
-from ray_cluster import free_port, run_here, study_env
+from ray_cluster import free_port, run_here, run_py
 
 ROOT = Path(__file__).resolve().parent.parent
 RUN = str(ROOT / "study" / "run.py")
@@ -130,11 +130,6 @@ def test_a_set_value_the_trainer_refuses(tmp_path: Path, results: Path, capsys: 
 # ---------------------------------------------------------------------------------------------- with Ray
 
 
-def run_script(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, RUN, *args], capture_output=True, text=True, timeout=180, cwd=cwd,
-                          env=study_env())
-
-
 def assert_refused(proc: subprocess.CompletedProcess, results: Path, before: str) -> str:
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2, proc.stderr[-3000:]
@@ -146,8 +141,8 @@ def assert_refused(proc: subprocess.CompletedProcess, results: Path, before: str
 def test_unreachable_address(tmp_path: Path, results: Path) -> None:
     before = tree_hash(results)
     port = free_port()  # nothing listens there
-    proc = run_script(["--space", str(space_file(tmp_path, TINY)), "--address", f"127.0.0.1:{port}",
-                       "--results-dir", str(results)], tmp_path)
+    proc = run_py([RUN, "--space", str(space_file(tmp_path, TINY)), "--address", f"127.0.0.1:{port}",
+                   "--results-dir", str(results)], tmp_path, timeout=180)
     line = assert_refused(proc, results, before)
     assert f"127.0.0.1:{port}" in line and "--address" in line
 

@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import subprocess
 import sys
 from pathlib import Path
 from typing import Any
@@ -49,17 +48,12 @@ reports: [summary]
 """
 
 
-def run_study(args: list[str], cwd: Path) -> subprocess.CompletedProcess[str]:
-    """The study in this process, on the session's Ray instance (``local_ray``; the ``facet`` fixture asks for it)."""
-    return run_here(args, cwd)
-
-
 @pytest.fixture(scope="module")
 def facet(tmp_path_factory: pytest.TempPathFactory, tiny_encoder: Path, local_ray: None) -> dict[str, Any]:
     root = tmp_path_factory.mktemp("facet")
     space = root / "facet.yaml"
     space.write_text(SPACE.format(encoder=tiny_encoder), encoding="utf-8")
-    proc = run_study(["--space", str(space), "--results-dir", str(root / "results")], cwd=root)
+    proc = run_here(["--space", str(space), "--results-dir", str(root / "results")], root)
     assert proc.returncode == 0, proc.stderr[-3000:]
     return {"root": root, "dir": root / "results" / "facet"}
 
@@ -117,19 +111,19 @@ def test_resume_refuses_a_change_of_what_the_study_computes(facet: dict[str, Any
     before = {p: p.read_bytes() for p in sorted(d.rglob("*")) if p.is_file() and "ray" not in p.parts}
     for sets, named in ((["train.epochs=9"], "train.epochs"), (["seeds=[1,2,3]"], "seeds"),
                         (["search.data.name={grid: [synthetic-mner]}"], "search.data.name")):
-        proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume",
-                       *(a for s in sets for a in ("--set", s))], cwd=facet["root"])
+        proc = run_here(["--name", "facet", "--results-dir", str(d.parent), "--resume",
+                        *(a for s in sets for a in ("--set", s))], facet["root"])
         lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
         assert proc.returncode == 2 and len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr[-2000:]
         assert f"keeps its own {named} (" in lines[0] and "resources.cpus" in lines[0]
-    proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--storage",
-                   str(facet["root"] / "elsewhere")], cwd=facet["root"])
+    proc = run_here(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--storage",
+                    str(facet["root"] / "elsewhere")], facet["root"])
     lines = [ln for ln in proc.stderr.splitlines() if ln.strip()]
     assert proc.returncode == 2 and len(lines) == 1 and "resumes on its own storage" in lines[0], proc.stderr
     assert not (facet["root"] / "elsewhere").exists()
     # How it runs may change: applied, said, and the finished study runs nothing again.
-    proc = run_study(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--set", "max_concurrent=2"],
-                  cwd=facet["root"])
+    proc = run_here(["--name", "facet", "--results-dir", str(d.parent), "--resume", "--set", "max_concurrent=2"],
+                    facet["root"])
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "--resume applies max_concurrent=2 for this session (stored: 1)" in proc.stderr
     after = {p: p.read_bytes() for p in before}
